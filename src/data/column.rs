@@ -1,0 +1,136 @@
+//! Decoded columns. Text is dictionary-encoded, so a text test runs once per
+//! distinct value, not once per row.
+
+use std::collections::HashMap;
+
+/// The code of a missing text value.
+pub const NULL_CODE: u32 = u32::MAX;
+
+/// A decoded column.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Column {
+    /// Dictionary-encoded text.
+    Text(TextColumn),
+    /// Numbers; NaN marks a missing value (null and NaN are both missing).
+    Number(Vec<f64>),
+    /// Days since 1970-01-01; `None` is missing.
+    Date(Vec<Option<i32>>),
+    /// Booleans; `None` is missing.
+    Boolean(Vec<Option<bool>>),
+}
+
+impl Column {
+    /// Number of rows.
+    pub fn len(&self) -> usize {
+        match self {
+            Column::Text(t) => t.codes.len(),
+            Column::Number(v) => v.len(),
+            Column::Date(v) => v.len(),
+            Column::Boolean(v) => v.len(),
+        }
+    }
+
+    /// Whether the column has no rows.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Whether row `row` holds a missing value (null, NaN).
+    pub fn is_missing(&self, row: usize) -> bool {
+        match self {
+            Column::Text(t) => t.codes[row] == NULL_CODE,
+            Column::Number(v) => v[row].is_nan(),
+            Column::Date(v) => v[row].is_none(),
+            Column::Boolean(v) => v[row].is_none(),
+        }
+    }
+}
+
+/// Text as one code per row into a table of distinct values.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct TextColumn {
+    /// Per row: an index into `values`, or [`NULL_CODE`].
+    pub codes: Vec<u32>,
+    /// The distinct values as stored.
+    pub values: Vec<String>,
+    /// `values[i].to_lowercase()`, computed once.
+    pub lowercase: Vec<String>,
+}
+
+impl TextColumn {
+    /// The value at `row` as stored, or `None` if missing.
+    pub fn get(&self, row: usize) -> Option<&str> {
+        match self.codes[row] {
+            NULL_CODE => None,
+            code => Some(&self.values[code as usize]),
+        }
+    }
+}
+
+/// Builds a [`TextColumn`] one row at a time.
+#[derive(Default)]
+pub struct TextColumnBuilder {
+    codes: Vec<u32>,
+    values: Vec<String>,
+    index: HashMap<String, u32>,
+}
+
+impl TextColumnBuilder {
+    /// A builder with room for `rows` rows.
+    pub fn with_capacity(rows: usize) -> TextColumnBuilder {
+        TextColumnBuilder {
+            codes: Vec::with_capacity(rows),
+            ..TextColumnBuilder::default()
+        }
+    }
+
+    /// Appends a value (or a missing one).
+    pub fn push(&mut self, value: Option<&str>) {
+        let code = value.map_or(NULL_CODE, |v| self.intern(v));
+        self.codes.push(code);
+    }
+
+    /// Appends `code`, a code returned for an earlier [`Self::intern`].
+    pub fn push_code(&mut self, code: u32) {
+        self.codes.push(code);
+    }
+
+    /// The code of `value`, adding it to the dictionary if new.
+    pub fn intern(&mut self, value: &str) -> u32 {
+        if let Some(&code) = self.index.get(value) {
+            return code;
+        }
+        let code = u32::try_from(self.values.len()).expect("fewer than 2^32 distinct values");
+        self.values.push(value.to_string());
+        self.index.insert(value.to_string(), code);
+        code
+    }
+
+    /// The finished column.
+    pub fn finish(self) -> TextColumn {
+        let lowercase = self.values.iter().map(|v| v.to_lowercase()).collect();
+        TextColumn {
+            codes: self.codes,
+            values: self.values,
+            lowercase,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn text_is_interned_once_per_distinct_value() {
+        let mut b = TextColumnBuilder::default();
+        for v in [Some("Sales"), None, Some("sales"), Some("Sales")] {
+            b.push(v);
+        }
+        let t = b.finish();
+        assert_eq!(t.codes, vec![0, NULL_CODE, 1, 0]);
+        assert_eq!(t.lowercase, vec!["sales", "sales"]);
+        assert_eq!(t.get(1), None);
+        assert_eq!(t.get(3), Some("Sales"));
+    }
+}

@@ -1,0 +1,250 @@
+//! CSV input: a header row, `,` or `;` as delimiter (spreadsheet exports use
+//! `;`), UTF-8 with or without a byte-order mark, CRLF or LF.
+//!
+//! CSV has no types, so each column's type is inferred from its non-empty
+//! cells: all numbers → number; all `YYYY-MM-DD` dates or RFC 3339 timestamps
+//! → date; all `true`/`false` → boolean; otherwise text. An empty cell is a
+//! missing value.
+
+use super::DataError;
+use super::column::{Column, TextColumnBuilder};
+use crate::checked::days_since_epoch;
+use crate::schema::{ColumnSchema, ColumnType, TableSchema, ValueType};
+use std::path::Path;
+
+/// A CSV file read into memory, cells still as text.
+pub(super) struct CsvCells {
+    header: Vec<String>,
+    /// Rows of cells, with the line each row starts on.
+    records: Vec<(usize, csv::StringRecord)>,
+    types: Vec<ValueType>,
+}
+
+impl CsvCells {
+    pub(super) fn read(path: &Path) -> Result<CsvCells, DataError> {
+        let bytes = std::fs::read(path).map_err(|e| DataError::file(path, format!("cannot read the file: {e}")))?;
+        let text = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(&bytes);
+        let delimiter = detect_delimiter(text);
+        let mut reader = csv::ReaderBuilder::new()
+            .delimiter(delimiter)
+            .has_headers(true)
+            .flexible(false)
+            .from_reader(text);
+        let header: Vec<String> = reader
+            .headers()
+            .map_err(|e| csv_error(path, &e))?
+            .iter()
+            .map(|h| h.trim().to_string())
+            .collect();
+        if header.iter().all(String::is_empty) {
+            return Err(DataError::file(path, "the file has no header row"));
+        }
+        if let Some(dup) = header.iter().enumerate().find(|(i, h)| header[..*i].contains(h)) {
+            return Err(DataError::column(path, dup.1, "appears twice in the header"));
+        }
+        let mut records = Vec::new();
+        for record in reader.records() {
+            let record = record.map_err(|e| csv_error(path, &e))?;
+            let line = record.position().map_or(0, |p| p.line() as usize);
+            if record.len() == 1 && record[0].trim().is_empty() && header.len() > 1 {
+                continue; // a blank line
+            }
+            records.push((line, record));
+        }
+        let types = (0..header.len())
+            .map(|c| infer_type(records.iter().map(|(_, r)| r.get(c).unwrap_or("").trim())))
+            .collect();
+        Ok(CsvCells { header, records, types })
+    }
+
+    pub(super) fn lines(&self) -> Vec<usize> {
+        self.records.iter().map(|(line, _)| *line).collect()
+    }
+
+    pub(super) fn rows(&self) -> usize {
+        self.records.len()
+    }
+
+    pub(super) fn schema(&self) -> TableSchema {
+        TableSchema {
+            columns: self
+                .header
+                .iter()
+                .zip(&self.types)
+                .map(|(name, t)| ColumnSchema {
+                    name: name.clone(),
+                    column_type: ColumnType::Usable(*t),
+                })
+                .collect(),
+        }
+    }
+
+    pub(super) fn decode(&self, path: &Path, schema: &TableSchema, wanted: &[usize]) -> Result<Vec<Column>, DataError> {
+        wanted
+            .iter()
+            .map(|&c| {
+                let cells = self
+                    .records
+                    .iter()
+                    .map(|(line, r)| (*line, r.get(c).unwrap_or("").trim()));
+                decode_cells(path, &schema.columns[c].name, self.types[c], cells)
+            })
+            .collect()
+    }
+}
+
+fn csv_error(path: &Path, error: &csv::Error) -> DataError {
+    let line = error.position().map(|p| p.line() as usize);
+    let message = match error.kind() {
+        csv::ErrorKind::UnequalLengths { expected_len, len, .. } => {
+            format!("has {len} fields, but the header has {expected_len}")
+        }
+        csv::ErrorKind::Utf8 { .. } => "is not valid UTF-8 text".to_string(),
+        _ => error.to_string(),
+    };
+    let e = DataError::file(path, message);
+    match line {
+        Some(line) => e.at_row(line),
+        None => e,
+    }
+}
+
+/// `;` when the header line has more semicolons than commas (outside quotes).
+fn detect_delimiter(text: &[u8]) -> u8 {
+    let mut in_quotes = false;
+    let (mut commas, mut semicolons) = (0, 0);
+    for &b in text {
+        match b {
+            b'\n' if !in_quotes => break,
+            b'"' => in_quotes = !in_quotes,
+            b',' if !in_quotes => commas += 1,
+            b';' if !in_quotes => semicolons += 1,
+            _ => {}
+        }
+    }
+    if semicolons > commas { b';' } else { b',' }
+}
+
+fn parse_number(cell: &str) -> Option<f64> {
+    if cell == "NaN" {
+        return Some(f64::NAN);
+    }
+    let plain = cell
+        .bytes()
+        .all(|b| b.is_ascii_digit() || matches!(b, b'-' | b'+' | b'.' | b'e' | b'E'));
+    if !plain || !cell.bytes().any(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    cell.parse::<f64>().ok().filter(|n| n.is_finite())
+}
+
+fn parse_date(cell: &str) -> Option<i32> {
+    if let Ok(d) = chrono::NaiveDate::parse_from_str(cell, "%Y-%m-%d") {
+        return Some(days_since_epoch(d));
+    }
+    chrono::DateTime::parse_from_rfc3339(cell)
+        .ok()
+        .map(|t| days_since_epoch(t.with_timezone(&chrono::Utc).date_naive()))
+}
+
+fn parse_bool(cell: &str) -> Option<bool> {
+    if cell.eq_ignore_ascii_case("true") {
+        Some(true)
+    } else if cell.eq_ignore_ascii_case("false") {
+        Some(false)
+    } else {
+        None
+    }
+}
+
+fn infer_type<'a>(cells: impl Iterator<Item = &'a str> + Clone) -> ValueType {
+    let mut present = cells.filter(|c| !c.is_empty()).peekable();
+    if present.peek().is_none() {
+        return ValueType::Text;
+    }
+    if present.clone().all(|c| parse_number(c).is_some()) {
+        ValueType::Number
+    } else if present.clone().all(|c| parse_date(c).is_some()) {
+        ValueType::Date
+    } else if present.all(|c| parse_bool(c).is_some()) {
+        ValueType::Boolean
+    } else {
+        ValueType::Text
+    }
+}
+
+fn decode_cells<'a>(
+    path: &Path,
+    name: &str,
+    value_type: ValueType,
+    cells: impl ExactSizeIterator<Item = (usize, &'a str)>,
+) -> Result<Column, DataError> {
+    // Types were inferred from these very cells, so parsing cannot fail here;
+    // the error path guards against a future change of the inference.
+    let bad =
+        |line: usize, cell: &str| DataError::column(path, name, format!("`{cell}` is not {value_type}")).at_row(line);
+    Ok(match value_type {
+        ValueType::Text => {
+            let mut builder = TextColumnBuilder::with_capacity(cells.len());
+            for (_, cell) in cells {
+                builder.push((!cell.is_empty()).then_some(cell));
+            }
+            Column::Text(builder.finish())
+        }
+        ValueType::Number => Column::Number(
+            cells
+                .map(|(line, c)| {
+                    if c.is_empty() {
+                        Ok(f64::NAN)
+                    } else {
+                        parse_number(c).ok_or_else(|| bad(line, c))
+                    }
+                })
+                .collect::<Result<_, _>>()?,
+        ),
+        ValueType::Date => Column::Date(
+            cells
+                .map(|(line, c)| {
+                    if c.is_empty() {
+                        Ok(None)
+                    } else {
+                        parse_date(c).map(Some).ok_or_else(|| bad(line, c))
+                    }
+                })
+                .collect::<Result<_, _>>()?,
+        ),
+        ValueType::Boolean => Column::Boolean(
+            cells
+                .map(|(line, c)| {
+                    if c.is_empty() {
+                        Ok(None)
+                    } else {
+                        parse_bool(c).map(Some).ok_or_else(|| bad(line, c))
+                    }
+                })
+                .collect::<Result<_, _>>()?,
+        ),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn semicolons_win_only_when_they_outnumber_commas_outside_quotes() {
+        assert_eq!(detect_delimiter(b"a;b;c\n1,5;2;3"), b';');
+        assert_eq!(detect_delimiter(b"\"a;b\",c\n"), b',');
+        assert_eq!(detect_delimiter(b"a,b\n"), b',');
+    }
+
+    #[test]
+    fn types_are_inferred_from_non_empty_cells() {
+        assert_eq!(infer_type(["1", "", "-2.5"].into_iter()), ValueType::Number);
+        assert_eq!(infer_type(["2024-01-31", ""].into_iter()), ValueType::Date);
+        assert_eq!(infer_type(["TRUE", "false"].into_iter()), ValueType::Boolean);
+        assert_eq!(infer_type(["1", "x"].into_iter()), ValueType::Text);
+        assert_eq!(infer_type(["", ""].into_iter()), ValueType::Text);
+        assert_eq!(infer_type(["inf"].into_iter()), ValueType::Text);
+    }
+}

@@ -1,0 +1,387 @@
+//! The four inputs of a run (users, enrollments, org tree, static
+//! memberships): opened for their schema, validated per spec §4-5, then loaded
+//! with only the columns the checked rules use.
+
+use crate::checked::CheckedRules;
+use crate::data::{Column, DataError, OpenTable, Table};
+use crate::schema::{Schema, ValueType};
+use roaring::RoaringBitmap;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::path::{Path, PathBuf};
+
+/// Where the inputs are.
+#[derive(Clone, Debug, Default)]
+pub struct InputPaths {
+    /// Users (required for anything that reads data).
+    pub users: PathBuf,
+    /// Enrollments, if any.
+    pub enrollments: Option<PathBuf>,
+    /// Org tree, if any.
+    pub org: Option<PathBuf>,
+    /// Static memberships, if any.
+    pub memberships: Option<PathBuf>,
+}
+
+/// Inputs opened and validated enough to give the checker a schema.
+pub struct OpenInputs {
+    users: OpenTable,
+    user_id_column: usize,
+    enrollments: Option<OpenTable>,
+    org: Option<OrgTree>,
+    memberships: Option<StaticMemberships>,
+}
+
+/// Inputs loaded for evaluation. Rows of the users table are addressed by
+/// their position ("row"); [`Dataset::user_ids`] maps rows to user ids.
+pub struct Dataset {
+    /// The users table, with the columns the rules use.
+    pub users: Table,
+    /// The user id of each users row.
+    pub user_ids: Vec<u32>,
+    /// The enrollments, if given.
+    pub enrollments: Option<Enrollments>,
+    /// The org tree, if given.
+    pub org: Option<OrgTree>,
+    /// Members of static groups, as users rows.
+    pub static_groups: BTreeMap<String, RoaringBitmap>,
+    /// Static membership rows whose user is not in the users table.
+    pub unknown_static_members: usize,
+    row_of_id: RowIndex,
+}
+
+/// The enrollments table, each row tied to a users row.
+pub struct Enrollments {
+    /// The table, with the columns the rules use.
+    pub table: Table,
+    /// Per enrollment row, the users row, or [`NO_USER`].
+    pub user_rows: Vec<u32>,
+    /// Rows whose user id is missing or not in the users table (ignored).
+    pub unknown_users: usize,
+}
+
+/// Marks an enrollment row whose user is not in the users table.
+pub const NO_USER: u32 = u32::MAX;
+
+/// user id → users row.
+enum RowIndex {
+    /// `user_ids[row] == row` for every row.
+    Identity(usize),
+    Map(HashMap<u32, u32>),
+}
+
+impl RowIndex {
+    fn new(ids: &[u32]) -> RowIndex {
+        if ids.iter().enumerate().all(|(row, &id)| row as u64 == u64::from(id)) {
+            RowIndex::Identity(ids.len())
+        } else {
+            RowIndex::Map(ids.iter().enumerate().map(|(row, &id)| (id, row as u32)).collect())
+        }
+    }
+
+    fn row(&self, id: u32) -> Option<u32> {
+        match self {
+            RowIndex::Identity(n) => ((id as usize) < *n).then_some(id),
+            RowIndex::Map(m) => m.get(&id).copied(),
+        }
+    }
+}
+
+impl OpenInputs {
+    /// Opens every input given, reading schemas, the org tree and the static
+    /// memberships, and checking required columns.
+    pub fn open(paths: &InputPaths) -> Result<OpenInputs, DataError> {
+        let users = OpenTable::open(&paths.users)?;
+        let user_id_column = users.required("user_id", ValueType::Number)?;
+        let enrollments = match &paths.enrollments {
+            Some(path) => {
+                let table = OpenTable::open(path)?;
+                for (name, t) in [
+                    ("user_id", ValueType::Number),
+                    ("course", ValueType::Text),
+                    ("status", ValueType::Text),
+                ] {
+                    table.required(name, t)?;
+                }
+                Some(table)
+            }
+            None => None,
+        };
+        let org = paths.org.as_deref().map(OrgTree::read).transpose()?;
+        let memberships = paths.memberships.as_deref().map(StaticMemberships::read).transpose()?;
+        Ok(OpenInputs {
+            users,
+            user_id_column,
+            enrollments,
+            org,
+            memberships,
+        })
+    }
+
+    /// What the checker needs to know.
+    pub fn schema(&self) -> Schema {
+        Schema {
+            users: self.users.schema().clone(),
+            enrollments: self.enrollments.as_ref().map(|e| e.schema().clone()),
+            branches: self.org.as_ref().map(|o| o.codes.iter().cloned().collect()),
+            static_groups: self.memberships.as_ref().map(|m| m.groups.keys().cloned().collect()),
+        }
+    }
+
+    /// Decodes what `rules` use and ties the tables together.
+    pub fn load(self, rules: &CheckedRules) -> Result<Dataset, DataError> {
+        let (user_columns, enrollment_columns) = rules.columns_used();
+        let mut wanted: Vec<usize> = user_columns.into_iter().collect();
+        wanted.push(self.user_id_column);
+        let users = self.users.load(&wanted)?;
+        let user_ids = validate_user_ids(&users, self.user_id_column)?;
+        let row_of_id = RowIndex::new(&user_ids);
+        let enrollments = self
+            .enrollments
+            .map(|table| load_enrollments(table, enrollment_columns, &row_of_id))
+            .transpose()?;
+        let mut unknown_static_members = 0;
+        let static_groups = self
+            .memberships
+            .map(|m| m.groups)
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(key, ids)| {
+                let rows: RoaringBitmap = ids.iter().filter_map(|&id| row_of_id.row(id)).collect();
+                unknown_static_members += ids.len() - rows.len() as usize;
+                (key, rows)
+            })
+            .collect();
+        Ok(Dataset {
+            users,
+            user_ids,
+            enrollments,
+            org: self.org,
+            static_groups,
+            unknown_static_members,
+            row_of_id,
+        })
+    }
+}
+
+impl Dataset {
+    /// Number of users.
+    pub fn user_count(&self) -> usize {
+        self.user_ids.len()
+    }
+
+    /// The users row of a user id, if the user exists.
+    pub fn row_of(&self, user_id: u32) -> Option<u32> {
+        self.row_of_id.row(user_id)
+    }
+
+    /// Users rows → user ids.
+    pub fn rows_to_ids(&self, rows: &RoaringBitmap) -> RoaringBitmap {
+        match self.row_of_id {
+            RowIndex::Identity(_) => rows.clone(),
+            RowIndex::Map(_) => {
+                let mut ids: Vec<u32> = rows.iter().map(|r| self.user_ids[r as usize]).collect();
+                ids.sort_unstable();
+                RoaringBitmap::from_sorted_iter(ids).expect("sorted, distinct ids")
+            }
+        }
+    }
+}
+
+/// A user id cell: a whole number in `0..2^32`.
+fn user_id_value(value: f64) -> Option<u32> {
+    (value.fract() == 0.0 && (0.0..4_294_967_296.0).contains(&value)).then_some(value as u32)
+}
+
+fn validate_user_ids(users: &Table, column: usize) -> Result<Vec<u32>, DataError> {
+    let Column::Number(values) = users.column(column) else {
+        unreachable!("user_id was checked to be a number column");
+    };
+    let mut seen = RoaringBitmap::new();
+    let mut ids = Vec::with_capacity(values.len());
+    for (row, &value) in values.iter().enumerate() {
+        let error = |message: String| DataError::column(&users.path, "user_id", message).at_row(users.row_label(row));
+        if value.is_nan() {
+            return Err(error("is empty; every user needs a user id".to_string()));
+        }
+        let id = user_id_value(value).ok_or_else(|| {
+            error(format!(
+                "`{value}` is not a user id (a whole number from 0 to 4294967295)"
+            ))
+        })?;
+        if !seen.insert(id) {
+            return Err(error(format!("user id {id} appears twice")));
+        }
+        ids.push(id);
+    }
+    Ok(ids)
+}
+
+fn load_enrollments(table: OpenTable, columns: BTreeSet<usize>, users: &RowIndex) -> Result<Enrollments, DataError> {
+    let user_id_column = table.required("user_id", ValueType::Number)?;
+    let mut wanted: Vec<usize> = columns.into_iter().collect();
+    wanted.push(user_id_column);
+    let table = table.load(&wanted)?;
+    let Column::Number(values) = table.column(user_id_column) else {
+        unreachable!("user_id was checked to be a number column");
+    };
+    let mut unknown_users = 0;
+    let mut user_rows = Vec::with_capacity(values.len());
+    for (row, &value) in values.iter().enumerate() {
+        let user_row = if value.is_nan() {
+            None
+        } else {
+            let id = user_id_value(value).ok_or_else(|| {
+                DataError::column(&table.path, "user_id", format!("`{value}` is not a user id"))
+                    .at_row(table.row_label(row))
+            })?;
+            users.row(id)
+        };
+        user_rows.push(user_row.unwrap_or_else(|| {
+            unknown_users += 1;
+            NO_USER
+        }));
+    }
+    Ok(Enrollments {
+        table,
+        user_rows,
+        unknown_users,
+    })
+}
+
+/// The org tree: branch codes and their parents.
+#[derive(Debug, Clone)]
+pub struct OrgTree {
+    /// Branch codes as written.
+    pub codes: Vec<String>,
+    /// Index of each branch's parent, `None` for a root.
+    pub parents: Vec<Option<usize>>,
+    by_lowercase: HashMap<String, usize>,
+}
+
+impl OrgTree {
+    /// Reads and validates an org tree file (`branch`, `parent` columns).
+    pub fn read(path: &Path) -> Result<OrgTree, DataError> {
+        let table = OpenTable::open(path)?;
+        let branch_column = table.required("branch", ValueType::Text)?;
+        let parent_column = match table.schema().resolve("parent") {
+            crate::schema::Resolution::Found(i) => i,
+            _ => {
+                return Err(DataError::file(
+                    path,
+                    "missing required column `parent` (empty for a root)",
+                ));
+            }
+        };
+        let table = table.load(&[branch_column, parent_column])?;
+        let branches = text_cells(&table, branch_column);
+        let parents = text_cells(&table, parent_column);
+        let mut by_lowercase = HashMap::new();
+        let mut codes = Vec::new();
+        for (row, branch) in branches.iter().enumerate() {
+            let at = |m: String| DataError::column(path, "branch", m).at_row(table.row_label(row));
+            let branch = branch
+                .clone()
+                .filter(|b| !b.is_empty())
+                .ok_or_else(|| at("is empty".into()))?;
+            if by_lowercase.insert(branch.to_lowercase(), row).is_some() {
+                return Err(at(format!("branch `{branch}` appears twice")));
+            }
+            codes.push(branch);
+        }
+        let mut parent_of = Vec::with_capacity(codes.len());
+        for (row, parent) in parents.iter().enumerate() {
+            parent_of.push(match parent.as_deref().filter(|p| !p.is_empty()) {
+                None => None,
+                Some(p) => Some(*by_lowercase.get(&p.to_lowercase()).ok_or_else(|| {
+                    DataError::column(path, "parent", format!("`{p}` is not a branch of the tree"))
+                        .at_row(table.row_label(row))
+                })?),
+            });
+        }
+        let tree = OrgTree {
+            codes,
+            parents: parent_of,
+            by_lowercase,
+        };
+        if let Some(branch) = tree.branch_in_cycle() {
+            return Err(DataError::column(
+                path,
+                "parent",
+                format!("branch `{}` is its own ancestor", tree.codes[branch]),
+            ));
+        }
+        Ok(tree)
+    }
+
+    /// The branch with this code (ignoring case).
+    pub fn branch(&self, code: &str) -> Option<usize> {
+        self.by_lowercase.get(&code.to_lowercase()).copied()
+    }
+
+    /// Whether `branch` is `ancestor` or one of its descendants.
+    pub fn is_within(&self, mut branch: usize, ancestor: usize) -> bool {
+        loop {
+            if branch == ancestor {
+                return true;
+            }
+            match self.parents[branch] {
+                Some(parent) => branch = parent,
+                None => return false,
+            }
+        }
+    }
+
+    fn branch_in_cycle(&self) -> Option<usize> {
+        // Walking up more steps than there are branches means a cycle.
+        (0..self.codes.len()).find(|&start| {
+            let mut at = Some(start);
+            for _ in 0..=self.codes.len() {
+                match at {
+                    Some(b) => at = self.parents[b],
+                    None => return false,
+                }
+            }
+            true
+        })
+    }
+}
+
+/// Static groups' members from a memberships file (`group`, `user_id`).
+#[derive(Debug, Clone, Default)]
+pub struct StaticMemberships {
+    /// Member user ids by group key.
+    pub groups: BTreeMap<String, Vec<u32>>,
+}
+
+impl StaticMemberships {
+    /// Reads a memberships file.
+    pub fn read(path: &Path) -> Result<StaticMemberships, DataError> {
+        let table = OpenTable::open(path)?;
+        let group_column = table.required("group", ValueType::Text)?;
+        let id_column = table.required("user_id", ValueType::Number)?;
+        let table = table.load(&[group_column, id_column])?;
+        let keys = text_cells(&table, group_column);
+        let Column::Number(ids) = table.column(id_column) else {
+            unreachable!("user_id was checked to be a number column");
+        };
+        let mut groups: BTreeMap<String, Vec<u32>> = BTreeMap::new();
+        for (row, (key, &id)) in keys.iter().zip(ids).enumerate() {
+            let key = key.as_deref().filter(|k| crate::ast::is_group_key(k)).ok_or_else(|| {
+                DataError::column(path, "group", "is not a group key (letters, digits, `_`, `-`)")
+                    .at_row(table.row_label(row))
+            })?;
+            let id = user_id_value(id).ok_or_else(|| {
+                DataError::column(path, "user_id", format!("`{id}` is not a user id")).at_row(table.row_label(row))
+            })?;
+            groups.entry(key.to_string()).or_default().push(id);
+        }
+        Ok(StaticMemberships { groups })
+    }
+}
+
+fn text_cells(table: &Table, column: usize) -> Vec<Option<String>> {
+    match table.column(column) {
+        Column::Text(t) => (0..t.codes.len()).map(|r| t.get(r).map(str::to_string)).collect(),
+        _ => unreachable!("column was checked to be text"),
+    }
+}

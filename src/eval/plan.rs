@@ -1,0 +1,176 @@
+//! Checked rules → an evaluation plan: every distinct atom (a test on a
+//! column, an enrollment test, a branch test) appears once, however many
+//! groups use it, and each group is a boolean tree over atom ids.
+
+use crate::ast::CmpOp;
+use crate::checked::{BranchTest, CheckedRules, ColumnTest, GroupRef, Predicate};
+use std::collections::HashMap;
+
+/// A boolean tree over atoms and groups.
+#[derive(Debug, Clone)]
+pub(super) enum Node {
+    Const(bool),
+    And(Vec<Node>),
+    Or(Vec<Node>),
+    Not(Box<Node>),
+    Atom(usize),
+    Group(usize),
+    Static(String),
+}
+
+/// A leaf test, evaluated once into a bitmap of rows.
+#[derive(Debug)]
+pub(super) enum Atom<'r> {
+    /// A test on a users column.
+    UserColumn(&'r ColumnTest),
+    /// A test on an enrollments column (rows of the enrollments table).
+    EnrollmentColumn(&'r ColumnTest),
+    /// `in_branch`.
+    Branch(&'r BranchTest),
+    /// `enrollment(...)` or `count(enrollment(...)) op n`; the condition's
+    /// atoms are enrollment-column atoms.
+    Enrollment {
+        condition: Option<Node>,
+        count: Option<(CmpOp, u64)>,
+    },
+}
+
+impl Atom<'_> {
+    pub(super) fn is_enrollment(&self) -> bool {
+        matches!(self, Atom::Enrollment { .. })
+    }
+}
+
+/// The plan for a set of groups.
+pub(super) struct Plan<'r> {
+    pub atoms: Vec<Atom<'r>>,
+    /// Per rule group (by index), its tree; `None` for groups not selected.
+    pub groups: Vec<Option<Node>>,
+    /// Selected groups in batches: each batch depends only on earlier ones.
+    pub levels: Vec<Vec<usize>>,
+    /// Atom occurrences before sharing (for reporting).
+    pub atom_uses: usize,
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Table {
+    Users,
+    Enrollments,
+}
+
+struct Builder<'r> {
+    atoms: Vec<Atom<'r>>,
+    /// Canonical text of an atom → its id. Debug output of the checked atom
+    /// is canonical: literals are already typed and lowercased.
+    ids: HashMap<String, usize>,
+    uses: usize,
+}
+
+impl<'r> Builder<'r> {
+    fn intern(&mut self, key: String, atom: impl FnOnce() -> Atom<'r>) -> usize {
+        self.uses += 1;
+        let next = self.atoms.len();
+        *self.ids.entry(key).or_insert_with(|| {
+            self.atoms.push(atom());
+            next
+        })
+    }
+
+    fn node(&mut self, predicate: &'r Predicate, table: Table) -> Node {
+        match predicate {
+            Predicate::Const(b) => Node::Const(*b),
+            Predicate::And(ps) => Node::And(ps.iter().map(|p| self.node(p, table)).collect()),
+            Predicate::Or(ps) => Node::Or(ps.iter().map(|p| self.node(p, table)).collect()),
+            Predicate::Not(p) => Node::Not(Box::new(self.node(p, table))),
+            Predicate::Column(test) => {
+                let key = format!("{table:?}{test:?}", table = table as u8);
+                Node::Atom(self.intern(key, || match table {
+                    Table::Users => Atom::UserColumn(test),
+                    Table::Enrollments => Atom::EnrollmentColumn(test),
+                }))
+            }
+            Predicate::InBranch(test) => Node::Atom(self.intern(format!("{test:?}"), || Atom::Branch(test))),
+            Predicate::Enrollment(test) => {
+                let condition = test.condition.as_deref().map(|c| self.node(c, Table::Enrollments));
+                let key = format!("{test:?}");
+                Node::Atom(self.intern(key, || Atom::Enrollment {
+                    condition,
+                    count: test.count,
+                }))
+            }
+            Predicate::MemberOf(GroupRef::Rule(g)) => Node::Group(*g),
+            Predicate::MemberOf(GroupRef::Static(key)) => Node::Static(key.clone()),
+        }
+    }
+}
+
+impl<'r> Plan<'r> {
+    /// Plans the groups marked in `selected` (which must be closed under
+    /// `member_of`; see [`dependency_closure`]).
+    pub(super) fn new(rules: &'r CheckedRules, selected: &[bool]) -> Plan<'r> {
+        let mut builder = Builder {
+            atoms: Vec::new(),
+            ids: HashMap::new(),
+            uses: 0,
+        };
+        let groups: Vec<Option<Node>> = rules
+            .groups
+            .iter()
+            .zip(selected)
+            .map(|(g, &on)| on.then(|| builder.node(&g.rule, Table::Users)))
+            .collect();
+        let mut level_of = vec![0usize; rules.groups.len()];
+        let mut levels: Vec<Vec<usize>> = Vec::new();
+        for &g in rules.evaluation_order.iter().filter(|&&g| selected[g]) {
+            let level = groups[g].as_ref().map_or(0, |n| {
+                referenced_groups(n).iter().map(|&d| level_of[d] + 1).max().unwrap_or(0)
+            });
+            level_of[g] = level;
+            if levels.len() <= level {
+                levels.resize(level + 1, Vec::new());
+            }
+            levels[level].push(g);
+        }
+        Plan {
+            atoms: builder.atoms,
+            groups,
+            levels,
+            atom_uses: builder.uses,
+        }
+    }
+}
+
+fn referenced_groups(node: &Node) -> Vec<usize> {
+    let mut out = Vec::new();
+    let mut stack = vec![node];
+    while let Some(n) = stack.pop() {
+        match n {
+            Node::Group(g) => out.push(*g),
+            Node::And(ns) | Node::Or(ns) => stack.extend(ns),
+            Node::Not(n) => stack.push(n),
+            Node::Const(_) | Node::Atom(_) | Node::Static(_) => {}
+        }
+    }
+    out
+}
+
+/// Marks `wanted` groups and every group they reach through `member_of`.
+pub fn dependency_closure(rules: &CheckedRules, wanted: &[usize]) -> Vec<bool> {
+    let mut selected = vec![false; rules.groups.len()];
+    let mut stack: Vec<usize> = wanted.to_vec();
+    while let Some(g) = stack.pop() {
+        if std::mem::replace(&mut selected[g], true) {
+            continue;
+        }
+        let mut predicates = vec![&rules.groups[g].rule];
+        while let Some(p) = predicates.pop() {
+            match p {
+                Predicate::And(ps) | Predicate::Or(ps) => predicates.extend(ps),
+                Predicate::Not(p) => predicates.push(p),
+                Predicate::MemberOf(GroupRef::Rule(d)) => stack.push(*d),
+                _ => {}
+            }
+        }
+    }
+    selected
+}

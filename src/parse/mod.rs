@@ -1,0 +1,61 @@
+//! Text → syntax tree. The only module that sees pest.
+
+mod error;
+mod lower;
+mod scan;
+
+use crate::ast::{Expr, RulesFile};
+use crate::diagnostic::Diagnostic;
+use pest::Parser as _;
+
+mod grammar {
+    #![allow(missing_docs)]
+    /// The pest parser generated from `grammar/rules.pest`.
+    #[derive(pest_derive::Parser)]
+    #[grammar = "../grammar/rules.pest"]
+    pub(super) struct RulesParser;
+}
+use grammar::{Rule, RulesParser};
+
+/// A rules file that does not parse: the first syntax error found.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{}", .0.message)]
+pub struct ParseError(pub Diagnostic);
+
+/// Parses a whole rules file.
+pub fn parse_rules(text: &str) -> Result<RulesFile, ParseError> {
+    parse_with(text, Rule::file, lower::lower_file)
+}
+
+/// Parses a single expression, as typed at the REPL.
+pub fn parse_expr(text: &str) -> Result<Expr, ParseError> {
+    parse_with(text, Rule::expr_only, lower::lower_expr_only)
+}
+
+fn parse_with<T>(
+    text: &str,
+    rule: Rule,
+    lower: fn(pest::iterators::Pair<'_, Rule>) -> Result<T, Diagnostic>,
+) -> Result<T, ParseError> {
+    let problem = scan::scan(text);
+    if let Some(problem) = &problem
+        && problem.fatal
+    {
+        return Err(ParseError(problem.diagnostic.clone()));
+    }
+    match RulesParser::parse(rule, text) {
+        Ok(mut pairs) => {
+            let top = pairs.next().expect("pest yields the start rule's pair");
+            lower(top).map_err(ParseError)
+        }
+        Err(pest_error) => {
+            let diagnostic = error::from_pest(&pest_error, text);
+            // A bracket or quote problem at or before the grammar's failure is
+            // the real cause; its position is more useful than "expected ...".
+            Err(ParseError(match problem {
+                Some(p) if p.diagnostic.span.start <= diagnostic.span.start => p.diagnostic,
+                _ => diagnostic,
+            }))
+        }
+    }
+}
