@@ -7,7 +7,7 @@ use crate::data::{Column, DataError, OpenTable, Table};
 use crate::schema::{Schema, ValueType};
 use roaring::RoaringBitmap;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 /// Where the inputs are.
 #[derive(Clone, Debug, Default)]
@@ -91,23 +91,31 @@ impl OpenInputs {
     /// memberships, and checking required columns.
     pub fn open(paths: &InputPaths) -> Result<OpenInputs, DataError> {
         let users = OpenTable::open(&paths.users)?;
+        let enrollments = paths.enrollments.as_deref().map(OpenTable::open).transpose()?;
+        let org = paths.org.as_deref().map(OpenTable::open).transpose()?;
+        let memberships = paths.memberships.as_deref().map(OpenTable::open).transpose()?;
+        OpenInputs::from_tables(users, enrollments, org, memberships)
+    }
+
+    /// Validates opened tables (from files or memory) as the four inputs.
+    pub fn from_tables(
+        users: OpenTable,
+        enrollments: Option<OpenTable>,
+        org: Option<OpenTable>,
+        memberships: Option<OpenTable>,
+    ) -> Result<OpenInputs, DataError> {
         let user_id_column = users.required("user_id", ValueType::Number)?;
-        let enrollments = match &paths.enrollments {
-            Some(path) => {
-                let table = OpenTable::open(path)?;
-                for (name, t) in [
-                    ("user_id", ValueType::Number),
-                    ("course", ValueType::Text),
-                    ("status", ValueType::Text),
-                ] {
-                    table.required(name, t)?;
-                }
-                Some(table)
+        if let Some(table) = &enrollments {
+            for (name, t) in [
+                ("user_id", ValueType::Number),
+                ("course", ValueType::Text),
+                ("status", ValueType::Text),
+            ] {
+                table.required(name, t)?;
             }
-            None => None,
-        };
-        let org = paths.org.as_deref().map(OrgTree::read).transpose()?;
-        let memberships = paths.memberships.as_deref().map(StaticMemberships::read).transpose()?;
+        }
+        let org = org.map(OrgTree::from_table).transpose()?;
+        let memberships = memberships.map(StaticMemberships::from_table).transpose()?;
         Ok(OpenInputs {
             users,
             user_id_column,
@@ -259,9 +267,9 @@ pub struct OrgTree {
 }
 
 impl OrgTree {
-    /// Reads and validates an org tree file (`branch`, `parent` columns).
-    pub fn read(path: &Path) -> Result<OrgTree, DataError> {
-        let table = OpenTable::open(path)?;
+    /// Validates an org tree table (`branch`, `parent` columns).
+    pub fn from_table(table: OpenTable) -> Result<OrgTree, DataError> {
+        let path = &table.path().to_path_buf();
         let branch_column = table.required("branch", ValueType::Text)?;
         let parent_column = match table.schema().resolve("parent") {
             crate::schema::Resolution::Found(i) => i,
@@ -354,9 +362,9 @@ pub struct StaticMemberships {
 }
 
 impl StaticMemberships {
-    /// Reads a memberships file.
-    pub fn read(path: &Path) -> Result<StaticMemberships, DataError> {
-        let table = OpenTable::open(path)?;
+    /// Validates a memberships table (`group`, `user_id` columns).
+    pub fn from_table(table: OpenTable) -> Result<StaticMemberships, DataError> {
+        let path = &table.path().to_path_buf();
         let group_column = table.required("group", ValueType::Text)?;
         let id_column = table.required("user_id", ValueType::Number)?;
         let table = table.load(&[group_column, id_column])?;

@@ -68,14 +68,20 @@ impl Diagnostic {
         };
         let at = source.line_col(self.span.start);
         let (line_start, line_end) = source.line_range(self.span.start);
-        let line_text = &source.text[line_start..line_end];
+        let (line_start, line_end, cut_left, cut_right) = window(&source.text, line_start, line_end, self.span.start);
+        let line_text = format!(
+            "{}{}{}",
+            if cut_left { "…" } else { "" },
+            &source.text[line_start..line_end],
+            if cut_right { "…" } else { "" }
+        );
         let gutter = at.line.to_string().len();
         let pad = " ".repeat(gutter);
         // The caret runs to the end of the span or of its first line, whichever
         // comes first; an empty span still gets one caret.
         let caret_end = self.span.end.clamp(self.span.start, line_end);
         let start = self.span.start.clamp(line_start, line_end);
-        let lead = display_width(&source.text[line_start..start]);
+        let lead = display_width(&source.text[line_start..start]) + usize::from(cut_left);
         let carets = display_width(&source.text[start..caret_end]).max(1);
 
         let mut out = String::new();
@@ -89,6 +95,28 @@ impl Diagnostic {
         }
         out
     }
+}
+
+/// Characters of a long line shown around the span's start.
+const WINDOW_CHARS: usize = 100;
+
+/// Narrows a long line to [`WINDOW_CHARS`] around `at`: the new range, and
+/// whether text was cut on the left and on the right.
+fn window(text: &str, start: usize, end: usize, at: usize) -> (usize, usize, bool, bool) {
+    let line = &text[start..end];
+    if line.chars().count() <= WINDOW_CHARS {
+        return (start, end, false, false);
+    }
+    let boundaries: Vec<usize> = line.char_indices().map(|(i, _)| start + i).chain([end]).collect();
+    let at_char = boundaries.iter().position(|&b| b >= at).unwrap_or(boundaries.len() - 1);
+    let first = at_char.saturating_sub(WINDOW_CHARS / 4);
+    let last = (first + WINDOW_CHARS).min(boundaries.len() - 1);
+    (
+        boundaries[first],
+        boundaries[last],
+        first > 0,
+        last < boundaries.len() - 1,
+    )
 }
 
 /// Width of `text` on a terminal, counting each character as one column (tabs
@@ -126,5 +154,16 @@ mod tests {
         let src = SourceFile::new("g.rules", "group a {");
         let d = Diagnostic::error(Span::new(9, 9), "expected `}`");
         assert!(d.render(&src).ends_with("1 | group a {\n  |          ^\n"));
+    }
+
+    #[test]
+    fn long_lines_are_cut_around_the_span() {
+        let text = format!("{}x{}", "a".repeat(500), "b".repeat(500));
+        let src = SourceFile::new("g", text);
+        let out = Diagnostic::error(Span::new(500, 501), "here").render(&src);
+        let lines: Vec<&str> = out.lines().collect();
+        assert!(lines[3].starts_with("1 | …aaa") && lines[3].ends_with("bbb…"), "{out}");
+        let caret = lines[4].find('^').unwrap();
+        assert_eq!(lines[3].chars().nth(caret), Some('x'), "{out}");
     }
 }

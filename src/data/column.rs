@@ -20,6 +20,17 @@ pub enum Column {
 }
 
 impl Column {
+    /// The value type of the column.
+    pub fn value_type(&self) -> crate::schema::ValueType {
+        use crate::schema::ValueType;
+        match self {
+            Column::Text(_) => ValueType::Text,
+            Column::Number(_) => ValueType::Number,
+            Column::Date(_) => ValueType::Date,
+            Column::Boolean(_) => ValueType::Boolean,
+        }
+    }
+
     /// Number of rows.
     pub fn len(&self) -> usize {
         match self {
@@ -64,6 +75,16 @@ impl TextColumn {
             NULL_CODE => None,
             code => Some(&self.values[code as usize]),
         }
+    }
+}
+
+impl FromIterator<Option<String>> for TextColumn {
+    fn from_iter<I: IntoIterator<Item = Option<String>>>(values: I) -> TextColumn {
+        let mut builder = TextColumnBuilder::default();
+        for v in values {
+            builder.push(v.as_deref());
+        }
+        builder.finish()
     }
 }
 

@@ -4,7 +4,8 @@
 //! CSV has no types, so each column's type is inferred from its non-empty
 //! cells: all numbers → number; all `YYYY-MM-DD` dates or RFC 3339 timestamps
 //! → date; all `true`/`false` → boolean; otherwise text. An empty cell is a
-//! missing value.
+//! missing value. In `;`-separated files a comma is also accepted as the
+//! decimal separator (`1,5`), as spreadsheets in those locales write it.
 
 use super::DataError;
 use super::column::{Column, TextColumnBuilder};
@@ -18,6 +19,7 @@ pub(super) struct CsvCells {
     /// Rows of cells, with the line each row starts on.
     records: Vec<(usize, csv::StringRecord)>,
     types: Vec<ValueType>,
+    decimal_comma: bool,
 }
 
 impl CsvCells {
@@ -51,10 +53,21 @@ impl CsvCells {
             }
             records.push((line, record));
         }
+        let decimal_comma = delimiter == b';';
         let types = (0..header.len())
-            .map(|c| infer_type(records.iter().map(|(_, r)| r.get(c).unwrap_or("").trim())))
+            .map(|c| {
+                infer_type(
+                    records.iter().map(|(_, r)| r.get(c).unwrap_or("").trim()),
+                    decimal_comma,
+                )
+            })
             .collect();
-        Ok(CsvCells { header, records, types })
+        Ok(CsvCells {
+            header,
+            records,
+            types,
+            decimal_comma,
+        })
     }
 
     pub(super) fn lines(&self) -> Vec<usize> {
@@ -87,7 +100,7 @@ impl CsvCells {
                     .records
                     .iter()
                     .map(|(line, r)| (*line, r.get(c).unwrap_or("").trim()));
-                decode_cells(path, &schema.columns[c].name, self.types[c], cells)
+                decode_cells(path, &schema.columns[c].name, self.types[c], self.decimal_comma, cells)
             })
             .collect()
     }
@@ -125,9 +138,12 @@ fn detect_delimiter(text: &[u8]) -> u8 {
     if semicolons > commas { b';' } else { b',' }
 }
 
-fn parse_number(cell: &str) -> Option<f64> {
+fn parse_number(cell: &str, decimal_comma: bool) -> Option<f64> {
     if cell == "NaN" {
         return Some(f64::NAN);
+    }
+    if decimal_comma && cell.bytes().filter(|&b| b == b',').count() == 1 && !cell.contains('.') {
+        return parse_number(&cell.replace(',', "."), false);
     }
     let plain = cell
         .bytes()
@@ -157,12 +173,12 @@ fn parse_bool(cell: &str) -> Option<bool> {
     }
 }
 
-fn infer_type<'a>(cells: impl Iterator<Item = &'a str> + Clone) -> ValueType {
+fn infer_type<'a>(cells: impl Iterator<Item = &'a str> + Clone, decimal_comma: bool) -> ValueType {
     let mut present = cells.filter(|c| !c.is_empty()).peekable();
     if present.peek().is_none() {
         return ValueType::Text;
     }
-    if present.clone().all(|c| parse_number(c).is_some()) {
+    if present.clone().all(|c| parse_number(c, decimal_comma).is_some()) {
         ValueType::Number
     } else if present.clone().all(|c| parse_date(c).is_some()) {
         ValueType::Date
@@ -177,6 +193,7 @@ fn decode_cells<'a>(
     path: &Path,
     name: &str,
     value_type: ValueType,
+    decimal_comma: bool,
     cells: impl ExactSizeIterator<Item = (usize, &'a str)>,
 ) -> Result<Column, DataError> {
     // Types were inferred from these very cells, so parsing cannot fail here;
@@ -197,7 +214,7 @@ fn decode_cells<'a>(
                     if c.is_empty() {
                         Ok(f64::NAN)
                     } else {
-                        parse_number(c).ok_or_else(|| bad(line, c))
+                        parse_number(c, decimal_comma).ok_or_else(|| bad(line, c))
                     }
                 })
                 .collect::<Result<_, _>>()?,
@@ -240,11 +257,14 @@ mod tests {
 
     #[test]
     fn types_are_inferred_from_non_empty_cells() {
-        assert_eq!(infer_type(["1", "", "-2.5"].into_iter()), ValueType::Number);
-        assert_eq!(infer_type(["2024-01-31", ""].into_iter()), ValueType::Date);
-        assert_eq!(infer_type(["TRUE", "false"].into_iter()), ValueType::Boolean);
-        assert_eq!(infer_type(["1", "x"].into_iter()), ValueType::Text);
-        assert_eq!(infer_type(["", ""].into_iter()), ValueType::Text);
-        assert_eq!(infer_type(["inf"].into_iter()), ValueType::Text);
+        assert_eq!(infer_type(["1", "", "-2.5"].into_iter(), false), ValueType::Number);
+        assert_eq!(infer_type(["2024-01-31", ""].into_iter(), false), ValueType::Date);
+        assert_eq!(infer_type(["TRUE", "false"].into_iter(), false), ValueType::Boolean);
+        assert_eq!(infer_type(["1", "x"].into_iter(), false), ValueType::Text);
+        assert_eq!(infer_type(["", ""].into_iter(), false), ValueType::Text);
+        assert_eq!(infer_type(["inf"].into_iter(), false), ValueType::Text);
+        assert_eq!(infer_type(["1,5", "2"].into_iter(), true), ValueType::Number);
+        assert_eq!(infer_type(["1,5"].into_iter(), false), ValueType::Text);
+        assert_eq!(infer_type(["1,5,6"].into_iter(), true), ValueType::Text);
     }
 }

@@ -74,6 +74,7 @@ pub struct OpenTable {
 enum Source {
     Csv(csv::CsvCells),
     Parquet,
+    Memory(Vec<Column>),
 }
 
 /// A table with some of its columns decoded.
@@ -115,6 +116,32 @@ impl OpenTable {
                 rows: cells.rows(),
                 source: Source::Csv(cells),
             })
+        }
+    }
+
+    /// A table already in memory, e.g. built by an embedding program or a
+    /// test. `name` stands for the file name in errors. All columns must
+    /// have the same length.
+    pub fn from_columns(name: &str, columns: Vec<(String, Column)>) -> OpenTable {
+        let rows = columns.first().map_or(0, |(_, c)| c.len());
+        assert!(
+            columns.iter().all(|(_, c)| c.len() == rows),
+            "columns of one table have one length"
+        );
+        let schema = TableSchema {
+            columns: columns
+                .iter()
+                .map(|(name, column)| crate::schema::ColumnSchema {
+                    name: name.clone(),
+                    column_type: ColumnType::Usable(column.value_type()),
+                })
+                .collect(),
+        };
+        OpenTable {
+            path: PathBuf::from(name),
+            source: Source::Memory(columns.into_iter().map(|(_, c)| c).collect()),
+            schema,
+            rows,
         }
     }
 
@@ -171,6 +198,7 @@ impl OpenTable {
         let decoded = match &self.source {
             Source::Csv(cells) => cells.decode(&self.path, &self.schema, &wanted)?,
             Source::Parquet => parquet::decode(&self.path, &self.schema, &wanted)?,
+            Source::Memory(columns) => wanted.iter().map(|&i| columns[i].clone()).collect(),
         };
         let mut columns: Vec<Option<Column>> = (0..self.schema.columns.len()).map(|_| None).collect();
         for (index, column) in wanted.into_iter().zip(decoded) {
@@ -178,7 +206,7 @@ impl OpenTable {
         }
         let lines = match self.source {
             Source::Csv(cells) => Some(cells.lines()),
-            Source::Parquet => None,
+            Source::Parquet | Source::Memory(_) => None,
         };
         Ok(Table {
             path: self.path,

@@ -12,6 +12,12 @@ pub(super) fn from_pest(error: &pest::error::Error<Rule>, text: &str) -> Diagnos
         InputLocation::Pos(p) => p,
         InputLocation::Span((start, _)) => start,
     };
+    // The grammar may fail inside an operator (`<>` fails at `>`), so hints
+    // look at the whole run of operator characters around the position.
+    let (run_start, run) = operator_run(text, at);
+    if let Some(hint) = hint_for(run) {
+        return hint.at(Span::new(run_start, run_start + run.len()));
+    }
     let token = token_at(text, at);
     let span = Span::new(at, at + token.len());
     if let Some(hint) = hint_for(token) {
@@ -26,7 +32,30 @@ pub(super) fn from_pest(error: &pest::error::Error<Rule>, text: &str) -> Diagnos
     } else {
         format!("`{token}`")
     };
-    Diagnostic::error(span, format!("expected {expected}, found {found}"))
+    let diagnostic = Diagnostic::error(span, format!("expected {expected}, found {found}"));
+    if crate::ast::RESERVED_WORDS.contains(&token) && expected.contains("a condition") {
+        return diagnostic.with_help(format!(
+            "`{token}` is a keyword; to test a column named `{token}`, write `field(\"{token}\")`"
+        ));
+    }
+    diagnostic
+}
+
+const OPERATOR_CHARS: &str = "<>=!&|";
+
+/// The run of operator characters around `at`, and where it starts.
+fn operator_run(text: &str, at: usize) -> (usize, &str) {
+    let at = at.min(text.len());
+    let start = text[..at]
+        .char_indices()
+        .rev()
+        .take_while(|(_, c)| OPERATOR_CHARS.contains(*c))
+        .last()
+        .map_or(at, |(i, _)| i);
+    let end = text[at..]
+        .find(|c| !OPERATOR_CHARS.contains(c))
+        .map_or(text.len(), |i| at + i);
+    (start, &text[start..end])
 }
 
 /// The word or symbol starting at `at`, for quoting in messages.
@@ -88,11 +117,15 @@ fn hint_for(token: &str) -> Option<Hint> {
     })
 }
 
-/// "a condition, `and` or `}`" from the rules the grammar tried.
+/// "a condition, `and` or `or`" from the rules the grammar tried.
 fn describe(positives: &[Rule]) -> String {
     let mut names: Vec<&str> = positives.iter().map(|r| rule_name(*r)).collect();
     names.sort_unstable();
     names.dedup();
+    // Where any value would do, name them once rather than one by one.
+    if names.contains(&VALUE) {
+        names.retain(|n| !["a number", "text in quotes", "a condition"].contains(n));
+    }
     match names.as_slice() {
         [] => "something else".to_string(),
         [one] => one.to_string(),
@@ -100,13 +133,15 @@ fn describe(positives: &[Rule]) -> String {
     }
 }
 
+const VALUE: &str = "a value (text in quotes, a number, a date, `today`, `true` or `false`)";
+
 fn rule_name(rule: Rule) -> &'static str {
     match rule {
         Rule::EOI => "the end of the file",
         Rule::group | Rule::kw_group => "`group`",
         Rule::group_key => "a group key (letters, digits, `_`, `-`)",
         Rule::status => "a status (`active`, `draft`, `paused`, `add_only`, `remove_only`)",
-        Rule::clause | Rule::kw_include | Rule::kw_exclude => "`include [...]` or `exclude [...]`",
+        Rule::clause | Rule::kw_include | Rule::kw_exclude => "an `include`/`exclude` list",
         Rule::id_list => "a list of user ids like `[1001, 1002]`",
         Rule::user_id => "a user id",
         Rule::cmp_op | Rule::compare => "an operator (`==`, `!=`, `<`, `<=`, `>`, `>=`)",
@@ -120,7 +155,7 @@ fn rule_name(rule: Rule) -> &'static str {
         Rule::list => "a list like `[\"a\", \"b\"]`",
         Rule::text | Rule::text_body => "text in quotes",
         Rule::number => "a number",
-        Rule::date | Rule::today | Rule::bool_value => "a value",
+        Rule::date | Rule::today | Rule::bool_value => VALUE,
         Rule::offset | Rule::offset_sign => "an offset like `- 30d`",
         _ => "a condition",
     }
@@ -137,6 +172,13 @@ mod tests {
         assert_eq!(token_at("=> 5", 0), "=>");
         assert_eq!(token_at("", 0), "");
         assert_eq!(token_at(")", 0), ")");
+    }
+
+    #[test]
+    fn operator_runs_extend_both_ways() {
+        assert_eq!(operator_run("a <> 5", 3), (2, "<>"));
+        assert_eq!(operator_run("a === 5", 4), (2, "==="));
+        assert_eq!(operator_run("a b", 2), (2, ""));
     }
 
     #[test]

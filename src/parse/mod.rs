@@ -32,7 +32,7 @@ pub fn parse_expr(text: &str) -> Result<Expr, ParseError> {
     parse_with(text, Rule::expr_only, lower::lower_expr_only)
 }
 
-fn parse_with<T>(
+fn parse_with<T: Send>(
     text: &str,
     rule: Rule,
     lower: fn(pest::iterators::Pair<'_, Rule>) -> Result<T, Diagnostic>,
@@ -43,6 +43,32 @@ fn parse_with<T>(
     {
         return Err(ParseError(problem.diagnostic.clone()));
     }
+    // The grammar is recursive descent: each bracket level costs several
+    // stack frames, large in unoptimised builds. The scan bounds the depth;
+    // a thread of our own makes that bound safe whatever stack the caller
+    // runs on (2 MiB test and rayon threads included).
+    const PARSER_STACK_BYTES: usize = 256 << 20;
+    let parsed = std::thread::scope(|scope| {
+        std::thread::Builder::new()
+            .name("dyngroups-parse".into())
+            .stack_size(PARSER_STACK_BYTES)
+            .spawn_scoped(scope, || parse_on_this_thread(text, rule, lower, problem))
+            .map(|handle| handle.join())
+    });
+    match parsed {
+        Ok(Ok(result)) => result,
+        Ok(Err(panic)) => std::panic::resume_unwind(panic),
+        // No thread could be started: parse here, the depth bound still holds.
+        Err(_) => parse_on_this_thread(text, rule, lower, scan::scan(text)),
+    }
+}
+
+fn parse_on_this_thread<T>(
+    text: &str,
+    rule: Rule,
+    lower: fn(pest::iterators::Pair<'_, Rule>) -> Result<T, Diagnostic>,
+    problem: Option<scan::ScanProblem>,
+) -> Result<T, ParseError> {
     match RulesParser::parse(rule, text) {
         Ok(mut pairs) => {
             let top = pairs.next().expect("pest yields the start rule's pair");

@@ -1,0 +1,222 @@
+//! The `dyngroups` command as a user runs it: output and exit codes.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn dyngroups(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_dyngroups"))
+        .args(args)
+        .current_dir(root())
+        .output()
+        .unwrap()
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+const EXAMPLE: &[&str] = &[
+    "--rules",
+    "examples/groups.rules",
+    "--users",
+    "examples/data/users.csv",
+    "--enrollments",
+    "examples/data/enrollments.csv",
+    "--org",
+    "examples/data/org.csv",
+    "--memberships",
+    "examples/data/memberships.csv",
+    "--as-of",
+    "2026-11-22",
+];
+
+fn run_example(extra: &[&str]) -> Output {
+    let mut args = vec!["run"];
+    args.extend_from_slice(EXAMPLE);
+    args.extend_from_slice(extra);
+    dyngroups(&args)
+}
+
+#[test]
+fn check_without_data_counts_groups() {
+    let out = dyngroups(&["check", "examples/groups.rules"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "20 groups OK\n");
+}
+
+#[test]
+fn check_with_data_checks_fields() {
+    let mut args = vec!["check", "examples/groups.rules"];
+    args.extend_from_slice(&EXAMPLE[2..]);
+    let out = dyngroups(&args);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "20 groups OK\n");
+}
+
+#[test]
+fn check_reports_every_error_with_position_and_exits_1() {
+    let dir = tempfile::tempdir().unwrap();
+    let rules = dir.path().join("bad.rules");
+    std::fs::write(
+        &rules,
+        "group a {\n    departmnt == \"Sales\"\n}\ngroup b { grade == \"5\" }\n",
+    )
+    .unwrap();
+    let rules = rules.to_str().unwrap();
+    let out = dyngroups(&["check", rules, "--users", "examples/data/users.csv"]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = text(&out.stderr);
+    assert!(stderr.contains(&format!("{rules}:2:5")), "{stderr}");
+    assert!(stderr.contains("did you mean `department`?"), "{stderr}");
+    assert!(stderr.contains(&format!("{rules}:4:20")), "{stderr}");
+    assert!(stderr.contains("write the number without quotes: `5`"), "{stderr}");
+    assert!(text(&out.stdout).is_empty());
+}
+
+#[test]
+fn missing_data_file_is_one_line_and_exits_3() {
+    let out = dyngroups(&["check", "examples/groups.rules", "--users", "nope.csv"]);
+    assert_eq!(out.status.code(), Some(3));
+    let stderr = text(&out.stderr);
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(stderr.starts_with("error: nope.csv: cannot read the file"), "{stderr}");
+}
+
+#[test]
+fn usage_errors_exit_2() {
+    assert_eq!(
+        dyngroups(&["run", "--rules", "examples/groups.rules"]).status.code(),
+        Some(2)
+    );
+    assert_eq!(
+        dyngroups(&["check", "examples/groups.rules", "--org", "examples/data/org.csv"])
+            .status
+            .code(),
+        Some(2)
+    );
+    assert_eq!(run_example(&["--group", "no_such_group"]).status.code(), Some(2));
+}
+
+#[test]
+fn run_prints_the_members_table() {
+    let out = run_example(&[]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    let row = |key: &str| -> Vec<String> {
+        let line = stdout
+            .lines()
+            .find(|l| l.starts_with(&format!("{key} ")))
+            .unwrap_or_else(|| panic!("{stdout}"));
+        line.split("  ")
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(String::from)
+            .collect()
+    };
+    assert_eq!(
+        row("approved_drivers")[..3],
+        ["approved_drivers", "Approved Drivers", "4"]
+    );
+    assert_eq!(row("sales_emea")[2], "4");
+    assert_eq!(row("everyone")[2], "12");
+    assert!(text(&out.stderr).contains("1 enrollment rows name a user not in the users table"));
+}
+
+fn members_file(extension: &str) -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join(format!("members.{extension}"));
+    (dir, path)
+}
+
+#[test]
+fn members_out_csv_is_sorted_by_group_then_user() {
+    let (_dir, path) = members_file("csv");
+    let out = run_example(&[
+        "--members-out",
+        path.to_str().unwrap(),
+        "--group",
+        "sales_emea",
+        "--group",
+        "approved_drivers",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(
+        std::fs::read_to_string(&path).unwrap(),
+        "group,user_id\napproved_drivers,1001\napproved_drivers,1003\napproved_drivers,1005\napproved_drivers,1007\n\
+         sales_emea,1001\nsales_emea,1002\nsales_emea,1007\nsales_emea,1011\n"
+    );
+}
+
+#[test]
+fn group_selection_evaluates_dependencies_but_shows_only_the_asked() {
+    let out = run_example(&["--group", "drivers_not_in_sales"]);
+    let stdout = text(&out.stdout);
+    assert!(
+        stdout
+            .lines()
+            .any(|l| l.starts_with("drivers_not_in_sales ") && l.contains(" 2 ")),
+        "{stdout}"
+    );
+    assert!(!stdout.contains("approved_drivers "), "{stdout}");
+}
+
+#[test]
+fn members_out_jsonl_and_parquet() {
+    let (_dir, jsonl) = members_file("jsonl");
+    run_example(&["--members-out", jsonl.to_str().unwrap(), "--group", "managers"]);
+    assert_eq!(
+        std::fs::read_to_string(&jsonl).unwrap(),
+        "{\"group\":\"managers\",\"user_id\":1001}\n{\"group\":\"managers\",\"user_id\":1005}\n{\"group\":\"managers\",\"user_id\":1008}\n"
+    );
+    let (_dir, parquet) = members_file("parquet");
+    run_example(&["--members-out", parquet.to_str().unwrap(), "--group", "managers"]);
+    let table = dyngroups::data::OpenTable::open(&parquet).unwrap();
+    let names: Vec<&str> = table.schema().names().collect();
+    assert_eq!(names, ["group", "user_id"]);
+    let table = table.load(&[1]).unwrap();
+    assert_eq!(
+        table.column(1),
+        &dyngroups::data::Column::Number(vec![1001.0, 1005.0, 1008.0])
+    );
+}
+
+#[test]
+fn data_errors_exit_3_and_write_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let users = dir.path().join("users.csv");
+    std::fs::write(&users, "user_id,department\n1,Sales\n1,Eng\n").unwrap();
+    let out_path = dir.path().join("m.csv");
+    let out = dyngroups(&[
+        "run",
+        "--rules",
+        "examples/groups.rules",
+        "--users",
+        users.to_str().unwrap(),
+        "--members-out",
+        out_path.to_str().unwrap(),
+    ]);
+    // The rules use columns this file lacks: rule errors come first.
+    assert_eq!(out.status.code(), Some(1));
+    let rules = dir.path().join("r.rules");
+    std::fs::write(&rules, "group s { department == \"sales\" }").unwrap();
+    let out = dyngroups(&[
+        "run",
+        "--rules",
+        rules.to_str().unwrap(),
+        "--users",
+        users.to_str().unwrap(),
+        "--members-out",
+        out_path.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(3));
+    assert!(
+        text(&out.stderr).contains("column `user_id`, row 3: user id 1 appears twice"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert!(!out_path.exists());
+}

@@ -1,0 +1,162 @@
+//! The engine against the reference evaluator, on random rules and data.
+
+use crate::generate::{Tables, as_of, tables, typed_rules};
+use crate::reference;
+use dyngroups::ast::RulesFile;
+use dyngroups::eval::{dependency_closure, evaluate};
+use proptest::prelude::*;
+use std::collections::{BTreeMap, BTreeSet};
+
+/// Cases per property: `PROPTEST_CASES` if set (long local runs), else a
+/// number that keeps the normal test run short.
+fn cases(default: u32) -> u32 {
+    std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(default)
+}
+
+fn case() -> impl Strategy<Value = (Tables, RulesFile)> {
+    tables().prop_flat_map(|t| {
+        let ids = t.user_ids.clone();
+        (Just(t), typed_rules(ids))
+    })
+}
+
+/// Rules go through the printer and the parser too, as an admin's file would.
+fn run_both(tables: &Tables, file: &RulesFile) -> (BTreeMap<String, BTreeSet<u32>>, BTreeMap<String, BTreeSet<u32>>) {
+    let text = file.to_string();
+    let parsed = dyngroups::parse_rules(&text).unwrap_or_else(|e| panic!("{text}\n{e:?}"));
+    let inputs = tables.open();
+    let checked =
+        dyngroups::check(&parsed, &inputs.schema(), as_of()).unwrap_or_else(|e| panic!("{text}\n{:?}", e.errors));
+    let data = inputs.load(&checked.rules).unwrap();
+    let engine = evaluate(&checked.rules, &data, None)
+        .groups
+        .into_iter()
+        .map(|g| (g.key, g.members.iter().collect()))
+        .collect();
+    (engine, reference::members(&checked.rules, &data))
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(cases(3000)))]
+
+    #[test]
+    fn engine_equals_reference((tables, file) in case()) {
+        let (engine, reference) = run_both(&tables, &file);
+        prop_assert_eq!(engine, reference, "rules:\n{}", file);
+    }
+
+    #[test]
+    fn selected_groups_equal_the_full_run((tables, file) in case(), pick in any::<prop::sample::Index>()) {
+        let text = file.to_string();
+        let parsed = dyngroups::parse_rules(&text).unwrap();
+        let inputs = tables.open();
+        let rules = dyngroups::check(&parsed, &inputs.schema(), as_of()).unwrap().rules;
+        let data = inputs.load(&rules).unwrap();
+        let full = evaluate(&rules, &data, None);
+        let wanted = pick.index(rules.groups.len());
+        let selected = dependency_closure(&rules, &[wanted]);
+        let partial = evaluate(&rules, &data, Some(&selected));
+        let key = &rules.groups[wanted].key;
+        let find = |e: &dyngroups::eval::Evaluation| e.groups.iter().find(|g| &g.key == key).unwrap().members.clone();
+        prop_assert_eq!(find(&partial), find(&full));
+    }
+}
+
+/// Hand-written cases from spec §3, each a rule and the expected members.
+#[test]
+fn spec_meaning_table() {
+    let tables = fixed_tables();
+    let cases: &[(&str, &[u32])] = &[
+        // 1. Text ignores case; `<` compares lowercased bytes.
+        (r#"dept == "SALES""#, &[1, 2]),
+        (r#"dept < "f""#, &[3, 4]),
+        // 2. Missing values never compare; "" is a value; is empty covers both.
+        (r#"dept == """#, &[4]),
+        (r#"dept is empty"#, &[4, 5]),
+        (r#"score >= 0"#, &[1, 2, 3]),
+        (r#"score is empty"#, &[4, 5]),
+        // 3. Negations are complements, missing values included.
+        (r#"dept != "sales""#, &[3, 4, 5]),
+        (r#"not (score >= 0)"#, &[4, 5]),
+        (r#"dept not in ["sales", "eng"]"#, &[4, 5]),
+        // 4. Enrollments: existence, counts with zero, unknown users ignored.
+        (r#"completed("C1")"#, &[1]),
+        (r#"count(enrollment()) == 0"#, &[3, 4, 5]),
+        (r#"count(enrollment(status == "completed")) >= 1"#, &[1]),
+        // 5. Org tree with descendants, codes ignoring case.
+        (r#"in_branch("emea")"#, &[1, 2]),
+        // Bare booleans and their complement.
+        (r#"active"#, &[1]),
+        (r#"not active"#, &[2, 3, 4, 5]),
+        // Unicode lowercase: İ lowercases to "i̇", so "i" is a prefix.
+        (r#"name starts_with "i""#, &[2]),
+        (r#"name matches "^İ""#, &[2]),
+        (r#"name contains "ss""#, &[]),
+        (r#"name contains "ß""#, &[3]),
+    ];
+    for (rule, expected) in cases {
+        let file = dyngroups::parse_rules(&format!("group g {{ {rule} }}")).unwrap();
+        let inputs = tables.open();
+        let rules = dyngroups::check(&file, &inputs.schema(), as_of()).unwrap().rules;
+        let data = inputs.load(&rules).unwrap();
+        let members: Vec<u32> = evaluate(&rules, &data, None).groups[0].members.iter().collect();
+        assert_eq!(&members, expected, "rule: {rule}");
+        let reference: Vec<u32> = reference::members(&rules, &data)["g"].iter().copied().collect();
+        assert_eq!(&reference, expected, "reference, rule: {rule}");
+    }
+}
+
+fn fixed_tables() -> Tables {
+    use dyngroups::data::{Column, TextColumn};
+    let text = |v: &[Option<&str>]| Column::Text(v.iter().map(|s| s.map(String::from)).collect::<TextColumn>());
+    Tables {
+        user_ids: vec![1, 2, 3, 4, 5],
+        users: vec![
+            ("user_id".into(), Column::Number(vec![1.0, 2.0, 3.0, 4.0, 5.0])),
+            (
+                "dept".into(),
+                text(&[Some("Sales"), Some("sAlEs"), Some("Eng"), Some(""), None]),
+            ),
+            (
+                "name".into(),
+                text(&[Some("Ana"), Some("İris"), Some("Straße"), None, Some("")]),
+            ),
+            (
+                "branch".into(),
+                text(&[Some("EMEA-PT"), Some("emea"), Some("AMER"), Some("nowhere"), None]),
+            ),
+            ("score".into(), Column::Number(vec![1.0, 0.0, 2.5, f64::NAN, f64::NAN])),
+            (
+                "active".into(),
+                Column::Boolean(vec![Some(true), Some(false), None, Some(false), None]),
+            ),
+        ],
+        enrollments: vec![
+            ("user_id".into(), Column::Number(vec![1.0, 1.0, 2.0, 42.0])),
+            ("course".into(), text(&[Some("c1"), Some("C2"), Some("C1"), Some("C1")])),
+            (
+                "status".into(),
+                text(&[
+                    Some("Completed"),
+                    Some("in_progress"),
+                    Some("completed "),
+                    Some("completed"),
+                ]),
+            ),
+        ],
+        org: vec![
+            (
+                "branch".into(),
+                text(&[Some("HQ"), Some("EMEA"), Some("EMEA-PT"), Some("AMER")]),
+            ),
+            ("parent".into(), text(&[None, Some("HQ"), Some("EMEA"), Some("HQ")])),
+        ],
+        memberships: vec![
+            ("group".into(), text(&[Some("st")])),
+            ("user_id".into(), Column::Number(vec![1.0])),
+        ],
+    }
+}

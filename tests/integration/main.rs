@@ -1,0 +1,12 @@
+//! Integration tests, one binary: the language front end, the engine against
+//! a reference evaluator, data loading and the command line.
+
+mod cli;
+mod diagnostics;
+mod engine;
+mod generate;
+mod inputs;
+mod reference;
+mod robustness;
+mod roundtrip;
+mod spec;
