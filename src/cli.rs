@@ -1,6 +1,6 @@
 //! Command-line commands over the library. Errors are reported here, once,
 //! with the exit codes every command keeps: 0 ok, 1 rule errors, 2 usage
-//! errors, 3 data errors.
+//! errors, 3 data errors, 4 output (I/O) errors.
 
 use clap::{Args, Parser, Subcommand};
 use dyngroups::dataset::{InputPaths, OpenInputs};
@@ -25,6 +25,28 @@ enum Command {
     Check(CheckArgs),
     /// Evaluate every group of a rules file over the data.
     Run(RunArgs),
+    /// Generate a synthetic population (Parquet) and optionally rules, for
+    /// benchmarks and demos.
+    Gen(GenArgs),
+}
+
+#[derive(Args)]
+struct GenArgs {
+    /// Number of users (about 10 enrollments each).
+    #[arg(long)]
+    users: u32,
+    /// Seed: the same seed gives the same files.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Also write `rules.rules` with this many groups.
+    #[arg(long, default_value_t = 0)]
+    rules: usize,
+    /// The date relative dates are drawn around (default: today, UTC).
+    #[arg(long, value_name = "YYYY-MM-DD")]
+    as_of: Option<chrono::NaiveDate>,
+    /// Output directory.
+    #[arg(long)]
+    out: PathBuf,
 }
 
 #[derive(Args)]
@@ -77,6 +99,7 @@ enum Failure {
     Rules,
     Usage(String),
     Data(String),
+    Output(String),
 }
 
 pub fn main() -> ExitCode {
@@ -84,6 +107,7 @@ pub fn main() -> ExitCode {
     let result = match cli.command {
         Command::Check(args) => run_check(args),
         Command::Run(args) => run_run(args),
+        Command::Gen(args) => run_gen(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -95,6 +119,10 @@ pub fn main() -> ExitCode {
         Err(Failure::Data(message)) => {
             eprintln!("error: {message}");
             ExitCode::from(3)
+        }
+        Err(Failure::Output(message)) => {
+            eprintln!("error: {message}");
+            ExitCode::from(4)
         }
     }
 }
@@ -250,8 +278,31 @@ fn run_run(args: RunArgs) -> Result<(), Failure> {
     );
     if let Some(path) = &args.members_out {
         dyngroups::output::write_members(path, shown.iter().map(|g| (g.key.as_str(), &g.members)))
-            .map_err(|e| Failure::Data(e.to_string()))?;
+            .map_err(|e| Failure::Output(e.to_string()))?;
         println!("members written to {}", path.display());
     }
+    Ok(())
+}
+
+fn run_gen(args: GenArgs) -> Result<(), Failure> {
+    let started = Instant::now();
+    let spec = dyngroups::synth::SynthSpec {
+        users: args.users,
+        seed: args.seed,
+        rules: args.rules,
+        as_of: args.as_of.unwrap_or_else(|| chrono::Utc::now().date_naive()),
+    };
+    dyngroups::synth::generate(&spec, &args.out).map_err(|e| Failure::Output(e.to_string()))?;
+    println!(
+        "wrote {} users, their enrollments, the org tree{} to {} in {:.1} s",
+        args.users,
+        if args.rules > 0 {
+            format!(" and {} rules", args.rules)
+        } else {
+            String::new()
+        },
+        args.out.display(),
+        started.elapsed().as_secs_f64()
+    );
     Ok(())
 }

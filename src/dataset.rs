@@ -66,7 +66,9 @@ pub const NO_USER: u32 = u32::MAX;
 enum RowIndex {
     /// `user_ids[row] == row` for every row.
     Identity(usize),
-    Map(HashMap<u32, u32>),
+    /// Any other ids; `ascending` when ids grow with the row, so mapping a
+    /// set of rows keeps their order.
+    Map { rows: HashMap<u32, u32>, ascending: bool },
 }
 
 impl RowIndex {
@@ -74,14 +76,17 @@ impl RowIndex {
         if ids.iter().enumerate().all(|(row, &id)| row as u64 == u64::from(id)) {
             RowIndex::Identity(ids.len())
         } else {
-            RowIndex::Map(ids.iter().enumerate().map(|(row, &id)| (id, row as u32)).collect())
+            RowIndex::Map {
+                rows: ids.iter().enumerate().map(|(row, &id)| (id, row as u32)).collect(),
+                ascending: ids.windows(2).all(|w| w[0] < w[1]),
+            }
         }
     }
 
     fn row(&self, id: u32) -> Option<u32> {
         match self {
             RowIndex::Identity(n) => ((id as usize) < *n).then_some(id),
-            RowIndex::Map(m) => m.get(&id).copied(),
+            RowIndex::Map { rows, .. } => rows.get(&id).copied(),
         }
     }
 }
@@ -186,7 +191,10 @@ impl Dataset {
     pub fn rows_to_ids(&self, rows: &RoaringBitmap) -> RoaringBitmap {
         match self.row_of_id {
             RowIndex::Identity(_) => rows.clone(),
-            RowIndex::Map(_) => {
+            RowIndex::Map { ascending: true, .. } => {
+                RoaringBitmap::from_sorted_iter(rows.iter().map(|r| self.user_ids[r as usize])).expect("ids ascend")
+            }
+            RowIndex::Map { ascending: false, .. } => {
                 let mut ids: Vec<u32> = rows.iter().map(|r| self.user_ids[r as usize]).collect();
                 ids.sort_unstable();
                 RoaringBitmap::from_sorted_iter(ids).expect("sorted, distinct ids")

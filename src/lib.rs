@@ -33,6 +33,7 @@ pub mod parse;
 pub mod schema;
 pub mod source;
 pub(crate) mod suggest;
+pub mod synth;
 
 pub use check::{CheckErrors, Checked, check, check_without_data};
 pub use diagnostic::{Diagnostic, Severity};

@@ -63,7 +63,8 @@ pub fn write_members<'a>(
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
-    let temp = tempfile::NamedTempFile::new_in(dir).map_err(|e| error(&e))?;
+    // The temporary file's own name means nothing to the user: report the kind.
+    let temp = tempfile::NamedTempFile::new_in(dir).map_err(|e| error(&std::io::Error::from(e.kind())))?;
     {
         let mut out = BufWriter::new(temp.as_file());
         match Format::for_path(path) {

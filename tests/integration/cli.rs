@@ -220,3 +220,14 @@ fn data_errors_exit_3_and_write_nothing() {
     );
     assert!(!out_path.exists());
 }
+
+#[test]
+fn unwritable_output_exits_4() {
+    let out = run_example(&["--members-out", "/nonexistent-dir/members.csv"]);
+    assert_eq!(out.status.code(), Some(4));
+    assert!(
+        text(&out.stderr).starts_with("error: cannot write /nonexistent-dir/members.csv"),
+        "{}",
+        text(&out.stderr)
+    );
+}
