@@ -63,8 +63,12 @@ pub fn write_members<'a>(
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
-    // The temporary file's own name means nothing to the user: report the kind.
-    let temp = tempfile::NamedTempFile::new_in(dir).map_err(|e| error(&std::io::Error::from(e.kind())))?;
+    // The temporary file's own name means nothing to the user.
+    let temp = tempfile::NamedTempFile::new_in(dir).map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => error(&"its directory does not exist"),
+        std::io::ErrorKind::PermissionDenied => error(&"permission denied"),
+        kind => error(&std::io::Error::from(kind)),
+    })?;
     {
         let mut out = BufWriter::new(temp.as_file());
         match Format::for_path(path) {
