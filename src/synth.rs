@@ -418,7 +418,12 @@ fn atom(rng: &mut Rng, pools: &Pools, family: usize) -> String {
         3 => match rng.below(2) {
             0 => format!(
                 "first_name starts_with {}",
-                quote(&FIRST_NAMES[rng.below(FIRST_NAMES.len())].chars().take(2).collect::<String>())
+                quote(
+                    &FIRST_NAMES[rng.below(FIRST_NAMES.len())]
+                        .chars()
+                        .take(2)
+                        .collect::<String>()
+                )
             ),
             _ => format!("email ends_with {}", quote(DOMAINS[pools.domain.sample(rng)])),
         },
@@ -461,6 +466,36 @@ fn family(rng: &mut Rng) -> Option<usize> {
     }
     None
 }
+
+/// The rules file [`generate`] writes for `spec` (`spec.rules` groups).
+pub fn rules(spec: &SynthSpec) -> String {
+    rules_text(spec, &Pools::new())
+}
+
+/// Rules of one family only (index into the shares: 0 categorical equality,
+/// 1 `in`, 2 `contains`, 3 `starts_with`/`ends_with`, 4 relative dates,
+/// 5 numeric ranges, 6 enrollment existence, 7 enrollment counts,
+/// 8 `in_branch`), for per-family benchmarks.
+pub fn family_rules(spec: &SynthSpec, family: usize) -> String {
+    let pools = Pools::new();
+    let mut rng = Rng::new(spec.seed, family as u64);
+    (0..spec.rules)
+        .map(|g| format!("group f{g:05} {{ {} }}\n", atom(&mut rng, &pools, family)))
+        .collect()
+}
+
+/// Names of the families of [`family_rules`].
+pub const FAMILIES: [&str; 9] = [
+    "equality",
+    "in_list",
+    "contains",
+    "starts_ends",
+    "relative_date",
+    "numeric_range",
+    "enrollment",
+    "count",
+    "in_branch",
+];
 
 fn rules_text(spec: &SynthSpec, pools: &Pools) -> String {
     let mut rng = Rng::new(spec.seed, u64::MAX);

@@ -1,7 +1,12 @@
 //! Decoded columns. Text is dictionary-encoded, so a text test runs once per
 //! distinct value, not once per row.
 
-use std::collections::HashMap;
+use roaring::RoaringBitmap;
+use std::sync::OnceLock;
+
+/// Text interning is hashing-bound; ahash is several times faster than the
+/// standard SipHash on short strings, and the input is not adversarial.
+type HashMap<K, V> = ahash::AHashMap<K, V>;
 
 /// The code of a missing text value.
 pub const NULL_CODE: u32 = u32::MAX;
@@ -58,7 +63,7 @@ impl Column {
 }
 
 /// Text as one code per row into a table of distinct values.
-#[derive(Debug, Clone, PartialEq, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct TextColumn {
     /// Per row: an index into `values`, or [`NULL_CODE`].
     pub codes: Vec<u32>,
@@ -66,9 +71,55 @@ pub struct TextColumn {
     pub values: Vec<String>,
     /// `values[i].to_lowercase()`, computed once.
     pub lowercase: Vec<String>,
+    /// Per distinct value, the rows holding it; built on first use.
+    postings: OnceLock<Vec<RoaringBitmap>>,
 }
 
+impl PartialEq for TextColumn {
+    /// Equal when the rows hold the same values (the postings are a cache).
+    fn eq(&self, other: &TextColumn) -> bool {
+        self.codes == other.codes && self.values == other.values
+    }
+}
+
+/// A column whose values repeat less than this on average gets no postings:
+/// a bitmap per near-unique value (emails, say) costs more than a scan.
+const MIN_ROWS_PER_VALUE_FOR_POSTINGS: usize = 16;
+
 impl TextColumn {
+    /// Per distinct value, the bitmap of rows holding it, or `None` for a
+    /// column of mostly unique values. Built once, in one pass, on first use.
+    pub fn postings(&self) -> Option<&[RoaringBitmap]> {
+        if self.values.is_empty() || self.codes.len() / self.values.len() < MIN_ROWS_PER_VALUE_FOR_POSTINGS {
+            return None;
+        }
+        Some(self.postings.get_or_init(|| {
+            // A counting sort of rows by code: rows of each code come out
+            // ascending, ready for `from_sorted_iter`.
+            let mut starts = vec![0usize; self.values.len() + 1];
+            for &code in self.codes.iter().filter(|&&c| c != NULL_CODE) {
+                starts[code as usize + 1] += 1;
+            }
+            for i in 1..starts.len() {
+                starts[i] += starts[i - 1];
+            }
+            let mut next = starts.clone();
+            let mut rows = vec![0u32; starts[self.values.len()]];
+            for (row, &code) in self.codes.iter().enumerate().filter(|(_, c)| **c != NULL_CODE) {
+                rows[next[code as usize]] = row as u32;
+                next[code as usize] += 1;
+            }
+            // Sequential on purpose: a parallel init inside `get_or_init` could
+            // let this thread steal a task that waits on this same lock.
+            (0..self.values.len())
+                .map(|code| {
+                    RoaringBitmap::from_sorted_iter(rows[starts[code]..starts[code + 1]].iter().copied())
+                        .expect("rows ascend")
+                })
+                .collect()
+        }))
+    }
+
     /// The value at `row` as stored, or `None` if missing.
     pub fn get(&self, row: usize) -> Option<&str> {
         match self.codes[row] {
@@ -134,6 +185,7 @@ impl TextColumnBuilder {
             codes: self.codes,
             values: self.values,
             lowercase,
+            postings: OnceLock::new(),
         }
     }
 }
@@ -153,5 +205,24 @@ mod tests {
         assert_eq!(t.lowercase, vec!["sales", "sales"]);
         assert_eq!(t.get(1), None);
         assert_eq!(t.get(3), Some("Sales"));
+    }
+
+    #[test]
+    fn postings_hold_each_values_rows() {
+        let mut b = TextColumnBuilder::default();
+        for i in 0..40 {
+            b.push(if i % 10 == 0 { None } else { Some(["a", "b"][i % 2]) });
+        }
+        let t = b.finish();
+        let postings = t.postings().unwrap();
+        assert_eq!(
+            postings[0].iter().collect::<Vec<_>>(),
+            vec![
+                1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31, 33, 35, 37, 39
+            ]
+        );
+        assert_eq!(postings[1].len(), 16);
+        let unique: TextColumn = (0..40).map(|i| Some(i.to_string())).collect();
+        assert!(unique.postings().is_none());
     }
 }

@@ -10,6 +10,7 @@ use arrow_array::types::*;
 use arrow_schema::{DataType, TimeUnit};
 use parquet::arrow::ProjectionMask;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use rayon::prelude::*;
 use std::fs::File;
 use std::path::Path;
 
@@ -59,45 +60,45 @@ enum Decoder {
     Boolean(Vec<Option<bool>>),
 }
 
-/// Decodes the columns at `wanted` (sorted schema indices).
+/// Decodes the columns at `wanted` (sorted schema indices), each column on
+/// its own reader so that columns decode in parallel.
 pub(super) fn decode(path: &Path, schema: &TableSchema, wanted: &[usize]) -> Result<Vec<Column>, DataError> {
+    wanted.par_iter().map(|&i| decode_column(path, schema, i)).collect()
+}
+
+fn decode_column(path: &Path, schema: &TableSchema, index: usize) -> Result<Column, DataError> {
+    let column = &schema.columns[index];
+    let mut decoder = match &column.column_type {
+        ColumnType::Usable(ValueType::Text) => Decoder::Text(TextColumnBuilder::default()),
+        ColumnType::Usable(ValueType::Number) => Decoder::Number(Vec::new()),
+        ColumnType::Usable(ValueType::Date) => Decoder::Date(Vec::new()),
+        ColumnType::Usable(ValueType::Boolean) => Decoder::Boolean(Vec::new()),
+        ColumnType::Unusable(t) => {
+            return Err(DataError::column(
+                path,
+                &column.name,
+                format!("has type {t}, which rules cannot test"),
+            ));
+        }
+    };
     let builder = builder(path)?;
-    let mask = ProjectionMask::roots(builder.parquet_schema(), wanted.iter().copied());
+    let mask = ProjectionMask::roots(builder.parquet_schema(), [index]);
     let reader = builder
         .with_projection(mask)
         .with_batch_size(BATCH_ROWS)
         .build()
         .map_err(|e| DataError::file(path, format!("cannot read the file: {e}")))?;
-    let mut decoders: Vec<Decoder> = wanted
-        .iter()
-        .map(|&i| match &schema.columns[i].column_type {
-            ColumnType::Usable(ValueType::Text) => Ok(Decoder::Text(TextColumnBuilder::default())),
-            ColumnType::Usable(ValueType::Number) => Ok(Decoder::Number(Vec::new())),
-            ColumnType::Usable(ValueType::Date) => Ok(Decoder::Date(Vec::new())),
-            ColumnType::Usable(ValueType::Boolean) => Ok(Decoder::Boolean(Vec::new())),
-            ColumnType::Unusable(t) => Err(DataError::column(
-                path,
-                &schema.columns[i].name,
-                format!("has type {t}, which rules cannot test"),
-            )),
-        })
-        .collect::<Result<_, _>>()?;
     for batch in reader {
         let batch =
             batch.map_err(|e| DataError::file(path, format!("cannot read the file (damaged or truncated?): {e}")))?;
-        for (decoder, array) in decoders.iter_mut().zip(batch.columns()) {
-            append(decoder, array.as_ref());
-        }
+        append(&mut decoder, batch.column(0).as_ref());
     }
-    Ok(decoders
-        .into_iter()
-        .map(|d| match d {
-            Decoder::Text(b) => Column::Text(b.finish()),
-            Decoder::Number(v) => Column::Number(v),
-            Decoder::Date(v) => Column::Date(v),
-            Decoder::Boolean(v) => Column::Boolean(v),
-        })
-        .collect())
+    Ok(match decoder {
+        Decoder::Text(b) => Column::Text(b.finish()),
+        Decoder::Number(v) => Column::Number(v),
+        Decoder::Date(v) => Column::Date(v),
+        Decoder::Boolean(v) => Column::Boolean(v),
+    })
 }
 
 fn append(decoder: &mut Decoder, array: &dyn Array) {

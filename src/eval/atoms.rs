@@ -6,7 +6,7 @@ use crate::checked::{BranchTest, ColumnTest, Scalar, Test};
 use crate::data::{Column, NULL_CODE, TextColumn};
 use crate::dataset::OrgTree;
 use rayon::prelude::*;
-use roaring::RoaringBitmap;
+use roaring::{MultiOps, RoaringBitmap};
 use std::collections::HashSet;
 
 /// Rows per parallel chunk: a multiple of 2^16, so chunks fill disjoint
@@ -37,10 +37,28 @@ pub(super) fn all_rows(rows: usize) -> RoaringBitmap {
     out
 }
 
-/// Rows whose dictionary code is marked in `matched`.
+/// Matching at most this many distinct values, a test unions their postings
+/// instead of scanning the rows.
+const MAX_CODES_FOR_POSTINGS: usize = 4096;
+
+/// Rows whose dictionary code is marked in `matched`: the union of the
+/// values' postings when few values match and they cover under half of the
+/// rows, otherwise one parallel scan of the codes.
 fn rows_with_codes(text: &TextColumn, matched: &[bool]) -> RoaringBitmap {
-    if !matched.contains(&true) {
+    let codes: Vec<usize> = (0..matched.len())
+        .filter(|&c| matched[c])
+        .take(MAX_CODES_FOR_POSTINGS + 1)
+        .collect();
+    if codes.is_empty() {
         return RoaringBitmap::new();
+    }
+    if codes.len() <= MAX_CODES_FOR_POSTINGS
+        && let Some(postings) = text.postings()
+    {
+        let covered: u64 = codes.iter().map(|&c| postings[c].len()).sum();
+        if covered <= text.codes.len() as u64 / 2 {
+            return codes.iter().map(|&c| &postings[c]).union();
+        }
     }
     rows_where(text.codes.len(), |r| {
         let code = text.codes[r];

@@ -64,6 +64,27 @@ pub fn evaluate(rules: &CheckedRules, data: &Dataset, selected: Option<&[bool]>)
     let no_groups: Vec<RoaringBitmap> = Vec::new();
     let statics = &data.static_groups;
 
+    // Phase 0: the per-value postings that equality and `in` tests use, one
+    // column per task, before any atom waits on them.
+    let mut indexed: Vec<&crate::data::TextColumn> = Vec::new();
+    for atom in &plan.atoms {
+        let (table, test) = match atom {
+            Atom::UserColumn(test) => (Some(&data.users), test),
+            Atom::EnrollmentColumn(test) => (data.enrollments.as_ref().map(|e| &e.table), test),
+            _ => continue,
+        };
+        if let (Some(table), crate::checked::Test::Compare(crate::ast::CmpOp::Eq, _) | crate::checked::Test::In(_)) =
+            (table, &test.test)
+            && let crate::data::Column::Text(text) = table.column(test.column)
+            && !indexed.iter().any(|t| std::ptr::eq(*t, text))
+        {
+            indexed.push(text);
+        }
+    }
+    indexed.par_iter().for_each(|text| {
+        text.postings();
+    });
+
     // Phase 1: column and branch atoms. Phase 2: enrollment atoms, which
     // combine enrollment-column atoms of phase 1.
     let mut results: Vec<Option<(RoaringBitmap, Duration)>> = plan
@@ -91,6 +112,13 @@ pub fn evaluate(rules: &CheckedRules, data: &Dataset, selected: Option<&[bool]>)
             _ => None,
         })
         .collect();
+    if std::env::var_os("DYNGROUPS_TRACE_ATOMS").is_some() {
+        for (atom, result) in plan.atoms.iter().zip(&results) {
+            if let Some((_, took)) = result {
+                eprintln!("{:>10.3} ms  {atom:?}", took.as_secs_f64() * 1e3);
+            }
+        }
+    }
     for (slot, result) in results.iter_mut().zip(enrollment_results) {
         if result.is_some() {
             *slot = result;

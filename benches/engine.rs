@@ -1,0 +1,82 @@
+//! What's measured: the stages of a run on a generated population —
+//! parse+check of many rules, evaluation of 100 rules of each rule family,
+//! and a full evaluation of a mixed rules file. Data loading is done once,
+//! outside the timings.
+//!
+//! Run with: `cargo bench --bench engine` (users: `DYNGROUPS_BENCH_USERS`,
+//! default 200,000; rules for the full run: `DYNGROUPS_BENCH_RULES`, default
+//! 1,000). Figures are medians; compare runs made in the same session.
+
+use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use dyngroups::dataset::{InputPaths, OpenInputs};
+use dyngroups::synth::{FAMILIES, SynthSpec, family_rules, generate, rules};
+use std::hint::black_box;
+
+fn env_number(name: &str, default: usize) -> usize {
+    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
+fn as_of() -> chrono::NaiveDate {
+    chrono::NaiveDate::from_ymd_opt(2026, 11, 22).unwrap()
+}
+
+fn spec(users: u32, rules: usize) -> SynthSpec {
+    SynthSpec {
+        users,
+        seed: 42,
+        rules,
+        as_of: as_of(),
+    }
+}
+
+fn benches(c: &mut Criterion) {
+    let users = env_number("DYNGROUPS_BENCH_USERS", 200_000) as u32;
+    let rule_count = env_number("DYNGROUPS_BENCH_RULES", 1_000);
+    let dir = tempfile::tempdir().unwrap();
+    generate(&spec(users, 0), dir.path()).unwrap();
+    let paths = InputPaths {
+        users: dir.path().join("users.parquet"),
+        enrollments: Some(dir.path().join("enrollments.parquet")),
+        org: Some(dir.path().join("org.parquet")),
+        memberships: None,
+    };
+
+    let mut group = c.benchmark_group("parse_check");
+    for n in [1_000, 15_000] {
+        let text = rules(&spec(users, n));
+        let schema = OpenInputs::open(&paths).unwrap().schema();
+        group.throughput(Throughput::Elements(n as u64));
+        group.bench_with_input(BenchmarkId::from_parameter(n), &text, |b, text| {
+            b.iter(|| {
+                let file = dyngroups::parse_rules(black_box(text)).unwrap();
+                dyngroups::check(&file, &schema, as_of()).unwrap()
+            })
+        });
+    }
+    group.finish();
+
+    let mut evaluate = |name: &str, text: String, sample_size: usize| {
+        let inputs = OpenInputs::open(&paths).unwrap();
+        let file = dyngroups::parse_rules(&text).unwrap();
+        let checked = dyngroups::check(&file, &inputs.schema(), as_of()).unwrap().rules;
+        let data = inputs.load(&checked).unwrap();
+        let mut group = c.benchmark_group("evaluate");
+        group.sample_size(sample_size);
+        group.throughput(Throughput::Elements(u64::from(users)));
+        group.bench_function(BenchmarkId::new(name, users), |b| {
+            b.iter(|| dyngroups::eval::evaluate(black_box(&checked), &data, None))
+        });
+        group.finish();
+    };
+    for (family, name) in FAMILIES.iter().enumerate() {
+        evaluate(
+            &format!("family_{name}_x100"),
+            family_rules(&spec(users, 100), family),
+            10,
+        );
+    }
+    evaluate(&format!("mixed_x{rule_count}"), rules(&spec(users, rule_count)), 10);
+}
+
+criterion_group!(engine, benches);
+criterion_main!(engine);
