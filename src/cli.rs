@@ -200,10 +200,26 @@ fn run_check(args: CheckArgs) -> Result<(), Failure> {
     Ok(())
 }
 
+/// A spinner with elapsed time on stderr while a stage runs; drawn only
+/// when stderr is a terminal, so logs and pipes stay clean.
+fn stage<T>(message: String, work: impl FnOnce() -> T) -> T {
+    let spinner = indicatif::ProgressBar::with_draw_target(None, indicatif::ProgressDrawTarget::stderr());
+    spinner.set_style(
+        indicatif::ProgressStyle::with_template("{spinner} {msg} {elapsed}").expect("a valid progress template"),
+    );
+    spinner.set_message(message);
+    spinner.enable_steady_tick(std::time::Duration::from_millis(120));
+    let value = work();
+    spinner.finish_and_clear();
+    value
+}
+
 fn run_run(args: RunArgs) -> Result<(), Failure> {
     let started = Instant::now();
     let source = read_rules(&args.rules)?;
-    let inputs = open_inputs(args.users.clone(), &args.data)?;
+    let inputs = stage(format!("opening {}", args.users.display()), || {
+        open_inputs(args.users.clone(), &args.data)
+    })?;
     let (_, checked) = parse_and_check(&source, Some(&inputs), as_of(&args.data))?;
     let rules = checked.expect("checked against data").rules;
     let selected = if args.groups.is_empty() {
@@ -219,9 +235,12 @@ fn run_run(args: RunArgs) -> Result<(), Failure> {
         }
         Some((dependency_closure(&rules, &wanted), wanted))
     };
-    let data = inputs.load(&rules).map_err(|e| Failure::Data(e.to_string()))?;
+    let data = stage("loading the columns the rules use".into(), || inputs.load(&rules))
+        .map_err(|e| Failure::Data(e.to_string()))?;
     let loaded = started.elapsed();
-    let evaluation = evaluate(&rules, &data, selected.as_ref().map(|(s, _)| s.as_slice()));
+    let evaluation = stage(format!("evaluating {} groups", rules.groups.len()), || {
+        evaluate(&rules, &data, selected.as_ref().map(|(s, _)| s.as_slice()))
+    });
     let evaluated = started.elapsed() - loaded;
 
     let shown: Vec<&dyngroups::eval::GroupMembers> = evaluation
