@@ -208,40 +208,31 @@ fn decode_cells<'a>(
             }
             Column::Text(builder.finish())
         }
-        ValueType::Number => Column::Number(
-            cells
-                .map(|(line, c)| {
-                    if c.is_empty() {
-                        Ok(f64::NAN)
-                    } else {
-                        parse_number(c, decimal_comma).ok_or_else(|| bad(line, c))
-                    }
-                })
-                .collect::<Result<_, _>>()?,
-        ),
-        ValueType::Date => Column::Date(
-            cells
-                .map(|(line, c)| {
-                    if c.is_empty() {
-                        Ok(None)
-                    } else {
-                        parse_date(c).map(Some).ok_or_else(|| bad(line, c))
-                    }
-                })
-                .collect::<Result<_, _>>()?,
-        ),
-        ValueType::Boolean => Column::Boolean(
-            cells
-                .map(|(line, c)| {
-                    if c.is_empty() {
-                        Ok(None)
-                    } else {
-                        parse_bool(c).map(Some).ok_or_else(|| bad(line, c))
-                    }
-                })
-                .collect::<Result<_, _>>()?,
-        ),
+        ValueType::Number => Column::Number(parse_cells(cells, |c| parse_number(c, decimal_comma), f64::NAN, bad)?),
+        ValueType::Date => Column::Date(parse_cells(cells, |c| parse_date(c).map(Some), None, bad)?),
+        ValueType::Boolean => Column::Boolean(parse_cells(cells, |c| parse_bool(c).map(Some), None, bad)?),
     })
+}
+
+/// Parses non-empty cells with `parse`; an empty cell is `missing`.
+fn parse_cells<'a, T>(
+    cells: impl Iterator<Item = (usize, &'a str)>,
+    parse: impl Fn(&str) -> Option<T>,
+    missing: T,
+    bad: impl Fn(usize, &str) -> DataError,
+) -> Result<Vec<T>, DataError>
+where
+    T: Clone,
+{
+    cells
+        .map(|(line, cell)| {
+            if cell.is_empty() {
+                Ok(missing.clone())
+            } else {
+                parse(cell).ok_or_else(|| bad(line, cell))
+            }
+        })
+        .collect()
 }
 
 #[cfg(test)]

@@ -252,15 +252,11 @@ fn enrollment_users(data: &Dataset, rows: &RoaringBitmap, count: Option<(crate::
 
 fn atom_ids(node: &Node) -> Vec<usize> {
     let mut out = Vec::new();
-    let mut stack = vec![node];
-    while let Some(n) = stack.pop() {
-        match n {
-            Node::Atom(a) => out.push(*a),
-            Node::And(ns) | Node::Or(ns) => stack.extend(ns),
-            Node::Not(n) => stack.push(n),
-            Node::Const(_) | Node::Group(_) | Node::Static(_) => {}
+    node.for_each_leaf(|leaf| {
+        if let Node::Atom(a) = leaf {
+            out.push(*a);
         }
-    }
+    });
     out.sort_unstable();
     out.dedup();
     out

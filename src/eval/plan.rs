@@ -140,17 +140,28 @@ impl<'r> Plan<'r> {
     }
 }
 
-fn referenced_groups(node: &Node) -> Vec<usize> {
-    let mut out = Vec::new();
-    let mut stack = vec![node];
-    while let Some(n) = stack.pop() {
-        match n {
-            Node::Group(g) => out.push(*g),
-            Node::And(ns) | Node::Or(ns) => stack.extend(ns),
-            Node::Not(n) => stack.push(n),
-            Node::Const(_) | Node::Atom(_) | Node::Static(_) => {}
+impl Node {
+    /// Calls `visit` on every leaf (constants, atoms, groups), without
+    /// recursion.
+    pub(super) fn for_each_leaf(&self, mut visit: impl FnMut(&Node)) {
+        let mut stack = vec![self];
+        while let Some(n) = stack.pop() {
+            match n {
+                Node::And(ns) | Node::Or(ns) => stack.extend(ns),
+                Node::Not(n) => stack.push(n),
+                leaf => visit(leaf),
+            }
         }
     }
+}
+
+fn referenced_groups(node: &Node) -> Vec<usize> {
+    let mut out = Vec::new();
+    node.for_each_leaf(|leaf| {
+        if let Node::Group(g) = leaf {
+            out.push(*g);
+        }
+    });
     out
 }
 

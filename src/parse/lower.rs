@@ -88,34 +88,32 @@ fn lower_group(pair: Pair<'_, Rule>) -> Lowered<GroupDef> {
 }
 
 fn lower_expr(pair: Pair<'_, Rule>, depth: usize) -> Lowered<Expr> {
-    let span = span_of(&pair);
-    let mut operands = pair
-        .into_inner()
-        .filter(|p| p.as_rule() != Rule::kw_or)
-        .map(|p| lower_and(p, depth))
-        .collect::<Lowered<Vec<_>>>()?;
-    Ok(if operands.len() == 1 {
-        operands.pop().expect("one operand")
-    } else {
-        Expr {
-            kind: ExprKind::Or(operands),
-            span,
-        }
-    })
+    lower_chain(pair, depth, Rule::kw_or, lower_and, ExprKind::Or)
 }
 
 fn lower_and(pair: Pair<'_, Rule>, depth: usize) -> Lowered<Expr> {
+    lower_chain(pair, depth, Rule::kw_and, lower_unary, ExprKind::And)
+}
+
+/// `a OP b OP ...`: one operand stays itself, more become one n-ary node.
+fn lower_chain(
+    pair: Pair<'_, Rule>,
+    depth: usize,
+    keyword: Rule,
+    lower_operand: fn(Pair<'_, Rule>, usize) -> Lowered<Expr>,
+    combine: fn(Vec<Expr>) -> ExprKind,
+) -> Lowered<Expr> {
     let span = span_of(&pair);
     let mut operands = pair
         .into_inner()
-        .filter(|p| p.as_rule() != Rule::kw_and)
-        .map(|p| lower_unary(p, depth))
+        .filter(|p| p.as_rule() != keyword)
+        .map(|p| lower_operand(p, depth))
         .collect::<Lowered<Vec<_>>>()?;
     Ok(if operands.len() == 1 {
         operands.pop().expect("one operand")
     } else {
         Expr {
-            kind: ExprKind::And(operands),
+            kind: combine(operands),
             span,
         }
     })

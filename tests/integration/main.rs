@@ -9,4 +9,5 @@ mod inputs;
 mod reference;
 mod robustness;
 mod roundtrip;
+mod schema;
 mod spec;

@@ -1,27 +1,8 @@
 //! No input makes the front end panic or overflow its stack.
 
-use dyngroups::schema::{Schema, TableSchema, ValueType};
 use proptest::prelude::*;
 
-fn schema() -> Schema {
-    Schema {
-        users: TableSchema::new([
-            ("user_id", ValueType::Number),
-            ("department", ValueType::Text),
-            ("grade", ValueType::Number),
-            ("start_date", ValueType::Date),
-            ("is_manager", ValueType::Boolean),
-            ("branch", ValueType::Text),
-        ]),
-        enrollments: Some(TableSchema::new([
-            ("user_id", ValueType::Number),
-            ("course", ValueType::Text),
-            ("status", ValueType::Text),
-        ])),
-        branches: Some(["HQ", "EMEA"].iter().map(|s| s.to_string()).collect()),
-        static_groups: Some(Default::default()),
-    }
-}
+use crate::schema::admin_schema as schema;
 
 fn parse_and_check(text: &str) {
     let as_of = chrono::NaiveDate::from_ymd_opt(2026, 1, 1).unwrap();

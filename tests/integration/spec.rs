@@ -2,28 +2,7 @@
 //! file is copied in tests/fixtures/spec_example.rules; when the spec itself
 //! is beside the repository (as in CI), its code blocks are read directly.
 
-use dyngroups::schema::{Schema, TableSchema, ValueType};
-
-fn schema() -> Schema {
-    Schema {
-        users: TableSchema::new([
-            ("user_id", ValueType::Number),
-            ("department", ValueType::Text),
-            ("start_date", ValueType::Date),
-            ("status", ValueType::Text),
-            ("branch", ValueType::Text),
-            ("x", ValueType::Text),
-            ("grade", ValueType::Number),
-        ]),
-        enrollments: Some(TableSchema::new([
-            ("user_id", ValueType::Number),
-            ("course", ValueType::Text),
-            ("status", ValueType::Text),
-        ])),
-        branches: Some(["EMEA".to_string()].into_iter().collect()),
-        static_groups: Some(Default::default()),
-    }
-}
+use crate::schema::admin_schema as schema;
 
 fn check_file(text: &str) {
     let file = dyngroups::parse_rules(text).unwrap_or_else(|e| panic!("{text}\n{}", e.0.message));
