@@ -1,12 +1,18 @@
 //! Command-line commands over the library. Errors are reported here, once,
 //! with the exit codes every command keeps: 0 ok, 1 rule errors, 2 usage
-//! errors, 3 data errors, 4 output (I/O) errors.
+//! errors, 3 data errors, 4 state and output (I/O) errors.
 
 use clap::{Args, Parser, Subcommand};
+use dyngroups::ast::GroupStatus;
 use dyngroups::dataset::{InputPaths, OpenInputs};
 use dyngroups::diagnostic::render_all;
-use dyngroups::eval::{dependency_closure, evaluate};
+use dyngroups::diff::GroupChange;
+use dyngroups::eval::{GroupMembers, dependency_closure, evaluate_after};
+use dyngroups::state::{GroupRecord, InputFingerprint, NewRun, State, StateError};
 use dyngroups::{Diagnostic, SourceFile, check, check_without_data, parse_rules};
+use roaring::RoaringBitmap;
+use std::collections::{BTreeMap, HashMap};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Instant;
@@ -25,6 +31,12 @@ enum Command {
     Check(CheckArgs),
     /// Evaluate every group of a rules file over the data.
     Run(RunArgs),
+    /// List the committed runs kept in the state.
+    History(StateArgs),
+    /// Export the members a group committed in a run.
+    Members(MembersArgs),
+    /// The add/remove changes between two committed runs.
+    Diff(DiffArgs),
     /// Generate a synthetic population (Parquet) and optionally rules, for
     /// benchmarks and demos.
     Gen(GenArgs),
@@ -89,9 +101,63 @@ struct RunArgs {
     /// Write `group,user_id` rows here (.csv, .jsonl or .parquet).
     #[arg(long, value_name = "FILE")]
     members_out: Option<PathBuf>,
-    /// Only these groups (and the groups they depend on).
+    /// Only these groups (and the groups they depend on); the other groups
+    /// of the last committed run are kept as they were.
     #[arg(long = "group", value_name = "KEY")]
     groups: Vec<String>,
+    #[command(flatten)]
+    state: StateArgs,
+    /// Write the changes since the last committed run as
+    /// `group,user_id,change` rows here (.csv, .jsonl or .parquet).
+    #[arg(long, value_name = "FILE")]
+    diff_out: Option<PathBuf>,
+    /// Compute and write the changes, but commit nothing.
+    #[arg(long, conflicts_with = "no_state")]
+    dry_run: bool,
+    /// Evaluate only: no state is read or written, no changes are computed.
+    #[arg(long, conflicts_with = "diff_out")]
+    no_state: bool,
+    /// How many committed runs the state keeps.
+    #[arg(long, value_name = "N", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
+    keep: u64,
+}
+
+#[derive(Args)]
+struct StateArgs {
+    /// The state directory: committed runs and their members.
+    #[arg(long = "state", value_name = "DIR", default_value = ".dyngroups")]
+    dir: PathBuf,
+}
+
+#[derive(Args)]
+struct MembersArgs {
+    /// The group's key.
+    #[arg(long, value_name = "KEY")]
+    group: String,
+    /// The run (default: the last committed run).
+    #[arg(long, value_name = "ID")]
+    run: Option<u64>,
+    /// Write `group,user_id` rows here (.csv, .jsonl, .parquet), or the
+    /// roaring portable bitmap (.roaring); default: user ids on stdout.
+    #[arg(long, value_name = "FILE")]
+    out: Option<PathBuf>,
+    #[command(flatten)]
+    state: StateArgs,
+}
+
+#[derive(Args)]
+struct DiffArgs {
+    /// The earlier run.
+    #[arg(long, value_name = "ID")]
+    from: u64,
+    /// The later run.
+    #[arg(long, value_name = "ID")]
+    to: u64,
+    /// Write `group,user_id,change` rows here (.csv, .jsonl or .parquet).
+    #[arg(long, value_name = "FILE")]
+    out: Option<PathBuf>,
+    #[command(flatten)]
+    state: StateArgs,
 }
 
 /// How a command failed, mapped to its exit code.
@@ -107,6 +173,9 @@ pub fn main() -> ExitCode {
     let result = match cli.command {
         Command::Check(args) => run_check(args),
         Command::Run(args) => run_run(args),
+        Command::History(args) => run_history(args),
+        Command::Members(args) => run_members(args),
+        Command::Diff(args) => run_diff(args),
         Command::Gen(args) => run_gen(args),
     };
     match result {
@@ -214,13 +283,29 @@ fn stage<T>(message: String, work: impl FnOnce() -> T) -> T {
     value
 }
 
+fn state_failure(e: StateError) -> Failure {
+    Failure::Output(e.to_string())
+}
+
 fn run_run(args: RunArgs) -> Result<(), Failure> {
     let started = Instant::now();
     let source = read_rules(&args.rules)?;
+    // The state is taken first, so that a second run on it fails at once.
+    let state = if args.no_state {
+        None
+    } else if args.dry_run {
+        match State::open(&args.state.dir) {
+            Err(StateError::Missing { .. }) => None,
+            opened => Some(opened.map_err(state_failure)?),
+        }
+    } else {
+        Some(State::open_or_create(&args.state.dir).map_err(state_failure)?)
+    };
     let inputs = stage(format!("opening {}", args.users.display()), || {
         open_inputs(args.users.clone(), &args.data)
     })?;
-    let (_, checked) = parse_and_check(&source, Some(&inputs), as_of(&args.data))?;
+    let as_of = as_of(&args.data);
+    let (_, checked) = parse_and_check(&source, Some(&inputs), as_of)?;
     let rules = checked.expect("checked against data").rules;
     let selected = if args.groups.is_empty() {
         None
@@ -233,21 +318,145 @@ fn run_run(args: RunArgs) -> Result<(), Failure> {
                 })?;
             wanted.push(index);
         }
-        Some((dependency_closure(&rules, &wanted), wanted))
+        Some(dependency_closure(&rules, &wanted))
     };
-    let data = stage("loading the columns the rules use".into(), || inputs.load(&rules))
-        .map_err(|e| Failure::Data(e.to_string()))?;
+    let previous = match &state {
+        Some(state) => state
+            .last_members(
+                rules
+                    .groups
+                    .iter()
+                    .filter(|g| !matches!(g.status, GroupStatus::Active | GroupStatus::Draft))
+                    .map(|g| g.key.as_str()),
+            )
+            .map_err(state_failure)?,
+        None => BTreeMap::new(),
+    };
+    let committing = state.is_some() && !args.dry_run;
+    let (data, fingerprints) = stage("loading the columns the rules use".into(), || {
+        rayon::join(
+            || inputs.load(&rules),
+            || committing.then(|| fingerprints(&args)).transpose(),
+        )
+    });
+    let data = data.map_err(|e| Failure::Data(e.to_string()))?;
+    let fingerprints = fingerprints.map_err(|e| Failure::Data(e.to_string()))?;
     let loaded = started.elapsed();
     let evaluation = stage(format!("evaluating {} groups", rules.groups.len()), || {
-        evaluate(&rules, &data, selected.as_ref().map(|(s, _)| s.as_slice()))
+        evaluate_after(&rules, &data, selected.as_deref(), &previous)
     });
     let evaluated = started.elapsed() - loaded;
 
-    let shown: Vec<&dyngroups::eval::GroupMembers> = evaluation
+    let shown: Vec<&GroupMembers> = evaluation
         .groups
         .iter()
         .filter(|g| args.groups.is_empty() || args.groups.contains(&g.key))
         .collect();
+    print_data_warnings(&evaluation, &data);
+    let committed: Vec<(&str, &RoaringBitmap)> = shown
+        .iter()
+        .filter_map(|g| g.committed().map(|members| (g.key.as_str(), members)))
+        .collect();
+    let changes = match &state {
+        Some(state) => Some(
+            state
+                .changes_since_last(&committed, !args.groups.is_empty())
+                .map_err(state_failure)?,
+        ),
+        None => None,
+    };
+    print_run_table(&shown, changes.as_deref());
+    let enrollment_rows = data.enrollments.as_ref().map_or(0, |e| e.user_rows.len());
+    println!(
+        "{} groups over {} users and {} enrollments; {} distinct atoms of {}; loaded in {:.1} ms, evaluated in {:.1} ms",
+        shown.len(),
+        data.user_count(),
+        enrollment_rows,
+        evaluation.distinct_atoms,
+        evaluation.atom_uses,
+        loaded.as_secs_f64() * 1e3,
+        evaluated.as_secs_f64() * 1e3
+    );
+    if let Some(path) = &args.members_out {
+        dyngroups::output::write_members(path, shown.iter().map(|g| (g.key.as_str(), &g.members)))
+            .map_err(|e| Failure::Output(e.to_string()))?;
+        println!("members written to {}", path.display());
+    }
+    if let (Some(path), Some(changes)) = (&args.diff_out, &changes) {
+        dyngroups::output::write_changes(path, changes).map_err(|e| Failure::Output(e.to_string()))?;
+        println!("changes written to {}", path.display());
+    }
+    let Some(state) = &state else {
+        if args.dry_run {
+            println!(
+                "dry run: no committed run in {}; nothing committed",
+                args.state.dir.display()
+            );
+        }
+        return Ok(());
+    };
+    if args.dry_run {
+        println!("dry run: nothing committed");
+        return Ok(());
+    }
+    let changes = changes.expect("computed with a state");
+    let change_of: HashMap<&str, &GroupChange> = changes.iter().map(|c| (c.key.as_str(), c)).collect();
+    let groups = shown
+        .iter()
+        .filter_map(|g| {
+            let members = g.committed()?;
+            let change = change_of.get(g.key.as_str());
+            Some((
+                GroupRecord {
+                    key: g.key.clone(),
+                    name: g.name.clone(),
+                    status: g.status.keyword().to_string(),
+                    members: members.len(),
+                    added: change.map_or(0, |c| c.added.len()),
+                    removed: change.map_or(0, |c| c.removed.len()),
+                },
+                members,
+            ))
+        })
+        .collect();
+    let commit_started = Instant::now();
+    let record = stage("committing".into(), || {
+        state.commit(
+            NewRun {
+                as_of: as_of.to_string(),
+                inputs: fingerprints.expect("fingerprinted when committing"),
+                groups,
+                carry_over: !args.groups.is_empty(),
+            },
+            args.keep as usize,
+        )
+    })
+    .map_err(state_failure)?;
+    println!(
+        "committed run {} to {} in {:.1} ms",
+        record.id,
+        state.dir().display(),
+        commit_started.elapsed().as_secs_f64() * 1e3
+    );
+    Ok(())
+}
+
+/// The rules file and every data file of a run, fingerprinted.
+fn fingerprints(args: &RunArgs) -> std::io::Result<Vec<InputFingerprint>> {
+    let files = [
+        ("rules", Some(&args.rules)),
+        ("users", Some(&args.users)),
+        ("enrollments", args.data.enrollments.as_ref()),
+        ("org", args.data.org.as_ref()),
+        ("memberships", args.data.memberships.as_ref()),
+    ];
+    files
+        .into_iter()
+        .filter_map(|(role, path)| path.map(|path| InputFingerprint::of(role, path)))
+        .collect()
+}
+
+fn print_data_warnings(evaluation: &dyngroups::eval::Evaluation, data: &dyngroups::dataset::Dataset) {
     for (key, ids) in &evaluation.unknown_listed_ids {
         let ids: Vec<String> = ids.iter().map(u32::to_string).collect();
         eprintln!(
@@ -269,36 +478,173 @@ fn run_run(args: RunArgs) -> Result<(), Failure> {
             data.unknown_static_members
         );
     }
-    let key_width = shown.iter().map(|g| g.key.chars().count()).max().unwrap_or(0).max(5);
-    let name_width = shown.iter().map(|g| g.name.chars().count()).max().unwrap_or(0).max(4);
+}
+
+/// One line per group: committed members (evaluated ones for a draft), and
+/// with a state the changes since the last run, groups gone from the rules
+/// included.
+fn print_run_table(shown: &[&GroupMembers], changes: Option<&[GroupChange]>) {
+    struct Line {
+        key: String,
+        name: String,
+        members: u64,
+        change: Option<(u64, u64)>,
+        time: String,
+    }
+    let by_key: HashMap<&str, &GroupChange> = changes
+        .unwrap_or_default()
+        .iter()
+        .map(|c| (c.key.as_str(), c))
+        .collect();
+    let change_of = |key: &str| changes.map(|_| by_key.get(key).map_or((0, 0), |c| (c.added.len(), c.removed.len())));
+    let mut lines: Vec<Line> = shown
+        .iter()
+        .map(|g| Line {
+            key: g.key.clone(),
+            name: match g.status {
+                GroupStatus::Active => g.name.clone(),
+                status => format!("{} [{}]", g.name, status.keyword()),
+            },
+            members: g.committed().unwrap_or(&g.members).len(),
+            change: change_of(&g.key),
+            time: format!("{:.2} ms", g.elapsed.as_secs_f64() * 1e3),
+        })
+        .collect();
+    let shown_keys: std::collections::HashSet<&str> = shown.iter().map(|g| g.key.as_str()).collect();
+    for change in changes.unwrap_or_default() {
+        if !shown_keys.contains(change.key.as_str()) {
+            lines.push(Line {
+                key: change.key.clone(),
+                name: "(gone from the rules)".into(),
+                members: 0,
+                change: Some((change.added.len(), change.removed.len())),
+                time: String::new(),
+            });
+        }
+    }
+    let key_width = lines.iter().map(|l| l.key.chars().count()).max().unwrap_or(0).max(5);
+    let name_width = lines.iter().map(|l| l.name.chars().count()).max().unwrap_or(0).max(4);
+    let change_columns = |added: &dyn std::fmt::Display, removed: &dyn std::fmt::Display| {
+        if changes.is_some() {
+            format!("  {added:>8}  {removed:>8}")
+        } else {
+            String::new()
+        }
+    };
     println!(
-        "{:<key_width$}  {:<name_width$}  {:>9}  {:>10}",
-        "group", "name", "members", "time"
+        "{:<key_width$}  {:<name_width$}  {:>9}{}  {:>10}",
+        "group",
+        "name",
+        "members",
+        change_columns(&"added", &"removed"),
+        "time"
     );
-    for g in &shown {
+    for line in &lines {
+        let (added, removed) = line.change.unwrap_or_default();
         println!(
-            "{:<key_width$}  {:<name_width$}  {:>9}  {:>10}",
-            g.key,
-            g.name,
-            g.members.len(),
-            format!("{:.2} ms", g.elapsed.as_secs_f64() * 1e3)
+            "{:<key_width$}  {:<name_width$}  {:>9}{}  {:>10}",
+            line.key,
+            line.name,
+            line.members,
+            change_columns(&format!("+{added}"), &format!("-{removed}")),
+            line.time
         );
     }
-    let enrollment_rows = data.enrollments.as_ref().map_or(0, |e| e.user_rows.len());
+}
+
+fn run_history(args: StateArgs) -> Result<(), Failure> {
+    let state = State::open(&args.dir).map_err(state_failure)?;
+    let runs = state.runs().map_err(state_failure)?;
     println!(
-        "{} groups over {} users and {} enrollments; {} distinct atoms of {}; loaded in {:.1} ms, evaluated in {:.1} ms",
-        shown.len(),
-        data.user_count(),
-        enrollment_rows,
-        evaluation.distinct_atoms,
-        evaluation.atom_uses,
-        loaded.as_secs_f64() * 1e3,
-        evaluated.as_secs_f64() * 1e3
+        "{:>5}  {:<10}  {:<20}  {:>6}  {:>10}  {:>8}  {:>8}  rules sha256",
+        "run", "as of", "committed at", "groups", "members", "added", "removed"
     );
-    if let Some(path) = &args.members_out {
-        dyngroups::output::write_members(path, shown.iter().map(|g| (g.key.as_str(), &g.members)))
-            .map_err(|e| Failure::Output(e.to_string()))?;
-        println!("members written to {}", path.display());
+    for run in &runs {
+        let sum = |f: fn(&GroupRecord) -> u64| run.groups.iter().map(f).sum::<u64>();
+        let rules_hash = run
+            .inputs
+            .iter()
+            .find(|i| i.role == "rules")
+            .map_or("", |i| &i.sha256[..12.min(i.sha256.len())]);
+        println!(
+            "{:>5}  {:<10}  {:<20}  {:>6}  {:>10}  {:>8}  {:>8}  {rules_hash}",
+            run.id,
+            run.as_of,
+            run.committed_at,
+            run.groups.len(),
+            sum(|g| g.members),
+            format!("+{}", sum(|g| g.added)),
+            format!("-{}", sum(|g| g.removed)),
+        );
+    }
+    Ok(())
+}
+
+fn run_members(args: MembersArgs) -> Result<(), Failure> {
+    let state = State::open(&args.state.dir).map_err(state_failure)?;
+    let run = match args.run {
+        Some(id) => state.run(id),
+        None => state.last_run().and_then(|last| {
+            last.ok_or_else(|| StateError::Missing {
+                dir: args.state.dir.display().to_string(),
+            })
+        }),
+    }
+    .map_err(state_failure)?;
+    let members = state
+        .members(run.id, &args.group)
+        .map_err(state_failure)?
+        .ok_or_else(|| {
+            Failure::Usage(format!(
+                "run {} committed no group `{}`; it has: {}",
+                run.id,
+                args.group,
+                run.groups.iter().map(|g| g.key.as_str()).collect::<Vec<_>>().join(", ")
+            ))
+        })?;
+    match &args.out {
+        None => {
+            let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+            for id in &members {
+                writeln!(out, "{id}").map_err(|e| Failure::Output(e.to_string()))?;
+            }
+            out.flush().map_err(|e| Failure::Output(e.to_string()))?;
+        }
+        Some(path) => {
+            let written = if path.extension().is_some_and(|e| e.eq_ignore_ascii_case("roaring")) {
+                dyngroups::output::write_portable_bitmap(path, &members)
+            } else {
+                dyngroups::output::write_members(path, [(args.group.as_str(), &members)])
+            };
+            written.map_err(|e| Failure::Output(e.to_string()))?;
+            println!(
+                "{} members of `{}` in run {} written to {}",
+                members.len(),
+                args.group,
+                run.id,
+                path.display()
+            );
+        }
+    }
+    Ok(())
+}
+
+fn run_diff(args: DiffArgs) -> Result<(), Failure> {
+    let state = State::open(&args.state.dir).map_err(state_failure)?;
+    let changes = state.changes_between(args.from, args.to).map_err(state_failure)?;
+    let key_width = changes.iter().map(|c| c.key.chars().count()).max().unwrap_or(0).max(5);
+    println!("{:<key_width$}  {:>8}  {:>8}", "group", "added", "removed");
+    for change in changes.iter().filter(|c| !c.is_empty()) {
+        println!(
+            "{:<key_width$}  {:>8}  {:>8}",
+            change.key,
+            format!("+{}", change.added.len()),
+            format!("-{}", change.removed.len())
+        );
+    }
+    if let Some(path) = &args.out {
+        dyngroups::output::write_changes(path, &changes).map_err(|e| Failure::Output(e.to_string()))?;
+        println!("changes written to {}", path.display());
     }
     Ok(())
 }

@@ -26,12 +26,15 @@ pub mod checked;
 pub mod data;
 pub mod dataset;
 pub mod diagnostic;
+pub mod diff;
 pub mod eval;
+pub(crate) mod faults;
 pub mod limits;
 pub mod output;
 pub mod parse;
 pub mod schema;
 pub mod source;
+pub mod state;
 pub(crate) mod suggest;
 pub mod synth;
 

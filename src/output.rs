@@ -1,7 +1,10 @@
-//! Writing memberships to files: CSV, JSON Lines or Parquet by extension,
+//! Writing memberships and their changes to files: CSV, JSON Lines or
+//! Parquet by extension,
 //! always through a temporary file renamed into place, so a reader never sees
 //! half a file and a failed run leaves the previous file untouched.
 
+use crate::diff::GroupChange;
+use crate::faults::count_write;
 use arrow_array::{ArrayRef, RecordBatch, StringArray, UInt32Array};
 use parquet::arrow::ArrowWriter;
 use parquet::basic::Compression;
@@ -48,6 +51,10 @@ impl Format {
     }
 }
 
+/// One output row: a group key, a user id, and for diffs whether the user
+/// was added (`true`) or removed.
+type Row<'a> = (&'a str, u32, Option<bool>);
+
 /// Writes `group,user_id` rows, sorted by group key then user id.
 pub fn write_members<'a>(
     path: &Path,
@@ -55,6 +62,74 @@ pub fn write_members<'a>(
 ) -> Result<(), OutputError> {
     let mut groups: Vec<(&str, &RoaringBitmap)> = groups.into_iter().collect();
     groups.sort_by_key(|(key, _)| *key);
+    let rows = groups
+        .iter()
+        .flat_map(|(key, members)| members.iter().map(move |id| (*key, id, None)));
+    write_rows(path, false, rows)
+}
+
+/// Writes `group,user_id,change` rows (`change` is `add` or `remove`),
+/// sorted by group key then user id.
+pub fn write_changes(path: &Path, changes: &[GroupChange]) -> Result<(), OutputError> {
+    let mut changes: Vec<&GroupChange> = changes.iter().collect();
+    changes.sort_by(|a, b| a.key.cmp(&b.key));
+    let rows = changes
+        .iter()
+        .flat_map(|change| change.rows().map(|(id, added)| (change.key.as_str(), id, Some(added))));
+    write_rows(path, true, rows)
+}
+
+fn change_word(added: bool) -> &'static str {
+    if added { "add" } else { "remove" }
+}
+
+fn write_rows<'a>(path: &Path, with_change: bool, rows: impl Iterator<Item = Row<'a>>) -> Result<(), OutputError> {
+    write_atomically(path, |out| match Format::for_path(path) {
+        Format::Csv => {
+            let header = if with_change {
+                "group,user_id,change"
+            } else {
+                "group,user_id"
+            };
+            writeln!(out, "{header}")?;
+            for (key, id, change) in rows {
+                match change {
+                    Some(added) => writeln!(out, "{key},{id},{}", change_word(added))?,
+                    None => writeln!(out, "{key},{id}")?,
+                }
+            }
+            Ok(())
+        }
+        Format::JsonLines => {
+            // Keys are `[A-Za-z0-9_-]`, so they need no JSON escaping.
+            for (key, id, change) in rows {
+                match change {
+                    Some(added) => writeln!(
+                        out,
+                        "{{\"group\":\"{key}\",\"user_id\":{id},\"change\":\"{}\"}}",
+                        change_word(added)
+                    )?,
+                    None => writeln!(out, "{{\"group\":\"{key}\",\"user_id\":{id}}}")?,
+                }
+            }
+            Ok(())
+        }
+        Format::Parquet => write_parquet(out, with_change, rows).map_err(std::io::Error::other),
+    })
+}
+
+/// Writes a bitmap in the roaring portable format, which CRoaring,
+/// pyroaring, Java and Go read.
+pub fn write_portable_bitmap(path: &Path, members: &RoaringBitmap) -> Result<(), OutputError> {
+    write_atomically(path, |out| members.serialize_into(out))
+}
+
+/// Writes through a temporary file in the same directory, synced and then
+/// renamed over `path`.
+fn write_atomically(
+    path: &Path,
+    write: impl FnOnce(&mut BufWriter<&std::fs::File>) -> std::io::Result<()>,
+) -> Result<(), OutputError> {
     let error = |e: &dyn std::fmt::Display| OutputError {
         path: path.display().to_string(),
         reason: e.to_string(),
@@ -71,59 +146,58 @@ pub fn write_members<'a>(
     })?;
     {
         let mut out = BufWriter::new(temp.as_file());
-        match Format::for_path(path) {
-            Format::Csv => {
-                writeln!(out, "group,user_id").map_err(|e| error(&e))?;
-                for (key, members) in &groups {
-                    for id in members.iter() {
-                        writeln!(out, "{key},{id}").map_err(|e| error(&e))?;
-                    }
-                }
-            }
-            Format::JsonLines => {
-                for (key, members) in &groups {
-                    // Keys are `[A-Za-z0-9_-]`, so they need no JSON escaping.
-                    for id in members.iter() {
-                        writeln!(out, "{{\"group\":\"{key}\",\"user_id\":{id}}}").map_err(|e| error(&e))?;
-                    }
-                }
-            }
-            Format::Parquet => write_parquet(&mut out, &groups).map_err(|e| error(&e))?,
-        }
+        write(&mut out).map_err(|e| error(&e))?;
         out.flush().map_err(|e| error(&e))?;
     }
+    count_write();
     temp.as_file().sync_all().map_err(|e| error(&e))?;
     temp.persist(path).map_err(|e| error(&e.error))?;
+    // Make the rename itself durable; a reader already sees all or nothing.
+    if let Ok(dir) = std::fs::File::open(dir) {
+        let _ = dir.sync_all();
+    }
+    count_write();
     Ok(())
 }
 
-fn write_parquet<W: Write + Send>(
+fn write_parquet<'a, W: Write + Send>(
     out: W,
-    groups: &[(&str, &RoaringBitmap)],
+    with_change: bool,
+    rows: impl Iterator<Item = Row<'a>>,
 ) -> Result<(), parquet::errors::ParquetError> {
     let props = WriterProperties::builder().set_compression(Compression::SNAPPY).build();
-    let batch = |keys: Vec<&str>, ids: Vec<u32>| {
-        RecordBatch::try_from_iter([
+    let batch = |keys: Vec<&str>, ids: Vec<u32>, changes: Vec<&str>| {
+        let mut columns = vec![
             ("group", Arc::new(StringArray::from(keys)) as ArrayRef),
             ("user_id", Arc::new(UInt32Array::from(ids)) as ArrayRef),
-        ])
+        ];
+        if with_change {
+            columns.push(("change", Arc::new(StringArray::from(changes)) as ArrayRef));
+        }
+        RecordBatch::try_from_iter(columns)
     };
-    let schema = batch(Vec::new(), Vec::new())?.schema();
+    let schema = batch(Vec::new(), Vec::new(), Vec::new())?.schema();
     let mut writer = ArrowWriter::try_new(out, schema, Some(props))?;
     const BATCH_ROWS: usize = 1 << 16;
     let mut keys = Vec::with_capacity(BATCH_ROWS);
     let mut ids = Vec::with_capacity(BATCH_ROWS);
-    for (key, members) in groups {
-        for id in members.iter() {
-            keys.push(*key);
-            ids.push(id);
-            if ids.len() == BATCH_ROWS {
-                writer.write(&batch(std::mem::take(&mut keys), std::mem::take(&mut ids))?)?;
-            }
+    let mut changes = Vec::new();
+    for (key, id, change) in rows {
+        keys.push(key);
+        ids.push(id);
+        if let Some(added) = change {
+            changes.push(change_word(added));
+        }
+        if ids.len() == BATCH_ROWS {
+            writer.write(&batch(
+                std::mem::take(&mut keys),
+                std::mem::take(&mut ids),
+                std::mem::take(&mut changes),
+            )?)?;
         }
     }
     if !ids.is_empty() {
-        writer.write(&batch(keys, ids)?)?;
+        writer.write(&batch(keys, ids, changes)?)?;
     }
     writer.close()?;
     Ok(())

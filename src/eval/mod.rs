@@ -29,11 +29,26 @@ pub struct GroupMembers {
     pub name: String,
     /// Its status.
     pub status: GroupStatus,
-    /// Member user ids.
+    /// Member user ids, as the rule and `include`/`exclude` evaluate now.
     pub members: RoaringBitmap,
+    /// What a `paused`, `add_only` or `remove_only` group commits; see
+    /// [`GroupMembers::committed`].
+    status_adjusted: Option<RoaringBitmap>,
     /// Time spent on this group's atoms and algebra (an atom shared by several
     /// groups counts in each).
     pub elapsed: Duration,
+}
+
+impl GroupMembers {
+    /// What this run commits for the group, given its status and the last
+    /// committed members (spec §6): `None` for a draft.
+    pub fn committed(&self) -> Option<&RoaringBitmap> {
+        match self.status {
+            GroupStatus::Draft => None,
+            GroupStatus::Active => Some(&self.members),
+            GroupStatus::Paused | GroupStatus::AddOnly | GroupStatus::RemoveOnly => self.status_adjusted.as_ref(),
+        }
+    }
 }
 
 /// What an evaluation produced.
@@ -52,8 +67,23 @@ pub struct Evaluation {
 }
 
 /// Evaluates the groups marked in `selected` (closed under `member_of`; see
-/// [`dependency_closure`]), or every group when `selected` is `None`.
+/// [`dependency_closure`]), or every group when `selected` is `None`, as the
+/// first run: no group has committed members yet.
 pub fn evaluate(rules: &CheckedRules, data: &Dataset, selected: Option<&[bool]>) -> Evaluation {
+    evaluate_after(rules, data, selected, &BTreeMap::new())
+}
+
+/// Evaluates like [`evaluate`], after a run that committed `previous`
+/// (user ids by group key). Only `paused`, `add_only` and `remove_only`
+/// groups look at their previous members, and `member_of` such a group sees
+/// what it commits (spec §6). Previous members no longer in the users table
+/// are dropped: a user who left is removed from every group.
+pub fn evaluate_after(
+    rules: &CheckedRules,
+    data: &Dataset,
+    selected: Option<&[bool]>,
+    previous: &BTreeMap<String, RoaringBitmap>,
+) -> Evaluation {
     let all = vec![true; rules.groups.len()];
     let plan = Plan::new(rules, selected.unwrap_or(&all));
     let users = all_rows(data.user_count());
@@ -127,10 +157,13 @@ pub fn evaluate(rules: &CheckedRules, data: &Dataset, selected: Option<&[bool]>)
 
     // Phase 3: groups, batch by batch.
     let mut group_rows: Vec<RoaringBitmap> = vec![RoaringBitmap::new(); rules.groups.len()];
+    // The evaluated members, where the status makes them differ from what
+    // the group commits.
+    let mut evaluated_rows: Vec<Option<RoaringBitmap>> = vec![None; rules.groups.len()];
     let mut elapsed = vec![Duration::ZERO; rules.groups.len()];
     let mut unknown_listed_ids = BTreeMap::new();
     for level in &plan.levels {
-        let done: Vec<(usize, RoaringBitmap, Duration, Vec<u32>)> = level
+        let done: Vec<(usize, RoaringBitmap, Option<RoaringBitmap>, Duration, Vec<u32>)> = level
             .par_iter()
             .map(|&g| {
                 let node = plan.groups[g].as_ref().expect("selected groups are planned");
@@ -155,15 +188,35 @@ pub fn evaluate(rules: &CheckedRules, data: &Dataset, selected: Option<&[bool]>)
                 };
                 rows |= listed_rows(&group.include);
                 rows -= listed_rows(&group.exclude);
+                let previous_rows = || -> RoaringBitmap {
+                    previous
+                        .get(&group.key)
+                        .map(|ids| ids.iter().filter_map(|id| data.row_of(id)).collect())
+                        .unwrap_or_default()
+                };
+                let status_adjusted = match group.status {
+                    GroupStatus::Active | GroupStatus::Draft => None,
+                    GroupStatus::Paused => Some(previous_rows()),
+                    GroupStatus::AddOnly => Some(previous_rows() | &rows),
+                    GroupStatus::RemoveOnly => Some(previous_rows() & &rows),
+                };
                 let atom_time: Duration = atom_ids(node)
                     .iter()
                     .filter_map(|&a| results[a].as_ref().map(|r| r.1))
                     .sum();
-                (g, rows, took + atom_time, unknown)
+                (g, rows, status_adjusted, took + atom_time, unknown)
             })
             .collect();
-        for (g, rows, took, unknown) in done {
-            group_rows[g] = rows;
+        for (g, rows, status_adjusted, took, unknown) in done {
+            // `member_of` sees what a group commits. Only drafts refer to
+            // drafts, and they preview the evaluated members.
+            match status_adjusted {
+                Some(adjusted) => {
+                    group_rows[g] = adjusted;
+                    evaluated_rows[g] = Some(rows);
+                }
+                None => group_rows[g] = rows,
+            }
             elapsed[g] = took;
             if !unknown.is_empty() {
                 unknown_listed_ids.insert(rules.groups[g].key.clone(), unknown);
@@ -182,7 +235,8 @@ pub fn evaluate(rules: &CheckedRules, data: &Dataset, selected: Option<&[bool]>)
                 key: group.key.clone(),
                 name: group.name.clone(),
                 status: group.status,
-                members: data.rows_to_ids(&group_rows[g]),
+                members: data.rows_to_ids(evaluated_rows[g].as_ref().unwrap_or(&group_rows[g])),
+                status_adjusted: evaluated_rows[g].as_ref().map(|_| data.rows_to_ids(&group_rows[g])),
                 elapsed: elapsed[g],
             }
         })

@@ -1,0 +1,109 @@
+//! Add/remove changes between the members a group committed before and the
+//! members it commits now (spec §6).
+
+use roaring::RoaringBitmap;
+
+/// How one group's members changed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GroupChange {
+    /// The group's key.
+    pub key: String,
+    /// Users in the group now but not before.
+    pub added: RoaringBitmap,
+    /// Users in the group before but not now.
+    pub removed: RoaringBitmap,
+}
+
+impl GroupChange {
+    /// The change from `before` to `after`. A group that is new has an empty
+    /// `before`; a group that is gone has an empty `after`.
+    pub fn between(key: &str, before: &RoaringBitmap, after: &RoaringBitmap) -> GroupChange {
+        GroupChange {
+            key: key.to_string(),
+            added: after - before,
+            removed: before - after,
+        }
+    }
+
+    /// Whether nothing changed.
+    pub fn is_empty(&self) -> bool {
+        self.added.is_empty() && self.removed.is_empty()
+    }
+
+    /// The changed user ids in ascending order, each with `true` for added.
+    pub fn rows(&self) -> impl Iterator<Item = (u32, bool)> + '_ {
+        let mut added = self.added.iter().peekable();
+        let mut removed = self.removed.iter().peekable();
+        std::iter::from_fn(move || match (added.peek(), removed.peek()) {
+            (Some(&a), Some(&r)) if a < r => added.next().map(|id| (id, true)),
+            (Some(_), Some(_)) | (None, Some(_)) => removed.next().map(|id| (id, false)),
+            (Some(_), None) => added.next().map(|id| (id, true)),
+            (None, None) => None,
+        })
+    }
+}
+
+/// The changes from the groups of one run to those of the next, in key
+/// order. `before` lists the keys the earlier run committed and fetches
+/// their members on demand, so only one earlier group is held at a time;
+/// `after` holds every group the later run commits.
+pub fn changes<E>(
+    before: &[String],
+    mut before_members: impl FnMut(&str) -> Result<RoaringBitmap, E>,
+    after: &[(&str, &RoaringBitmap)],
+) -> Result<Vec<GroupChange>, E> {
+    let mut out = Vec::with_capacity(after.len());
+    let empty = RoaringBitmap::new();
+    let before_keys: std::collections::HashSet<&str> = before.iter().map(String::as_str).collect();
+    let after_keys: std::collections::HashSet<&str> = after.iter().map(|(k, _)| *k).collect();
+    for (key, members) in after {
+        let previous = if before_keys.contains(key) {
+            before_members(key)?
+        } else {
+            RoaringBitmap::new()
+        };
+        out.push(GroupChange::between(key, &previous, members));
+    }
+    for key in before {
+        if !after_keys.contains(key.as_str()) {
+            out.push(GroupChange::between(key, &before_members(key)?, &empty));
+        }
+    }
+    out.sort_by(|a, b| a.key.cmp(&b.key));
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ids(v: &[u32]) -> RoaringBitmap {
+        v.iter().copied().collect()
+    }
+
+    #[test]
+    fn new_groups_add_all_and_gone_groups_remove_all() {
+        let before = vec!["gone".to_string(), "kept".to_string()];
+        let stored = |key: &str| -> Result<RoaringBitmap, ()> {
+            Ok(match key {
+                "gone" => ids(&[1, 2]),
+                _ => ids(&[3, 4]),
+            })
+        };
+        let kept = ids(&[4, 5]);
+        let new = ids(&[7]);
+        let out = changes(&before, stored, &[("new", &new), ("kept", &kept)]).unwrap();
+        let keys: Vec<&str> = out.iter().map(|c| c.key.as_str()).collect();
+        assert_eq!(keys, ["gone", "kept", "new"]);
+        assert_eq!((out[0].added.len(), out[0].removed.clone()), (0, ids(&[1, 2])));
+        assert_eq!((out[1].added.clone(), out[1].removed.clone()), (ids(&[5]), ids(&[3])));
+        assert_eq!((out[2].added.clone(), out[2].removed.len()), (ids(&[7]), 0));
+    }
+
+    #[test]
+    fn rows_interleave_adds_and_removes_by_user_id() {
+        let change = GroupChange::between("g", &ids(&[1, 4, 9]), &ids(&[2, 4, 10, 11]));
+        let rows: Vec<(u32, bool)> = change.rows().collect();
+        assert_eq!(rows, [(1, false), (2, true), (9, false), (10, true), (11, true)]);
+    }
+}

@@ -1,0 +1,625 @@
+//! The committed state: every retained run's record and the members of each
+//! group it committed, kept in a redb database in the state directory.
+//!
+//! redb commits a write transaction atomically (copy-on-write B-trees behind
+//! a checksummed root), so a process killed at any moment leaves either the
+//! previous committed run or the new one. Members are stored in the roaring
+//! portable format, which CRoaring, pyroaring, Java and Go read as is. A
+//! group whose members did not change shares its stored bitmap with the
+//! previous run, so history costs only what changed.
+
+use crate::diff::{GroupChange, changes};
+use crate::faults::count_write;
+use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
+use roaring::RoaringBitmap;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use std::collections::BTreeMap;
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Seek, Write};
+use std::path::{Path, PathBuf};
+
+/// The layout of the tables below. A state written with a higher number is
+/// refused, never misread.
+pub const FORMAT_VERSION: u64 = 1;
+
+/// The database file inside the state directory.
+pub const DATABASE_FILE: &str = "state.redb";
+/// The lock file that names the process holding the state.
+pub const LOCK_FILE: &str = "LOCK";
+
+/// `format_version`, `next_run`, `next_blob`.
+const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+/// Run id → the run's record, as JSON.
+const RUNS: TableDefinition<u64, &str> = TableDefinition::new("runs");
+/// (run id, group key) → the blob holding the members it committed.
+const MEMBERS: TableDefinition<(u64, &str), u64> = TableDefinition::new("members");
+/// Blob id → a bitmap in the roaring portable format.
+const BLOBS: TableDefinition<u64, &[u8]> = TableDefinition::new("blobs");
+/// Blob id → how many `MEMBERS` entries point at it.
+const BLOB_REFS: TableDefinition<u64, u64> = TableDefinition::new("blob_refs");
+
+/// A failure to read or write the state. Whatever it is, the last committed
+/// run stays intact.
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    /// Another process holds the state.
+    #[error("the state in {dir} is in use by {holder}; wait for it to finish, or stop it")]
+    Locked {
+        /// The state directory.
+        dir: String,
+        /// Who holds it, as that process wrote it in the lock file.
+        holder: String,
+    },
+    /// The state was written by a newer dyngroups.
+    #[error(
+        "the state in {dir} has format version {found}, but this dyngroups reads only up to version {supported}; \
+         use a newer dyngroups, or a new `--state` directory"
+    )]
+    NewerFormat {
+        /// The state directory.
+        dir: String,
+        /// The version found.
+        found: u64,
+        /// The newest version this build reads.
+        supported: u64,
+    },
+    /// There is no state yet.
+    #[error("no committed run in {dir}: `dyngroups run --state {dir}` commits the first one")]
+    Missing {
+        /// The state directory.
+        dir: String,
+    },
+    /// A run id that is not retained.
+    #[error("run {id} is not in the state in {dir}; `dyngroups history` lists the retained runs")]
+    UnknownRun {
+        /// The state directory.
+        dir: String,
+        /// The id asked for.
+        id: u64,
+    },
+    /// The database or a stored bitmap cannot be read.
+    #[error("the state in {dir} is corrupt: {reason}")]
+    Corrupt {
+        /// The state directory.
+        dir: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// Reading or writing the state directory failed.
+    #[error("cannot use the state in {dir}: {reason}")]
+    Io {
+        /// The state directory.
+        dir: String,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// A fingerprint of one input file of a run.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InputFingerprint {
+    /// What the file was: `rules`, `users`, `enrollments`, `org` or `memberships`.
+    pub role: String,
+    /// The path as given.
+    pub path: String,
+    /// Its size in bytes.
+    pub bytes: u64,
+    /// SHA-256 of its content, in hex.
+    pub sha256: String,
+}
+
+impl InputFingerprint {
+    /// Reads and hashes a file.
+    pub fn of(role: &str, path: &Path) -> std::io::Result<InputFingerprint> {
+        let mut file = File::open(path)?;
+        let mut hasher = Sha256::new();
+        let mut buffer = vec![0u8; 1 << 20];
+        let mut bytes = 0u64;
+        loop {
+            let n = file.read(&mut buffer)?;
+            if n == 0 {
+                break;
+            }
+            bytes += n as u64;
+            hasher.update(&buffer[..n]);
+        }
+        Ok(InputFingerprint {
+            role: role.to_string(),
+            path: path.display().to_string(),
+            bytes,
+            sha256: hex(&hasher.finalize()),
+        })
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// What a committed run recorded of one group.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupRecord {
+    /// The group's key.
+    pub key: String,
+    /// Its display name at the time.
+    pub name: String,
+    /// Its status keyword at the time.
+    pub status: String,
+    /// Members committed.
+    pub members: u64,
+    /// Users added since the previous run.
+    pub added: u64,
+    /// Users removed since the previous run.
+    pub removed: u64,
+}
+
+/// The record of a committed run.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunRecord {
+    /// The run's id: 1 for the first run of a state, then counting up.
+    pub id: u64,
+    /// The date `today` meant (YYYY-MM-DD).
+    pub as_of: String,
+    /// When it was committed (RFC 3339, UTC).
+    pub committed_at: String,
+    /// The input files, the rules file first.
+    pub inputs: Vec<InputFingerprint>,
+    /// The committed groups, by key.
+    pub groups: Vec<GroupRecord>,
+}
+
+/// A run to commit: its record (the id and time are filled in by
+/// [`State::commit`]) and the members of every group it commits.
+pub struct NewRun<'a> {
+    /// The date `today` meant (YYYY-MM-DD).
+    pub as_of: String,
+    /// The input files, the rules file first.
+    pub inputs: Vec<InputFingerprint>,
+    /// Every group the run commits, with its members. A group of the previous
+    /// run that is missing here is gone, unless `carry_over` keeps it.
+    pub groups: Vec<(GroupRecord, &'a RoaringBitmap)>,
+    /// Keep the previous run's groups that are not in `groups`, unchanged
+    /// (a run of only some groups).
+    pub carry_over: bool,
+}
+
+/// An open state directory, held by this process until dropped.
+pub struct State {
+    dir: PathBuf,
+    db: Database,
+    /// Held for the lifetime of the state: the advisory lock is the file's.
+    _lock: File,
+}
+
+impl State {
+    /// Opens the state in `dir`, creating the directory and an empty state
+    /// if there is none, and takes its lock.
+    pub fn open_or_create(dir: &Path) -> Result<State, StateError> {
+        std::fs::create_dir_all(dir).map_err(|e| io_error(dir, &e))?;
+        State::open_in(dir)
+    }
+
+    /// Opens an existing state in `dir` and takes its lock.
+    pub fn open(dir: &Path) -> Result<State, StateError> {
+        if !dir.join(DATABASE_FILE).is_file() {
+            return Err(StateError::Missing {
+                dir: dir.display().to_string(),
+            });
+        }
+        State::open_in(dir)
+    }
+
+    fn open_in(dir: &Path) -> Result<State, StateError> {
+        let lock = take_lock(dir)?;
+        let db = Database::create(dir.join(DATABASE_FILE)).map_err(|e| db_error(dir, e))?;
+        let state = State {
+            dir: dir.to_path_buf(),
+            db,
+            _lock: lock,
+        };
+        state.check_format()?;
+        Ok(state)
+    }
+
+    /// The state directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    fn dir_name(&self) -> String {
+        self.dir.display().to_string()
+    }
+
+    fn error(&self, e: impl Into<redb::Error>) -> StateError {
+        db_error(&self.dir, e)
+    }
+
+    fn corrupt(&self, reason: impl std::fmt::Display) -> StateError {
+        StateError::Corrupt {
+            dir: self.dir_name(),
+            reason: reason.to_string(),
+        }
+    }
+
+    /// Writes the format version into a new state; refuses a newer one.
+    fn check_format(&self) -> Result<(), StateError> {
+        let read = self.db.begin_read().map_err(|e| self.error(e))?;
+        let found = match read.open_table(META) {
+            Ok(meta) => meta
+                .get("format_version")
+                .map_err(|e| self.error(e))?
+                .map(|v| v.value()),
+            Err(redb::TableError::TableDoesNotExist(_)) => None,
+            Err(e) => return Err(self.error(e)),
+        };
+        drop(read);
+        match found {
+            Some(found) if found > FORMAT_VERSION => Err(StateError::NewerFormat {
+                dir: self.dir_name(),
+                found,
+                supported: FORMAT_VERSION,
+            }),
+            Some(_) => Ok(()),
+            None => {
+                let write = self.db.begin_write().map_err(|e| self.error(e))?;
+                {
+                    let mut meta = write.open_table(META).map_err(|e| self.error(e))?;
+                    meta.insert("format_version", FORMAT_VERSION)
+                        .map_err(|e| self.error(e))?;
+                    meta.insert("next_run", 1).map_err(|e| self.error(e))?;
+                    meta.insert("next_blob", 1).map_err(|e| self.error(e))?;
+                    write.open_table(RUNS).map_err(|e| self.error(e))?;
+                    write.open_table(MEMBERS).map_err(|e| self.error(e))?;
+                    write.open_table(BLOBS).map_err(|e| self.error(e))?;
+                    write.open_table(BLOB_REFS).map_err(|e| self.error(e))?;
+                }
+                write.commit().map_err(|e| self.error(e))
+            }
+        }
+    }
+
+    /// Every retained run, oldest first.
+    pub fn runs(&self) -> Result<Vec<RunRecord>, StateError> {
+        let read = self.db.begin_read().map_err(|e| self.error(e))?;
+        let runs = read.open_table(RUNS).map_err(|e| self.error(e))?;
+        let mut out = Vec::new();
+        for entry in runs.iter().map_err(|e| self.error(e))? {
+            let (_, json) = entry.map_err(|e| self.error(e))?;
+            out.push(serde_json::from_str(json.value()).map_err(|e| self.corrupt(e))?);
+        }
+        Ok(out)
+    }
+
+    /// The last committed run, if any.
+    pub fn last_run(&self) -> Result<Option<RunRecord>, StateError> {
+        let read = self.db.begin_read().map_err(|e| self.error(e))?;
+        let runs = read.open_table(RUNS).map_err(|e| self.error(e))?;
+        let last = runs.last().map_err(|e| self.error(e))?;
+        last.map(|(_, json)| serde_json::from_str(json.value()).map_err(|e| self.corrupt(e)))
+            .transpose()
+    }
+
+    /// The record of run `id`.
+    pub fn run(&self, id: u64) -> Result<RunRecord, StateError> {
+        let read = self.db.begin_read().map_err(|e| self.error(e))?;
+        let runs = read.open_table(RUNS).map_err(|e| self.error(e))?;
+        let json = runs.get(id).map_err(|e| self.error(e))?.ok_or(StateError::UnknownRun {
+            dir: self.dir_name(),
+            id,
+        })?;
+        serde_json::from_str(json.value()).map_err(|e| self.corrupt(e))
+    }
+
+    /// The members group `key` committed in run `id`, in the roaring
+    /// portable format; `None` if that run did not commit the group.
+    pub fn members_portable(&self, id: u64, key: &str) -> Result<Option<Vec<u8>>, StateError> {
+        let read = self.db.begin_read().map_err(|e| self.error(e))?;
+        let members = read.open_table(MEMBERS).map_err(|e| self.error(e))?;
+        let Some(blob) = members.get((id, key)).map_err(|e| self.error(e))? else {
+            return Ok(None);
+        };
+        let blobs = read.open_table(BLOBS).map_err(|e| self.error(e))?;
+        let bytes = blobs
+            .get(blob.value())
+            .map_err(|e| self.error(e))?
+            .ok_or_else(|| self.corrupt(format_args!("run {id} group `{key}` points at a missing bitmap")))?;
+        Ok(Some(bytes.value().to_vec()))
+    }
+
+    /// The members group `key` committed in run `id`; `None` if that run did
+    /// not commit the group.
+    pub fn members(&self, id: u64, key: &str) -> Result<Option<RoaringBitmap>, StateError> {
+        self.members_portable(id, key)?
+            .map(|bytes| {
+                RoaringBitmap::deserialize_from(bytes.as_slice())
+                    .map_err(|e| self.corrupt(format_args!("run {id} group `{key}`: {e}")))
+            })
+            .transpose()
+    }
+
+    /// The members the last committed run committed for each of `keys` that
+    /// it has (what `paused`, `add_only` and `remove_only` groups build on).
+    pub fn last_members<'k>(
+        &self,
+        keys: impl IntoIterator<Item = &'k str>,
+    ) -> Result<BTreeMap<String, RoaringBitmap>, StateError> {
+        let Some(last) = self.last_run()? else {
+            return Ok(BTreeMap::new());
+        };
+        let mut out = BTreeMap::new();
+        for key in keys {
+            if let Some(members) = self.members(last.id, key)? {
+                out.insert(key.to_string(), members);
+            }
+        }
+        Ok(out)
+    }
+
+    /// The changes from the last committed run to the groups in `after`.
+    /// With `only_these`, groups of the last run missing from `after` are
+    /// left out (a run of some groups) instead of counted as gone.
+    pub fn changes_since_last(
+        &self,
+        after: &[(&str, &RoaringBitmap)],
+        only_these: bool,
+    ) -> Result<Vec<GroupChange>, StateError> {
+        let Some(last) = self.last_run()? else {
+            return changes(&[], |_| Ok(RoaringBitmap::new()), after);
+        };
+        let before: Vec<String> = last
+            .groups
+            .into_iter()
+            .map(|g| g.key)
+            .filter(|key| !only_these || after.iter().any(|(k, _)| k == key))
+            .collect();
+        changes(
+            &before,
+            |key| Ok(self.members(last.id, key)?.unwrap_or_default()),
+            after,
+        )
+    }
+
+    /// The changes from retained run `from` to retained run `to`.
+    pub fn changes_between(&self, from: u64, to: u64) -> Result<Vec<GroupChange>, StateError> {
+        let (from, to) = (self.run(from)?, self.run(to)?);
+        let after: Vec<(String, RoaringBitmap)> = to
+            .groups
+            .iter()
+            .map(|g| Ok((g.key.clone(), self.members(to.id, &g.key)?.unwrap_or_default())))
+            .collect::<Result<_, StateError>>()?;
+        let after: Vec<(&str, &RoaringBitmap)> = after.iter().map(|(k, m)| (k.as_str(), m)).collect();
+        let before: Vec<String> = from.groups.into_iter().map(|g| g.key).collect();
+        changes(
+            &before,
+            |key| Ok(self.members(from.id, key)?.unwrap_or_default()),
+            &after,
+        )
+    }
+
+    /// Commits `run` atomically as the newest run, and drops the oldest runs
+    /// beyond the newest `keep`. Returns the committed record.
+    pub fn commit(&self, run: NewRun<'_>, keep: usize) -> Result<RunRecord, StateError> {
+        let previous = self.last_run()?;
+        // Serialise changed bitmaps in parallel before the (serial) write.
+        let unchanged = |record: &GroupRecord| {
+            record.added == 0
+                && record.removed == 0
+                && previous
+                    .as_ref()
+                    .is_some_and(|p| p.groups.iter().any(|g| g.key == record.key))
+        };
+        let serialized: Vec<Option<Vec<u8>>> = {
+            use rayon::prelude::*;
+            run.groups
+                .par_iter()
+                .map(|(record, members)| (!unchanged(record)).then(|| serialize(members)))
+                .collect()
+        };
+
+        let write = self.db.begin_write().map_err(|e| self.error(e))?;
+        let record = {
+            let mut meta = write.open_table(META).map_err(|e| self.error(e))?;
+            let mut runs = write.open_table(RUNS).map_err(|e| self.error(e))?;
+            let mut members = write.open_table(MEMBERS).map_err(|e| self.error(e))?;
+            let mut blobs = write.open_table(BLOBS).map_err(|e| self.error(e))?;
+            let mut refs = write.open_table(BLOB_REFS).map_err(|e| self.error(e))?;
+            let counter = |meta: &redb::Table<&str, u64>, name: &str| -> Result<u64, StateError> {
+                Ok(meta.get(name).map_err(|e| self.error(e))?.map_or(1, |v| v.value()))
+            };
+            let id = counter(&meta, "next_run")?;
+            let mut next_blob = counter(&meta, "next_blob")?;
+            let previous_blob =
+                |members: &redb::Table<(u64, &str), u64>, key: &str| -> Result<Option<u64>, StateError> {
+                    let Some(previous) = &previous else { return Ok(None) };
+                    Ok(members
+                        .get((previous.id, key))
+                        .map_err(|e| self.error(e))?
+                        .map(|v| v.value()))
+                };
+            let add_ref = |refs: &mut redb::Table<u64, u64>, blob: u64| -> Result<(), StateError> {
+                let count = refs.get(blob).map_err(|e| self.error(e))?.map_or(0, |v| v.value());
+                refs.insert(blob, count + 1).map_err(|e| self.error(e))?;
+                Ok(())
+            };
+
+            let mut groups: BTreeMap<String, GroupRecord> = BTreeMap::new();
+            for ((record, bitmap), bytes) in run.groups.iter().zip(serialized) {
+                let blob = match (bytes, previous_blob(&members, &record.key)?) {
+                    (None, Some(blob)) => blob,
+                    (bytes, _) => {
+                        let bytes = bytes.unwrap_or_else(|| serialize(bitmap));
+                        let blob = next_blob;
+                        next_blob += 1;
+                        blobs.insert(blob, bytes.as_slice()).map_err(|e| self.error(e))?;
+                        count_write();
+                        blob
+                    }
+                };
+                add_ref(&mut refs, blob)?;
+                members
+                    .insert((id, record.key.as_str()), blob)
+                    .map_err(|e| self.error(e))?;
+                count_write();
+                groups.insert(record.key.clone(), record.clone());
+            }
+            if run.carry_over
+                && let Some(previous) = &previous
+            {
+                for group in &previous.groups {
+                    if groups.contains_key(&group.key) {
+                        continue;
+                    }
+                    let blob = previous_blob(&members, &group.key)?
+                        .ok_or_else(|| self.corrupt(format_args!("run {} lacks group `{}`", previous.id, group.key)))?;
+                    add_ref(&mut refs, blob)?;
+                    members
+                        .insert((id, group.key.as_str()), blob)
+                        .map_err(|e| self.error(e))?;
+                    count_write();
+                    groups.insert(
+                        group.key.clone(),
+                        GroupRecord {
+                            added: 0,
+                            removed: 0,
+                            ..group.clone()
+                        },
+                    );
+                }
+            }
+            let record = RunRecord {
+                id,
+                as_of: run.as_of,
+                committed_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+                inputs: run.inputs,
+                groups: groups.into_values().collect(),
+            };
+            let json = serde_json::to_string(&record).expect("a run record serialises");
+            runs.insert(id, json.as_str()).map_err(|e| self.error(e))?;
+            count_write();
+            meta.insert("next_run", id + 1).map_err(|e| self.error(e))?;
+            meta.insert("next_blob", next_blob).map_err(|e| self.error(e))?;
+
+            // Drop the oldest runs beyond `keep`, and bitmaps no run uses.
+            let retained = runs.len().map_err(|e| self.error(e))?;
+            let surplus = retained.saturating_sub(keep.max(1) as u64);
+            let old: Vec<u64> = runs
+                .iter()
+                .map_err(|e| self.error(e))?
+                .take(surplus as usize)
+                .map(|entry| entry.map(|(k, _)| k.value()).map_err(|e| self.error(e)))
+                .collect::<Result<_, _>>()?;
+            for old_id in old {
+                let entries: Vec<(String, u64)> = members
+                    .range((old_id, "")..(old_id + 1, ""))
+                    .map_err(|e| self.error(e))?
+                    .map(|entry| {
+                        entry
+                            .map(|(k, v)| (k.value().1.to_string(), v.value()))
+                            .map_err(|e| self.error(e))
+                    })
+                    .collect::<Result<_, _>>()?;
+                for (key, blob) in entries {
+                    members.remove((old_id, key.as_str())).map_err(|e| self.error(e))?;
+                    let count = refs.get(blob).map_err(|e| self.error(e))?.map_or(0, |v| v.value());
+                    if count <= 1 {
+                        refs.remove(blob).map_err(|e| self.error(e))?;
+                        blobs.remove(blob).map_err(|e| self.error(e))?;
+                    } else {
+                        refs.insert(blob, count - 1).map_err(|e| self.error(e))?;
+                    }
+                    count_write();
+                }
+                runs.remove(old_id).map_err(|e| self.error(e))?;
+            }
+            record
+        };
+        count_write();
+        write.commit().map_err(|e| self.error(e))?;
+        count_write();
+        Ok(record)
+    }
+}
+
+fn serialize(members: &RoaringBitmap) -> Vec<u8> {
+    let mut bytes = Vec::with_capacity(members.serialized_size());
+    members
+        .serialize_into(&mut bytes)
+        .expect("writing to a Vec cannot fail");
+    bytes
+}
+
+fn io_error(dir: &Path, e: &std::io::Error) -> StateError {
+    let reason = match e.kind() {
+        std::io::ErrorKind::PermissionDenied => "permission denied".to_string(),
+        std::io::ErrorKind::StorageFull => "no space left on the device".to_string(),
+        std::io::ErrorKind::NotADirectory => "a part of the path is not a directory".to_string(),
+        _ => e.to_string(),
+    };
+    StateError::Io {
+        dir: dir.display().to_string(),
+        reason,
+    }
+}
+
+fn db_error(dir: &Path, e: impl Into<redb::Error>) -> StateError {
+    let dir_name = dir.display().to_string();
+    match e.into() {
+        redb::Error::DatabaseAlreadyOpen => StateError::Locked {
+            holder: holder(dir),
+            dir: dir_name,
+        },
+        redb::Error::Io(e) => io_error(dir, &e),
+        redb::Error::Corrupted(reason) => StateError::Corrupt { dir: dir_name, reason },
+        redb::Error::UpgradeRequired(version) => StateError::Corrupt {
+            dir: dir_name,
+            reason: format!("{DATABASE_FILE} has database file format {version}, which this build cannot read"),
+        },
+        other => StateError::Corrupt {
+            dir: dir_name,
+            reason: other.to_string(),
+        },
+    }
+}
+
+/// Who holds the lock, as the holder wrote it.
+fn holder(dir: &Path) -> String {
+    std::fs::read_to_string(dir.join(LOCK_FILE))
+        .ok()
+        .map(|text| text.trim().to_string())
+        .filter(|text| !text.is_empty())
+        .unwrap_or_else(|| "another process".to_string())
+}
+
+/// Takes the state's advisory lock, or says who holds it. The lock goes with
+/// the process, so a killed run never leaves it behind.
+fn take_lock(dir: &Path) -> Result<File, StateError> {
+    let path = dir.join(LOCK_FILE);
+    let mut file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .map_err(|e| io_error(dir, &e))?;
+    match file.try_lock() {
+        Ok(()) => {}
+        Err(std::fs::TryLockError::WouldBlock) => {
+            return Err(StateError::Locked {
+                dir: dir.display().to_string(),
+                holder: holder(dir),
+            });
+        }
+        Err(std::fs::TryLockError::Error(e)) => return Err(io_error(dir, &e)),
+    }
+    let description = format!(
+        "dyngroups (pid {}) since {}",
+        std::process::id(),
+        chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+    );
+    file.set_len(0)
+        .and_then(|()| file.rewind())
+        .and_then(|()| file.write_all(description.as_bytes()))
+        .map_err(|e| io_error(dir, &e))?;
+    Ok(file)
+}
