@@ -363,6 +363,8 @@ fn run_run(args: RunArgs) -> Result<(), Failure> {
                 .changes_since_last(&committed, !args.groups.is_empty())
                 .map_err(state_failure)?,
         ),
+        // A dry run before any commit: everything would be added.
+        None if args.dry_run => Some(dyngroups::diff::first_run(&committed)),
         None => None,
     };
     print_run_table(&shown, changes.as_deref());

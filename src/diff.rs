@@ -73,6 +73,12 @@ pub fn changes<E>(
     Ok(out)
 }
 
+/// The changes of a first run: every group adds all its members.
+pub fn first_run(after: &[(&str, &RoaringBitmap)]) -> Vec<GroupChange> {
+    changes(&[], |_| Ok::<_, std::convert::Infallible>(RoaringBitmap::new()), after)
+        .unwrap_or_else(|never| match never {})
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -365,7 +365,7 @@ impl State {
         only_these: bool,
     ) -> Result<Vec<GroupChange>, StateError> {
         let Some(last) = self.last_run()? else {
-            return changes(&[], |_| Ok(RoaringBitmap::new()), after);
+            return Ok(crate::diff::first_run(after));
         };
         let before: Vec<String> = last
             .groups
@@ -568,6 +568,10 @@ fn db_error(dir: &Path, e: impl Into<redb::Error>) -> StateError {
         redb::Error::DatabaseAlreadyOpen => StateError::Locked {
             holder: holder(dir),
             dir: dir_name,
+        },
+        redb::Error::Io(e) if e.kind() == std::io::ErrorKind::InvalidData => StateError::Corrupt {
+            dir: dir_name,
+            reason: format!("{DATABASE_FILE}: {e}"),
         },
         redb::Error::Io(e) => io_error(dir, &e),
         redb::Error::Corrupted(reason) => StateError::Corrupt { dir: dir_name, reason },

@@ -163,7 +163,7 @@ pub fn evaluate_after(
     let mut elapsed = vec![Duration::ZERO; rules.groups.len()];
     let mut unknown_listed_ids = BTreeMap::new();
     for level in &plan.levels {
-        let done: Vec<(usize, RoaringBitmap, Option<RoaringBitmap>, Duration, Vec<u32>)> = level
+        let done: Vec<LevelResult> = level
             .par_iter()
             .map(|&g| {
                 let node = plan.groups[g].as_ref().expect("selected groups are planned");
@@ -204,10 +204,23 @@ pub fn evaluate_after(
                     .iter()
                     .filter_map(|&a| results[a].as_ref().map(|r| r.1))
                     .sum();
-                (g, rows, status_adjusted, took + atom_time, unknown)
+                LevelResult {
+                    group: g,
+                    rows,
+                    status_adjusted,
+                    took: took + atom_time,
+                    unknown,
+                }
             })
             .collect();
-        for (g, rows, status_adjusted, took, unknown) in done {
+        for LevelResult {
+            group: g,
+            rows,
+            status_adjusted,
+            took,
+            unknown,
+        } in done
+        {
             // `member_of` sees what a group commits. Only drafts refer to
             // drafts, and they preview the evaluated members.
             match status_adjusted {
@@ -251,6 +264,18 @@ pub fn evaluate_after(
         distinct_atoms: plan.atoms.len(),
         unknown_listed_ids,
     }
+}
+
+/// One group evaluated within a `member_of` level.
+struct LevelResult {
+    group: usize,
+    /// The evaluated rows.
+    rows: RoaringBitmap,
+    /// What the group commits, when its status makes that differ from `rows`.
+    status_adjusted: Option<RoaringBitmap>,
+    took: Duration,
+    /// `include`/`exclude` ids not in the users table.
+    unknown: Vec<u32>,
 }
 
 fn timed<T>(f: impl FnOnce() -> T) -> (T, Duration) {

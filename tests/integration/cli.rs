@@ -34,8 +34,10 @@ const EXAMPLE: &[&str] = &[
     "2026-11-22",
 ];
 
+/// `dyngroups run` on the example data, evaluating only (tests of the
+/// state give their own `--state`).
 fn run_example(extra: &[&str]) -> Output {
-    let mut args = vec!["run"];
+    let mut args = vec!["run", "--no-state"];
     args.extend_from_slice(EXAMPLE);
     args.extend_from_slice(extra);
     dyngroups(&args)
@@ -190,6 +192,8 @@ fn data_errors_exit_3_and_write_nothing() {
     let users = dir.path().join("users.csv");
     std::fs::write(&users, "user_id,department\n1,Sales\n1,Eng\n").unwrap();
     let out_path = dir.path().join("m.csv");
+    let state = dir.path().join("state");
+    let state = state.to_str().unwrap();
     let out = dyngroups(&[
         "run",
         "--rules",
@@ -198,6 +202,8 @@ fn data_errors_exit_3_and_write_nothing() {
         users.to_str().unwrap(),
         "--members-out",
         out_path.to_str().unwrap(),
+        "--state",
+        state,
     ]);
     // The rules use columns this file lacks: rule errors come first.
     assert_eq!(out.status.code(), Some(1));
@@ -211,6 +217,8 @@ fn data_errors_exit_3_and_write_nothing() {
         users.to_str().unwrap(),
         "--members-out",
         out_path.to_str().unwrap(),
+        "--state",
+        state,
     ]);
     assert_eq!(out.status.code(), Some(3));
     assert!(
@@ -219,6 +227,13 @@ fn data_errors_exit_3_and_write_nothing() {
         text(&out.stderr)
     );
     assert!(!out_path.exists());
+    let history = dyngroups(&["history", "--state", state]);
+    assert_eq!(history.status.code(), Some(0), "{}", text(&history.stderr));
+    assert_eq!(
+        text(&history.stdout).lines().count(),
+        1,
+        "only the header: no run committed"
+    );
 }
 
 #[test]

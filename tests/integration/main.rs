@@ -11,3 +11,4 @@ mod robustness;
 mod roundtrip;
 mod schema;
 mod spec;
+mod state;

@@ -1,0 +1,456 @@
+//! Committed runs and their diffs, through the `dyngroups` command: what a
+//! downstream system would receive after each run.
+
+use dyngroups::state::State;
+use std::path::PathBuf;
+use std::process::{Command, Output};
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// A working directory with a rules file, users and a state.
+struct Workspace {
+    dir: tempfile::TempDir,
+}
+
+impl Workspace {
+    fn new(rules: &str, users: &str) -> Workspace {
+        let workspace = Workspace {
+            dir: tempfile::tempdir().unwrap(),
+        };
+        workspace.write("groups.rules", rules);
+        workspace.write("users.csv", users);
+        workspace
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    fn write(&self, name: &str, content: &str) {
+        std::fs::write(self.path(name), content).unwrap();
+    }
+
+    fn dyngroups(&self, args: &[&str]) -> Output {
+        Command::new(env!("CARGO_BIN_EXE_dyngroups"))
+            .args(args)
+            .current_dir(self.dir.path())
+            .output()
+            .unwrap()
+    }
+
+    /// `dyngroups run` with the changes written to `diff.csv`; returns the
+    /// changes as `group,user_id,change` lines.
+    fn run(&self, extra: &[&str]) -> Vec<String> {
+        let mut args = vec![
+            "run",
+            "--rules",
+            "groups.rules",
+            "--users",
+            "users.csv",
+            "--as-of",
+            "2026-11-22",
+            "--diff-out",
+            "diff.csv",
+        ];
+        args.extend_from_slice(extra);
+        let out = self.dyngroups(&args);
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+        self.diff_rows("diff.csv")
+    }
+
+    fn diff_rows(&self, name: &str) -> Vec<String> {
+        let content = std::fs::read_to_string(self.path(name)).unwrap();
+        let mut lines = content.lines();
+        assert_eq!(lines.next(), Some("group,user_id,change"));
+        lines.map(String::from).collect()
+    }
+
+    fn state(&self) -> State {
+        State::open(&self.path(".dyngroups")).unwrap()
+    }
+}
+
+const RULES: &str = r#"
+group sales "Sales" { department == "sales" }
+group seniors { grade >= 5 }
+"#;
+
+const USERS: &str = "user_id,department,grade\n1,Sales,5\n2,Eng,3\n3,sales,7\n4,Eng,6\n";
+
+#[test]
+fn first_run_adds_everyone_and_a_rerun_changes_nothing() {
+    let w = Workspace::new(RULES, USERS);
+    assert_eq!(
+        w.run(&[]),
+        [
+            "sales,1,add",
+            "sales,3,add",
+            "seniors,1,add",
+            "seniors,3,add",
+            "seniors,4,add"
+        ]
+    );
+    assert!(w.run(&[]).is_empty());
+    // The same users in another order, with columns swapped: no change.
+    w.write(
+        "users.csv",
+        "grade,user_id,department\n6,4,Eng\n3,2,Eng\n7,3,sales\n5,1,Sales\n",
+    );
+    assert!(w.run(&[]).is_empty());
+    assert_eq!(w.state().runs().unwrap().len(), 3);
+}
+
+#[test]
+fn changes_follow_the_data_and_the_rules() {
+    let w = Workspace::new(RULES, USERS);
+    w.run(&[]);
+    // User 3 leaves, user 2 moves to sales, user 5 joins.
+    w.write(
+        "users.csv",
+        "user_id,department,grade\n1,Sales,5\n2,Sales,3\n4,Eng,6\n5,Eng,9\n",
+    );
+    assert_eq!(
+        w.run(&[]),
+        ["sales,2,add", "sales,3,remove", "seniors,3,remove", "seniors,5,add"]
+    );
+    // A renamed group causes no churn; a dropped group removes all; a new
+    // group adds all.
+    w.write(
+        "groups.rules",
+        "group sales \"Sales team\" { department == \"sales\" }\ngroup eng { department == \"eng\" }\n",
+    );
+    assert_eq!(
+        w.run(&[]),
+        [
+            "eng,4,add",
+            "eng,5,add",
+            "seniors,1,remove",
+            "seniors,4,remove",
+            "seniors,5,remove"
+        ]
+    );
+    let last = w.state().last_run().unwrap().unwrap();
+    let keys: Vec<&str> = last.groups.iter().map(|g| g.key.as_str()).collect();
+    assert_eq!(keys, ["eng", "sales"]);
+    assert_eq!(last.groups[1].name, "Sales team");
+}
+
+#[test]
+fn dry_run_writes_the_diff_and_commits_nothing() {
+    let w = Workspace::new(RULES, USERS);
+    assert_eq!(w.run(&["--dry-run"]).len(), 5);
+    assert!(!w.path(".dyngroups").exists(), "a dry run creates no state");
+    w.run(&[]);
+    w.write("users.csv", "user_id,department,grade\n1,Sales,5\n");
+    assert_eq!(
+        w.run(&["--dry-run"]),
+        ["sales,3,remove", "seniors,3,remove", "seniors,4,remove"]
+    );
+    assert_eq!(w.state().runs().unwrap().len(), 1);
+}
+
+#[test]
+fn group_selection_commits_those_groups_and_keeps_the_others() {
+    let w = Workspace::new(RULES, USERS);
+    w.run(&[]);
+    w.write("users.csv", "user_id,department,grade\n1,Sales,5\n2,Sales,1\n");
+    assert_eq!(w.run(&["--group", "sales"]), ["sales,2,add", "sales,3,remove"]);
+    let state = w.state();
+    let last = state.last_run().unwrap().unwrap();
+    let seniors = state.members(last.id, "seniors").unwrap().unwrap();
+    assert_eq!(seniors.iter().collect::<Vec<_>>(), [1, 3, 4], "kept as committed");
+}
+
+#[test]
+fn group_status_decides_what_is_committed() {
+    let rules = r#"
+group frozen paused { grade >= 5 }
+group growing add_only { grade >= 5 }
+group shrinking remove_only { grade >= 5 }
+group trial draft { grade >= 5 }
+group of_frozen { member_of(frozen) }
+"#;
+    let w = Workspace::new(
+        &rules
+            .replace(" paused", "")
+            .replace(" add_only", "")
+            .replace(" remove_only", ""),
+        USERS,
+    );
+    // First all active but the draft: everyone with grade >= 5 (1, 3, 4).
+    assert_eq!(w.run(&[]).len(), 12);
+    w.write("groups.rules", rules);
+    // Grades change: 1 drops out, 2 comes in, 4 leaves the users table.
+    w.write("users.csv", "user_id,department,grade\n1,Sales,1\n2,Eng,8\n3,sales,7\n");
+    assert_eq!(
+        w.run(&[]),
+        [
+            "frozen,4,remove",
+            "growing,2,add",
+            "growing,4,remove",
+            "of_frozen,4,remove",
+            "shrinking,1,remove",
+            "shrinking,4,remove",
+        ]
+    );
+    let state = w.state();
+    let last = state.last_run().unwrap().unwrap();
+    let members = |key: &str| -> Vec<u32> { state.members(last.id, key).unwrap().unwrap().iter().collect() };
+    assert_eq!(members("frozen"), [1, 3]);
+    assert_eq!(members("of_frozen"), [1, 3], "member_of sees what a group commits");
+    assert_eq!(members("growing"), [1, 2, 3]);
+    assert_eq!(members("shrinking"), [3]);
+    assert!(
+        state.members(last.id, "trial").unwrap().is_none(),
+        "drafts are never committed"
+    );
+}
+
+#[test]
+fn history_members_and_diff_between_runs() {
+    let w = Workspace::new(RULES, USERS);
+    w.run(&[]);
+    w.write("users.csv", "user_id,department,grade\n1,Sales,5\n2,Sales,9\n");
+    w.run(&[]);
+    let history = w.dyngroups(&["history"]);
+    assert_eq!(history.status.code(), Some(0));
+    let history = text(&history.stdout);
+    let rows: Vec<&str> = history.lines().skip(1).collect();
+    assert_eq!(rows.len(), 2, "{history}");
+    assert!(rows[0].trim_start().starts_with("1  2026-11-22"), "{history}");
+    assert!(rows[1].contains("+2") && rows[1].contains("-3"), "{history}");
+
+    let members = w.dyngroups(&["members", "--group", "sales", "--run", "1"]);
+    assert_eq!(text(&members.stdout), "1\n3\n");
+    let members = w.dyngroups(&["members", "--group", "seniors", "--out", "seniors.csv"]);
+    assert_eq!(members.status.code(), Some(0));
+    assert_eq!(
+        std::fs::read_to_string(w.path("seniors.csv")).unwrap(),
+        "group,user_id\nseniors,1\nseniors,2\n"
+    );
+    let missing = w.dyngroups(&["members", "--group", "nope"]);
+    assert_eq!(missing.status.code(), Some(2));
+    assert!(text(&missing.stderr).contains("it has: sales, seniors"));
+
+    let diff = w.dyngroups(&["diff", "--from", "1", "--to", "2", "--out", "d.jsonl"]);
+    assert_eq!(diff.status.code(), Some(0), "{}", text(&diff.stderr));
+    assert_eq!(
+        std::fs::read_to_string(w.path("d.jsonl")).unwrap(),
+        "{\"group\":\"sales\",\"user_id\":2,\"change\":\"add\"}\n\
+         {\"group\":\"sales\",\"user_id\":3,\"change\":\"remove\"}\n\
+         {\"group\":\"seniors\",\"user_id\":2,\"change\":\"add\"}\n\
+         {\"group\":\"seniors\",\"user_id\":3,\"change\":\"remove\"}\n\
+         {\"group\":\"seniors\",\"user_id\":4,\"change\":\"remove\"}\n"
+    );
+    let unknown = w.dyngroups(&["diff", "--from", "1", "--to", "7"]);
+    assert_eq!(unknown.status.code(), Some(4));
+    assert!(text(&unknown.stderr).contains("run 7 is not in the state"));
+}
+
+#[test]
+fn only_the_last_runs_are_kept_and_shared_bitmaps_survive_pruning() {
+    let w = Workspace::new(RULES, USERS);
+    for grade in 1..=5 {
+        w.write(
+            "users.csv",
+            &format!("user_id,department,grade\n1,Sales,5\n2,Eng,{grade}\n"),
+        );
+        w.run(&["--keep", "3"]);
+    }
+    let state = w.state();
+    let ids: Vec<u64> = state.runs().unwrap().iter().map(|r| r.id).collect();
+    assert_eq!(ids, [3, 4, 5]);
+    // `sales` never changed: every kept run shares run 1's bitmap.
+    for id in ids {
+        let sales: Vec<u32> = state.members(id, "sales").unwrap().unwrap().iter().collect();
+        assert_eq!(sales, [1]);
+    }
+    assert!(matches!(
+        state.run(2),
+        Err(dyngroups::state::StateError::UnknownRun { id: 2, .. })
+    ));
+}
+
+#[test]
+fn a_run_records_its_inputs() {
+    let w = Workspace::new(RULES, USERS);
+    w.run(&[]);
+    let run = w.state().last_run().unwrap().unwrap();
+    let roles: Vec<&str> = run.inputs.iter().map(|i| i.role.as_str()).collect();
+    assert_eq!(roles, ["rules", "users"]);
+    assert_eq!(run.inputs[1].bytes, USERS.len() as u64);
+    // sha256 of USERS, as `sha256sum users.csv` prints it.
+    let expected = Command::new("sha256sum").arg(w.path("users.csv")).output().unwrap();
+    assert!(text(&expected.stdout).starts_with(&run.inputs[1].sha256));
+    assert_eq!(run.as_of, "2026-11-22");
+    let seniors = run.groups.iter().find(|g| g.key == "seniors").unwrap();
+    assert_eq!((seniors.members, seniors.added, seniors.removed), (3, 3, 0));
+}
+
+#[test]
+fn a_second_run_on_a_held_state_fails_at_once_naming_the_holder() {
+    let w = Workspace::new(RULES, USERS);
+    w.run(&[]);
+    let held = w.state();
+    let out = w.dyngroups(&["run", "--rules", "groups.rules", "--users", "users.csv"]);
+    assert_eq!(out.status.code(), Some(4));
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains(&format!("is in use by dyngroups (pid {})", std::process::id())),
+        "{stderr}"
+    );
+    drop(held);
+    assert!(w.run(&[]).is_empty(), "the state is intact");
+}
+
+#[test]
+fn a_state_of_a_newer_format_is_refused() {
+    let w = Workspace::new(RULES, USERS);
+    w.run(&[]);
+    {
+        let db = redb::Database::create(w.path(".dyngroups/state.redb")).unwrap();
+        let write = db.begin_write().unwrap();
+        {
+            let mut meta = write
+                .open_table(redb::TableDefinition::<&str, u64>::new("meta"))
+                .unwrap();
+            meta.insert("format_version", 2).unwrap();
+        }
+        write.commit().unwrap();
+    }
+    let out = w.dyngroups(&["run", "--rules", "groups.rules", "--users", "users.csv"]);
+    assert_eq!(out.status.code(), Some(4));
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains("has format version 2, but this dyngroups reads only up to version 1"),
+        "{stderr}"
+    );
+    let history = w.dyngroups(&["history"]);
+    assert_eq!(history.status.code(), Some(4));
+}
+
+#[test]
+fn a_corrupt_or_unwritable_state_is_a_clear_error() {
+    let w = Workspace::new(RULES, USERS);
+    std::fs::create_dir(w.path(".dyngroups")).unwrap();
+    w.write(".dyngroups/state.redb", &"not a database ".repeat(1000));
+    let out = w.dyngroups(&["run", "--rules", "groups.rules", "--users", "users.csv"]);
+    assert_eq!(out.status.code(), Some(4));
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.starts_with("error: the state in .dyngroups is corrupt"),
+        "{stderr}"
+    );
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+
+    w.write("file", "");
+    let out = w.dyngroups(&[
+        "run",
+        "--rules",
+        "groups.rules",
+        "--users",
+        "users.csv",
+        "--state",
+        "file/state",
+    ]);
+    assert_eq!(out.status.code(), Some(4));
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.starts_with("error: cannot use the state in file/state:"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn diff_files_in_every_format() {
+    let w = Workspace::new(RULES, USERS);
+    for name in ["d.csv", "d.jsonl", "d.parquet"] {
+        let out = w.dyngroups(&[
+            "run",
+            "--rules",
+            "groups.rules",
+            "--users",
+            "users.csv",
+            "--dry-run",
+            "--diff-out",
+            name,
+        ]);
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    }
+    let table = dyngroups::data::OpenTable::open(&w.path("d.parquet")).unwrap();
+    let names: Vec<&str> = table.schema().names().collect();
+    assert_eq!(names, ["group", "user_id", "change"]);
+    let table = table.load(&[1, 2]).unwrap();
+    assert_eq!(
+        table.column(1),
+        &dyngroups::data::Column::Number(vec![1.0, 3.0, 1.0, 3.0, 4.0])
+    );
+    assert_eq!(w.diff_rows("d.csv").len(), 5);
+    assert_eq!(std::fs::read_to_string(w.path("d.jsonl")).unwrap().lines().count(), 5);
+}
+
+/// The portable bitmap dyngroups stores reads back identically in pyroaring
+/// (CRoaring). `.ci/run` installs pyroaring; elsewhere the test says it
+/// skipped, unless `CI` is set.
+#[test]
+fn stored_bitmaps_read_back_in_pyroaring() {
+    let has_pyroaring = Command::new("python3")
+        .args(["-c", "import pyroaring"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !has_pyroaring {
+        assert!(std::env::var_os("CI").is_none(), "CI must install pyroaring");
+        eprintln!("skipped: python3 with pyroaring is not installed");
+        return;
+    }
+    let users: String = std::iter::once("user_id,department,grade\n".to_string())
+        .chain((0..200_000u32).map(|i| {
+            // Runs, dense and sparse stretches: every container kind.
+            let grade = if i < 70_000 || (i % 7 == 0) || (i > 150_000 && i % 1000 < 3) {
+                5
+            } else {
+                1
+            };
+            format!("{},Eng,{grade}\n", i * 3 / 2)
+        }))
+        .collect();
+    let w = Workspace::new(RULES, &users);
+    w.run(&[]);
+    let out = w.dyngroups(&["members", "--group", "seniors", "--out", "seniors.roaring"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let state = w.state();
+    let stored = state.members_portable(1, "seniors").unwrap().unwrap();
+    assert_eq!(std::fs::read(w.path("seniors.roaring")).unwrap(), stored);
+    let members = state.members(1, "seniors").unwrap().unwrap();
+    let script = r#"
+import sys, pyroaring
+data = open(sys.argv[1], "rb").read()
+bm = pyroaring.BitMap.deserialize(data)
+print(len(bm), sum(bm), bm.min(), bm.max())
+# Written back by CRoaring, after run optimisation as dyngroups does.
+sys.stdout.flush()
+open(sys.argv[2], "wb").write(bm.serialize())
+"#;
+    let out = Command::new("python3")
+        .args(["-c", script])
+        .arg(w.path("seniors.roaring"))
+        .arg(w.path("back.roaring"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let sum: u64 = members.iter().map(u64::from).sum();
+    assert_eq!(
+        text(&out.stdout).trim(),
+        format!(
+            "{} {sum} {} {}",
+            members.len(),
+            members.min().unwrap(),
+            members.max().unwrap()
+        )
+    );
+    let back = std::fs::read(w.path("back.roaring")).unwrap();
+    let back = roaring::RoaringBitmap::deserialize_from(back.as_slice()).unwrap();
+    assert_eq!(back, members);
+}
