@@ -6,6 +6,7 @@ mod diagnostics;
 mod engine;
 mod generate;
 mod inputs;
+mod kill;
 mod reference;
 mod robustness;
 mod roundtrip;
