@@ -246,3 +246,41 @@ fn unwritable_output_exits_4() {
         "{stderr}"
     );
 }
+
+/// The README's two runs: the example data, then the next day's export.
+#[test]
+fn the_next_days_export_gives_the_changes_the_readme_shows() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let diff = dir.path().join("changes.csv");
+    let run = |users: &str, as_of: &str| {
+        let mut args = vec!["run"];
+        args.extend_from_slice(&EXAMPLE[..10]);
+        args[4] = users;
+        args.extend_from_slice(&[
+            "--as-of",
+            as_of,
+            "--state",
+            state.to_str().unwrap(),
+            "--diff-out",
+            diff.to_str().unwrap(),
+        ]);
+        let out = dyngroups(&args);
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+        (text(&out.stdout), std::fs::read_to_string(&diff).unwrap())
+    };
+    let (_, first) = run("examples/data/users.csv", "2026-11-22");
+    assert_eq!(first.lines().count(), 1 + 80);
+    let (table, next) = run("examples/data/users_next.csv", "2026-11-23");
+    assert_eq!(
+        next,
+        "group,user_id,change\ncost_center_100,1013,add\ncouncil_or_managers,1008,remove\n\
+         everyone,1008,remove\neveryone,1013,add\nlong_tenure,1008,remove\nmanagers,1008,remove\n\
+         never_enrolled,1013,add\nnew_hires,1013,add\nnon_managers,1013,add\nreview_due,1013,add\n\
+         sales_emea,1002,remove\nsales_emea,1013,add\nsenior_grades,1008,remove\n"
+    );
+    let sales = table.lines().find(|l| l.starts_with("sales_emea ")).unwrap();
+    assert!(sales.contains(" +1 ") && sales.contains(" -1 "), "{sales}");
+    let (_, again) = run("examples/data/users_next.csv", "2026-11-23");
+    assert_eq!(again, "group,user_id,change\n");
+}

@@ -7,7 +7,7 @@
 //! random delay. `DYNGROUPS_KILL_ROUNDS` sets the number of random kills
 //! (default 20) for longer local runs.
 
-use dyngroups::state::State;
+use crate::state::open_state;
 use roaring::RoaringBitmap;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -118,7 +118,7 @@ impl Fixture {
     /// Which population the last committed run holds, after checking that
     /// it holds exactly one of them, whole; `None` before any commit.
     fn committed(&self) -> Option<usize> {
-        let state = match State::open(&self.path(".dyngroups")) {
+        let state = match open_state(&self.path(".dyngroups")) {
             Err(dyngroups::state::StateError::Missing { .. }) => return None,
             opened => opened.expect("the state opens after a kill"),
         };

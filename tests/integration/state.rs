@@ -1,8 +1,8 @@
 //! Committed runs and their diffs, through the `dyngroups` command: what a
 //! downstream system would receive after each run.
 
-use dyngroups::state::State;
-use std::path::PathBuf;
+use dyngroups::state::{State, StateError};
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 fn text(bytes: &[u8]) -> String {
@@ -68,8 +68,21 @@ impl Workspace {
     }
 
     fn state(&self) -> State {
-        State::open(&self.path(".dyngroups")).unwrap()
+        open_state(&self.path(".dyngroups")).unwrap()
     }
+}
+
+/// Opens a state, waiting out a lock that a child process being started by
+/// another test inherited for an instant (between its fork and its exec,
+/// the child shares this process's open lock files).
+pub fn open_state(dir: &Path) -> Result<State, StateError> {
+    for _ in 0..200 {
+        match State::open(dir) {
+            Err(StateError::Locked { .. }) => std::thread::sleep(std::time::Duration::from_millis(10)),
+            opened => return opened,
+        }
+    }
+    State::open(dir)
 }
 
 const RULES: &str = r#"
