@@ -138,12 +138,16 @@ fn write_atomically(
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
-    // The temporary file's own name means nothing to the user.
-    let temp = tempfile::NamedTempFile::new_in(dir).map_err(|e| match e.kind() {
-        std::io::ErrorKind::NotFound => error(&"its directory does not exist"),
-        std::io::ErrorKind::PermissionDenied => error(&"permission denied"),
-        kind => error(&std::io::Error::from(kind)),
-    })?;
+    // Created as any output file is (0666 less the umask), not with the
+    // temporary file's private 0600. Its own name means nothing to the user.
+    let temp = tempfile::Builder::new()
+        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o666))
+        .tempfile_in(dir)
+        .map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => error(&"its directory does not exist"),
+            std::io::ErrorKind::PermissionDenied => error(&"permission denied"),
+            kind => error(&std::io::Error::from(kind)),
+        })?;
     {
         let mut out = BufWriter::new(temp.as_file());
         write(&mut out).map_err(|e| error(&e))?;
