@@ -357,6 +357,7 @@ fn run_run(args: RunArgs) -> Result<(), Failure> {
         .iter()
         .filter_map(|g| g.committed().map(|members| (g.key.as_str(), members)))
         .collect();
+    let diff_started = Instant::now();
     let changes = match &state {
         Some(state) => Some(
             state
@@ -367,6 +368,7 @@ fn run_run(args: RunArgs) -> Result<(), Failure> {
         None if args.dry_run => Some(dyngroups::diff::first_run(&committed)),
         None => None,
     };
+    let diff_elapsed = diff_started.elapsed();
     print_run_table(&shown, changes.as_deref());
     let enrollment_rows = data.enrollments.as_ref().map_or(0, |e| e.user_rows.len());
     println!(
@@ -379,6 +381,15 @@ fn run_run(args: RunArgs) -> Result<(), Failure> {
         loaded.as_secs_f64() * 1e3,
         evaluated.as_secs_f64() * 1e3
     );
+    if let Some(changes) = &changes {
+        let changed = changes.iter().filter(|c| !c.is_empty()).count();
+        let added: u64 = changes.iter().map(|c| c.added.len()).sum();
+        let removed: u64 = changes.iter().map(|c| c.removed.len()).sum();
+        println!(
+            "changes since the last committed run: +{added} -{removed} in {changed} groups, found in {:.1} ms",
+            diff_elapsed.as_secs_f64() * 1e3
+        );
+    }
     if let Some(path) = &args.members_out {
         dyngroups::output::write_members(path, shown.iter().map(|g| (g.key.as_str(), &g.members)))
             .map_err(|e| Failure::Output(e.to_string()))?;

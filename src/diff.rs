@@ -1,7 +1,9 @@
 //! Add/remove changes between the members a group committed before and the
 //! members it commits now (spec §6).
 
+use rayon::prelude::*;
 use roaring::RoaringBitmap;
+use std::collections::HashSet;
 
 /// How one group's members changed.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -45,30 +47,29 @@ impl GroupChange {
 
 /// The changes from the groups of one run to those of the next, in key
 /// order. `before` lists the keys the earlier run committed and fetches
-/// their members on demand, so only one earlier group is held at a time;
-/// `after` holds every group the later run commits.
-pub fn changes<E>(
+/// their members on demand, a few at a time in parallel, so the earlier
+/// run is never held whole; `after` holds every group the later run commits.
+pub fn changes<E: Send>(
     before: &[String],
-    mut before_members: impl FnMut(&str) -> Result<RoaringBitmap, E>,
+    before_members: impl Fn(&str) -> Result<RoaringBitmap, E> + Sync,
     after: &[(&str, &RoaringBitmap)],
 ) -> Result<Vec<GroupChange>, E> {
-    let mut out = Vec::with_capacity(after.len());
     let empty = RoaringBitmap::new();
-    let before_keys: std::collections::HashSet<&str> = before.iter().map(String::as_str).collect();
-    let after_keys: std::collections::HashSet<&str> = after.iter().map(|(k, _)| *k).collect();
-    for (key, members) in after {
+    let before_keys: HashSet<&str> = before.iter().map(String::as_str).collect();
+    let after_keys: HashSet<&str> = after.iter().map(|(k, _)| *k).collect();
+    let kept_or_new = after.par_iter().map(|(key, members)| {
         let previous = if before_keys.contains(key) {
             before_members(key)?
         } else {
             RoaringBitmap::new()
         };
-        out.push(GroupChange::between(key, &previous, members));
-    }
-    for key in before {
-        if !after_keys.contains(key.as_str()) {
-            out.push(GroupChange::between(key, &before_members(key)?, &empty));
-        }
-    }
+        Ok(GroupChange::between(key, &previous, members))
+    });
+    let gone = before
+        .par_iter()
+        .filter(|key| !after_keys.contains(key.as_str()))
+        .map(|key| Ok(GroupChange::between(key, &before_members(key)?, &empty)));
+    let mut out: Vec<GroupChange> = kept_or_new.chain(gone).collect::<Result<_, E>>()?;
     out.sort_by(|a, b| a.key.cmp(&b.key));
     Ok(out)
 }
