@@ -39,6 +39,7 @@ fn benches(c: &mut Criterion) {
         enrollments: Some(dir.path().join("enrollments.parquet")),
         org: Some(dir.path().join("org.parquet")),
         memberships: None,
+        ..InputPaths::default()
     };
 
     let mut group = c.benchmark_group("parse_check");

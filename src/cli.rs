@@ -8,6 +8,7 @@ use dyngroups::dataset::{InputPaths, OpenInputs};
 use dyngroups::diagnostic::render_all;
 use dyngroups::diff::GroupChange;
 use dyngroups::eval::{GroupMembers, dependency_closure, evaluate_after};
+use dyngroups::import::{BadRowLimit, ImportReport, MatchBy};
 use dyngroups::state::{GroupRecord, InputFingerprint, NewRun, State, StateError};
 use dyngroups::{Diagnostic, SourceFile, check, check_without_data, parse_rules};
 use roaring::RoaringBitmap;
@@ -69,9 +70,14 @@ struct DataArgs {
     /// Org tree (Parquet or CSV): `branch`, `parent`.
     #[arg(long, value_name = "FILE")]
     org: Option<PathBuf>,
-    /// Static group memberships (Parquet or CSV): `group`, `user_id`.
+    /// Static group memberships (Parquet or CSV): `group`, and `user_id`
+    /// or the `--match-by` column.
     #[arg(long, value_name = "FILE")]
     memberships: Option<PathBuf>,
+    /// The users column the memberships name users by (unique, compared
+    /// ignoring case), e.g. `email` or `institutional_id`.
+    #[arg(long, value_name = "COLUMN", requires = "memberships")]
+    match_by: Option<String>,
     /// The date `today` means in rules (default: today, UTC).
     #[arg(long, value_name = "YYYY-MM-DD")]
     as_of: Option<chrono::NaiveDate>,
@@ -117,6 +123,13 @@ struct RunArgs {
     /// Evaluate only: no state is read or written, no changes are computed.
     #[arg(long, conflicts_with = "diff_out")]
     no_state: bool,
+    /// Write the memberships import report here (`.json`, else text).
+    #[arg(long, value_name = "FILE", requires = "memberships")]
+    import_report: Option<PathBuf>,
+    /// Stop before evaluating when the memberships import has more bad rows
+    /// than this: a count, or a share of the rows read (`5%`).
+    #[arg(long, value_name = "LIMIT", default_value = "0")]
+    max_bad_rows: BadRowLimit,
     /// How many committed runs the state keeps.
     #[arg(long, value_name = "N", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
     keep: u64,
@@ -250,6 +263,7 @@ fn open_inputs(users: PathBuf, data: &DataArgs) -> Result<OpenInputs, Failure> {
         enrollments: data.enrollments.clone(),
         org: data.org.clone(),
         memberships: data.memberships.clone(),
+        match_by: data.match_by.clone().map_or(MatchBy::UserId, MatchBy::Column),
     })
     .map_err(|e| Failure::Data(e.to_string()))
 }
@@ -340,6 +354,9 @@ fn run_run(args: RunArgs) -> Result<(), Failure> {
         )
     });
     let data = data.map_err(|e| Failure::Data(e.to_string()))?;
+    if let Some(report) = &data.import_report {
+        check_import(report, &args)?;
+    }
     let fingerprints = fingerprints.map_err(|e| Failure::Data(e.to_string()))?;
     let loaded = started.elapsed();
     let evaluation = stage(format!("evaluating {} groups", rules.groups.len()), || {
@@ -454,6 +471,31 @@ fn run_run(args: RunArgs) -> Result<(), Failure> {
     Ok(())
 }
 
+/// Prints the import report, writes it if asked, and stops the run when it
+/// has more bad rows than allowed, before anything is evaluated or committed.
+fn check_import(report: &ImportReport, args: &RunArgs) -> Result<(), Failure> {
+    print!("{}", report.render());
+    if let Some(path) = &args.import_report {
+        let is_json = path.extension().is_some_and(|e| e.eq_ignore_ascii_case("json"));
+        let text = if is_json {
+            serde_json::to_string_pretty(report).expect("a report serialises") + "\n"
+        } else {
+            report.render()
+        };
+        dyngroups::output::write_text(path, &text).map_err(|e| Failure::Output(e.to_string()))?;
+    }
+    if report.within(args.max_bad_rows) {
+        Ok(())
+    } else {
+        Err(Failure::Data(format!(
+            "{}: {} of {} rows are bad, more than `--max-bad-rows` allows; nothing was committed",
+            report.file,
+            report.bad_rows(),
+            report.rows_read
+        )))
+    }
+}
+
 /// The rules file and every data file of a run, fingerprinted.
 fn fingerprints(args: &RunArgs) -> std::io::Result<Vec<InputFingerprint>> {
     let files = [
@@ -483,12 +525,6 @@ fn print_data_warnings(evaluation: &dyngroups::eval::Evaluation, data: &dyngroup
         eprintln!(
             "warning: {} enrollment rows name a user not in the users table (ignored)",
             e.unknown_users
-        );
-    }
-    if data.unknown_static_members > 0 {
-        eprintln!(
-            "warning: {} static membership rows name a user not in the users table (ignored)",
-            data.unknown_static_members
         );
     }
 }

@@ -4,6 +4,8 @@
 
 use crate::checked::CheckedRules;
 use crate::data::{Column, DataError, OpenTable, Table};
+pub use crate::import::MatchBy;
+use crate::import::{ImportReport, MembershipRows};
 use crate::schema::{Schema, ValueType};
 use roaring::RoaringBitmap;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -20,6 +22,8 @@ pub struct InputPaths {
     pub org: Option<PathBuf>,
     /// Static memberships, if any.
     pub memberships: Option<PathBuf>,
+    /// How the memberships name their users.
+    pub match_by: MatchBy,
 }
 
 /// Inputs opened and validated enough to give the checker a schema.
@@ -28,7 +32,7 @@ pub struct OpenInputs {
     user_id_column: usize,
     enrollments: Option<OpenTable>,
     org: Option<OrgTree>,
-    memberships: Option<StaticMemberships>,
+    memberships: Option<MembershipRows>,
 }
 
 /// Inputs loaded for evaluation. Rows of the users table are addressed by
@@ -44,8 +48,8 @@ pub struct Dataset {
     pub org: Option<OrgTree>,
     /// Members of static groups, as users rows.
     pub static_groups: BTreeMap<String, RoaringBitmap>,
-    /// Static membership rows whose user is not in the users table.
-    pub unknown_static_members: usize,
+    /// What the memberships import matched and refused, if one was given.
+    pub import_report: Option<ImportReport>,
     row_of_id: RowIndex,
 }
 
@@ -98,8 +102,12 @@ impl OpenInputs {
         let users = OpenTable::open(&paths.users)?;
         let enrollments = paths.enrollments.as_deref().map(OpenTable::open).transpose()?;
         let org = paths.org.as_deref().map(OpenTable::open).transpose()?;
-        let memberships = paths.memberships.as_deref().map(OpenTable::open).transpose()?;
-        OpenInputs::from_tables(users, enrollments, org, memberships)
+        let memberships = paths
+            .memberships
+            .as_deref()
+            .map(|path| MembershipRows::read(path, paths.match_by.clone()))
+            .transpose()?;
+        OpenInputs::assemble(users, enrollments, org, memberships)
     }
 
     /// Validates opened tables (from files or memory) as the four inputs.
@@ -108,6 +116,18 @@ impl OpenInputs {
         enrollments: Option<OpenTable>,
         org: Option<OpenTable>,
         memberships: Option<OpenTable>,
+    ) -> Result<OpenInputs, DataError> {
+        let memberships = memberships
+            .map(|table| MembershipRows::from_table(table, MatchBy::UserId))
+            .transpose()?;
+        OpenInputs::assemble(users, enrollments, org, memberships)
+    }
+
+    fn assemble(
+        users: OpenTable,
+        enrollments: Option<OpenTable>,
+        org: Option<OpenTable>,
+        memberships: Option<MembershipRows>,
     ) -> Result<OpenInputs, DataError> {
         let user_id_column = users.required("user_id", ValueType::Number)?;
         if let Some(table) = &enrollments {
@@ -120,7 +140,6 @@ impl OpenInputs {
             }
         }
         let org = org.map(OrgTree::from_table).transpose()?;
-        let memberships = memberships.map(StaticMemberships::from_table).transpose()?;
         Ok(OpenInputs {
             users,
             user_id_column,
@@ -136,7 +155,10 @@ impl OpenInputs {
             users: self.users.schema().clone(),
             enrollments: self.enrollments.as_ref().map(|e| e.schema().clone()),
             branches: self.org.as_ref().map(|o| o.codes.iter().cloned().collect()),
-            static_groups: self.memberships.as_ref().map(|m| m.groups.keys().cloned().collect()),
+            static_groups: self
+                .memberships
+                .as_ref()
+                .map(|m| m.group_keys().map(String::from).collect()),
         }
     }
 
@@ -145,6 +167,20 @@ impl OpenInputs {
         let (user_columns, enrollment_columns) = rules.columns_used();
         let mut wanted: Vec<usize> = user_columns.into_iter().collect();
         wanted.push(self.user_id_column);
+        let match_column = match self.memberships.as_ref().and_then(|m| m.match_column()) {
+            Some(name) => {
+                let index = self.users.schema().names().position(|n| n == name).ok_or_else(|| {
+                    DataError::column(
+                        self.users.path(),
+                        name,
+                        "is missing: the memberships are matched by it (`--match-by`)",
+                    )
+                })?;
+                wanted.push(index);
+                Some(index)
+            }
+            None => None,
+        };
         let users = self.users.load(&wanted)?;
         let user_ids = validate_user_ids(&users, self.user_id_column)?;
         let row_of_id = RowIndex::new(&user_ids);
@@ -152,25 +188,26 @@ impl OpenInputs {
             .enrollments
             .map(|table| load_enrollments(table, enrollment_columns, &row_of_id))
             .transpose()?;
-        let mut unknown_static_members = 0;
-        let static_groups = self
-            .memberships
-            .map(|m| m.groups)
-            .unwrap_or_default()
-            .into_iter()
-            .map(|(key, ids)| {
-                let rows: RoaringBitmap = ids.iter().filter_map(|&id| row_of_id.row(id)).collect();
-                unknown_static_members += ids.len() - rows.len() as usize;
-                (key, rows)
-            })
-            .collect();
+        let (static_groups, import_report) = match self.memberships {
+            Some(memberships) => {
+                let rule_groups: BTreeSet<&str> = rules.groups.iter().map(|g| g.key.as_str()).collect();
+                let (groups, report) = memberships.resolve(
+                    &users,
+                    match_column,
+                    |id| row_of_id.row(id),
+                    |key| rule_groups.contains(key),
+                )?;
+                (groups, Some(report))
+            }
+            None => (BTreeMap::new(), None),
+        };
         Ok(Dataset {
             users,
             user_ids,
             enrollments,
             org: self.org,
             static_groups,
-            unknown_static_members,
+            import_report,
             row_of_id,
         })
     }
@@ -204,7 +241,7 @@ impl Dataset {
 }
 
 /// A user id cell: a whole number in `0..2^32`.
-fn user_id_value(value: f64) -> Option<u32> {
+pub(crate) fn user_id_value(value: f64) -> Option<u32> {
     (value.fract() == 0.0 && (0.0..4_294_967_296.0).contains(&value)).then_some(value as u32)
 }
 
@@ -359,39 +396,6 @@ impl OrgTree {
             }
             true
         })
-    }
-}
-
-/// Static groups' members from a memberships file (`group`, `user_id`).
-#[derive(Debug, Clone, Default)]
-pub struct StaticMemberships {
-    /// Member user ids by group key.
-    pub groups: BTreeMap<String, Vec<u32>>,
-}
-
-impl StaticMemberships {
-    /// Validates a memberships table (`group`, `user_id` columns).
-    pub fn from_table(table: OpenTable) -> Result<StaticMemberships, DataError> {
-        let path = &table.path().to_path_buf();
-        let group_column = table.required("group", ValueType::Text)?;
-        let id_column = table.required("user_id", ValueType::Number)?;
-        let table = table.load(&[group_column, id_column])?;
-        let keys = text_cells(&table, group_column);
-        let Column::Number(ids) = table.column(id_column) else {
-            unreachable!("user_id was checked to be a number column");
-        };
-        let mut groups: BTreeMap<String, Vec<u32>> = BTreeMap::new();
-        for (row, (key, &id)) in keys.iter().zip(ids).enumerate() {
-            let key = key.as_deref().filter(|k| crate::ast::is_group_key(k)).ok_or_else(|| {
-                DataError::column(path, "group", "is not a group key (letters, digits, `_`, `-`)")
-                    .at_row(table.row_label(row))
-            })?;
-            let id = user_id_value(id).ok_or_else(|| {
-                DataError::column(path, "user_id", format!("`{id}` is not a user id")).at_row(table.row_label(row))
-            })?;
-            groups.entry(key.to_string()).or_default().push(id);
-        }
-        Ok(StaticMemberships { groups })
     }
 }
 

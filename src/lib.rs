@@ -29,6 +29,7 @@ pub mod diagnostic;
 pub mod diff;
 pub mod eval;
 pub(crate) mod faults;
+pub mod import;
 pub mod limits;
 pub mod output;
 pub mod parse;

@@ -118,6 +118,11 @@ fn write_rows<'a>(path: &Path, with_change: bool, rows: impl Iterator<Item = Row
     })
 }
 
+/// Writes a text file.
+pub fn write_text(path: &Path, text: &str) -> Result<(), OutputError> {
+    write_atomically(path, |out| out.write_all(text.as_bytes()))
+}
+
 /// Writes a bitmap in the roaring portable format, which CRoaring,
 /// pyroaring, Java and Go read.
 pub fn write_portable_bitmap(path: &Path, members: &RoaringBitmap) -> Result<(), OutputError> {

@@ -25,6 +25,31 @@ pub enum Column {
 }
 
 impl Column {
+    /// Row `row` as text, as a CSV file would hold it (`None` if missing):
+    /// whole numbers without a fraction, dates as `YYYY-MM-DD`.
+    pub fn cell_text(&self, row: usize) -> Option<String> {
+        match self {
+            Column::Text(text) => text.get(row).map(str::to_string),
+            Column::Number(values) => {
+                let n = values[row];
+                if n.is_nan() {
+                    None
+                } else if n.fract() == 0.0 && n.abs() < 1e15 {
+                    Some(format!("{}", n as i64))
+                } else {
+                    Some(n.to_string())
+                }
+            }
+            Column::Date(days) => days[row].map(|d| {
+                chrono::NaiveDate::from_ymd_opt(1970, 1, 1)
+                    .expect("a valid date")
+                    .checked_add_signed(chrono::TimeDelta::days(i64::from(d)))
+                    .map_or_else(|| d.to_string(), |date| date.format("%Y-%m-%d").to_string())
+            }),
+            Column::Boolean(values) => values[row].map(|b| b.to_string()),
+        }
+    }
+
     /// The value type of the column.
     pub fn value_type(&self) -> crate::schema::ValueType {
         use crate::schema::ValueType;

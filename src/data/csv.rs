@@ -24,26 +24,9 @@ pub(super) struct CsvCells {
 
 impl CsvCells {
     pub(super) fn read(path: &Path) -> Result<CsvCells, DataError> {
-        let bytes = std::fs::read(path).map_err(|e| DataError::file(path, format!("cannot read the file: {e}")))?;
-        let text = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(&bytes);
-        let delimiter = detect_delimiter(text);
-        let mut reader = csv::ReaderBuilder::new()
-            .delimiter(delimiter)
-            .has_headers(true)
-            .flexible(false)
-            .from_reader(text);
-        let header: Vec<String> = reader
-            .headers()
-            .map_err(|e| csv_error(path, &e))?
-            .iter()
-            .map(|h| h.trim().to_string())
-            .collect();
-        if header.iter().all(String::is_empty) {
-            return Err(DataError::file(path, "the file has no header row"));
-        }
-        if let Some(dup) = header.iter().enumerate().find(|(i, h)| header[..*i].contains(h)) {
-            return Err(DataError::column(path, dup.1, "appears twice in the header"));
-        }
+        let bytes = read_file(path)?;
+        let delimiter = detect_delimiter(&bytes);
+        let (mut reader, header) = open_reader(path, &bytes, delimiter, false)?;
         let mut records = Vec::new();
         for record in reader.records() {
             let record = record.map_err(|e| csv_error(path, &e))?;
@@ -103,6 +86,65 @@ impl CsvCells {
                 decode_cells(path, &schema.columns[c].name, self.types[c], self.decimal_comma, cells)
             })
             .collect()
+    }
+}
+
+fn read_file(path: &Path) -> Result<Vec<u8>, DataError> {
+    let mut bytes = std::fs::read(path).map_err(|e| DataError::file(path, format!("cannot read the file: {e}")))?;
+    if bytes.starts_with(b"\xEF\xBB\xBF") {
+        bytes.drain(..3);
+    }
+    Ok(bytes)
+}
+
+/// A reader past the header, and the header's trimmed names.
+fn open_reader<'a>(
+    path: &Path,
+    text: &'a [u8],
+    delimiter: u8,
+    flexible: bool,
+) -> Result<(csv::Reader<&'a [u8]>, Vec<String>), DataError> {
+    let mut reader = csv::ReaderBuilder::new()
+        .delimiter(delimiter)
+        .has_headers(true)
+        .flexible(flexible)
+        .from_reader(text);
+    let header: Vec<String> = reader
+        .headers()
+        .map_err(|e| csv_error(path, &e))?
+        .iter()
+        .map(|h| h.trim().to_string())
+        .collect();
+    if header.iter().all(String::is_empty) {
+        return Err(DataError::file(path, "the file has no header row"));
+    }
+    if let Some(dup) = header.iter().enumerate().find(|(i, h)| header[..*i].contains(h)) {
+        return Err(DataError::column(path, dup.1, "appears twice in the header"));
+    }
+    Ok((reader, header))
+}
+
+/// A CSV file as trimmed text cells, every line kept: blank lines and rows
+/// with too few or too many cells are there for the caller to report.
+pub struct TextRows {
+    /// The header's names.
+    pub header: Vec<String>,
+    /// Each data line's number and cells.
+    pub rows: Vec<(usize, Vec<String>)>,
+}
+
+impl TextRows {
+    /// Reads a CSV file (`,` or `;`, with or without BOM, CRLF or LF).
+    pub fn read(path: &Path) -> Result<TextRows, DataError> {
+        let bytes = read_file(path)?;
+        let (mut reader, header) = open_reader(path, &bytes, detect_delimiter(&bytes), true)?;
+        let mut rows = Vec::new();
+        for record in reader.records() {
+            let record = record.map_err(|e| csv_error(path, &e))?;
+            let line = record.position().map_or(0, |p| p.line() as usize);
+            rows.push((line, record.iter().map(|c| c.trim().to_string()).collect()));
+        }
+        Ok(TextRows { header, rows })
     }
 }
 

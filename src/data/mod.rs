@@ -7,6 +7,7 @@ mod csv;
 mod parquet;
 
 pub use column::{Column, NULL_CODE, TextColumn};
+pub use csv::TextRows;
 
 use crate::schema::{ColumnType, TableSchema, ValueType};
 use std::path::{Path, PathBuf};
