@@ -38,6 +38,8 @@ enum Command {
     Members(MembersArgs),
     /// The add/remove changes between two committed runs.
     Diff(DiffArgs),
+    /// Print (or write) an empty file to fill in and import.
+    Template(TemplateArgs),
     /// Generate a synthetic population (Parquet) and optionally rules, for
     /// benchmarks and demos.
     Gen(GenArgs),
@@ -136,6 +138,24 @@ struct RunArgs {
 }
 
 #[derive(Args)]
+struct TemplateArgs {
+    /// Which file.
+    kind: TemplateKind,
+    /// Name users by this users column instead of `user_id`.
+    #[arg(long, value_name = "COLUMN")]
+    match_by: Option<String>,
+    /// Write it here instead of printing it.
+    #[arg(long, value_name = "FILE")]
+    out: Option<PathBuf>,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum TemplateKind {
+    /// Static group memberships: `group` and a user identifier.
+    Memberships,
+}
+
+#[derive(Args)]
 struct StateArgs {
     /// The state directory: committed runs and their members.
     #[arg(long = "state", value_name = "DIR", default_value = ".dyngroups")]
@@ -189,6 +209,7 @@ pub fn main() -> ExitCode {
         Command::History(args) => run_history(args),
         Command::Members(args) => run_members(args),
         Command::Diff(args) => run_diff(args),
+        Command::Template(args) => run_template(args),
         Command::Gen(args) => run_gen(args),
     };
     match result {
@@ -694,6 +715,19 @@ fn run_diff(args: DiffArgs) -> Result<(), Failure> {
     if let Some(path) = &args.out {
         dyngroups::output::write_changes(path, &changes).map_err(|e| Failure::Output(e.to_string()))?;
         println!("changes written to {}", path.display());
+    }
+    Ok(())
+}
+
+fn run_template(args: TemplateArgs) -> Result<(), Failure> {
+    let TemplateKind::Memberships = args.kind;
+    let header = format!("group,{}\n", args.match_by.as_deref().unwrap_or("user_id"));
+    match &args.out {
+        None => print!("{header}"),
+        Some(path) => {
+            dyngroups::output::write_text(path, &header).map_err(|e| Failure::Output(e.to_string()))?;
+            println!("memberships template written to {}", path.display());
+        }
     }
     Ok(())
 }

@@ -28,9 +28,10 @@ impl CsvCells {
         let delimiter = detect_delimiter(&bytes);
         let (mut reader, header) = open_reader(path, &bytes, delimiter, false)?;
         let mut records = Vec::new();
+        let mut lines = LineCounter::new(&bytes);
         for record in reader.records() {
             let record = record.map_err(|e| csv_error(path, &e))?;
-            let line = record.position().map_or(0, |p| p.line() as usize);
+            let line = lines.line_of(&record);
             if record.len() == 1 && record[0].trim().is_empty() && header.len() > 1 {
                 continue; // a blank line
             }
@@ -89,6 +90,36 @@ impl CsvCells {
     }
 }
 
+/// Line numbers of records, counted from their byte offsets: the csv
+/// crate's own line count is one short after CRLF line ends.
+struct LineCounter<'a> {
+    text: &'a [u8],
+    counted_to: usize,
+    line: usize,
+}
+
+impl<'a> LineCounter<'a> {
+    fn new(text: &'a [u8]) -> LineCounter<'a> {
+        LineCounter {
+            text,
+            counted_to: 0,
+            line: 1,
+        }
+    }
+
+    /// The line a record starts on; records come in file order.
+    fn line_of(&mut self, record: &csv::StringRecord) -> usize {
+        let mut start = record.position().map_or(self.counted_to, |p| p.byte() as usize);
+        // After CRLF the reported start can be the line end before the record.
+        while matches!(self.text.get(start), Some(b'\r' | b'\n')) {
+            start += 1;
+        }
+        self.line += memchr::memchr_iter(b'\n', &self.text[self.counted_to..start]).count();
+        self.counted_to = start;
+        self.line
+    }
+}
+
 fn read_file(path: &Path) -> Result<Vec<u8>, DataError> {
     let mut bytes = std::fs::read(path).map_err(|e| DataError::file(path, format!("cannot read the file: {e}")))?;
     if bytes.starts_with(b"\xEF\xBB\xBF") {
@@ -139,9 +170,10 @@ impl TextRows {
         let bytes = read_file(path)?;
         let (mut reader, header) = open_reader(path, &bytes, detect_delimiter(&bytes), true)?;
         let mut rows = Vec::new();
+        let mut lines = LineCounter::new(&bytes);
         for record in reader.records() {
             let record = record.map_err(|e| csv_error(path, &e))?;
-            let line = record.position().map_or(0, |p| p.line() as usize);
+            let line = lines.line_of(&record);
             rows.push((line, record.iter().map(|c| c.trim().to_string()).collect()));
         }
         Ok(TextRows { header, rows })

@@ -97,6 +97,11 @@ fn bad_user_ids_name_file_column_and_row() {
             "column `user_id`, row 4: user id 1 appears twice",
         ),
         (
+            // Row numbers stay right with CRLF line ends.
+            "user_id,x\r\n1,a\r\n2,b\r\n\r\n1,c\r\n",
+            "column `user_id`, row 5: user id 1 appears twice",
+        ),
+        (
             "user_id,x\n1,a\n,b\n",
             "column `user_id`, row 3: is empty; every user needs a user id",
         ),

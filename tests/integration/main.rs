@@ -1,6 +1,7 @@
 //! Integration tests, one binary: the language front end, the engine against
 //! a reference evaluator, data loading and the command line.
 
+mod admin;
 mod cli;
 mod diagnostics;
 mod engine;

@@ -1,0 +1,193 @@
+//! The admin workflows of the command line: importing static groups from
+//! spreadsheets, the mass-removal guard, exports, a user's groups, SCIM.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+struct Workspace {
+    dir: tempfile::TempDir,
+}
+
+impl Workspace {
+    fn new(files: &[(&str, &str)]) -> Workspace {
+        let w = Workspace {
+            dir: tempfile::tempdir().unwrap(),
+        };
+        for (name, content) in files {
+            w.write(name, content);
+        }
+        w
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    fn write(&self, name: &str, content: &str) {
+        std::fs::write(self.path(name), content).unwrap();
+    }
+
+    fn read(&self, name: &str) -> String {
+        std::fs::read_to_string(self.path(name)).unwrap()
+    }
+
+    fn dyngroups(&self, args: &[&str]) -> Output {
+        Command::new(env!("CARGO_BIN_EXE_dyngroups"))
+            .args(args)
+            .current_dir(self.dir.path())
+            .output()
+            .unwrap()
+    }
+
+    fn run(&self, extra: &[&str]) -> Output {
+        let mut args = vec![
+            "run",
+            "--rules",
+            "groups.rules",
+            "--users",
+            "users.csv",
+            "--as-of",
+            "2026-11-22",
+        ];
+        args.extend_from_slice(extra);
+        self.dyngroups(&args)
+    }
+
+    fn has_state(&self) -> bool {
+        let out = self.dyngroups(&["history"]);
+        out.status.success() && text(&out.stdout).lines().count() > 1
+    }
+}
+
+fn exists(path: &Path) -> bool {
+    path.exists()
+}
+
+const USERS: &str = "user_id,email,institutional_id,department\n\
+1,ana@acme.com,S-100,Sales\n2,ben@acme.com,S-101,Eng\n3,cho@acme.com,S-102,Sales\n4,dev@acme.com,S-103,Eng\n";
+
+const RULES: &str =
+    "group sales { department == \"sales\" }\ngroup council_sales { member_of(council) and member_of(sales) }\n";
+
+#[test]
+fn a_spreadsheet_import_with_unknown_identifiers_commits_nothing() {
+    // `;`-separated, with a byte-order mark and CRLF, as spreadsheets export.
+    let memberships = "\u{feff}group;institutional_id;note\r\ncouncil;s-100;chair\r\ncouncil;S-999;\r\n;;\r\n\
+                       council;S-102;\r\ncouncil;S-102;again\r\nsales;S-101;\r\ncouncil;X-1\r\nboard;S-888;\r\n";
+    let w = Workspace::new(&[("users.csv", USERS), ("groups.rules", RULES), ("m.csv", memberships)]);
+    let import = [
+        "--memberships",
+        "m.csv",
+        "--match-by",
+        "institutional_id",
+        "--import-report",
+        "report.txt",
+        "--diff-out",
+        "diff.csv",
+    ];
+    let out = w.run(&import);
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out.stderr));
+    assert_eq!(
+        text(&out.stderr),
+        "error: m.csv: 6 of 8 rows are bad, more than `--max-bad-rows` allows; nothing was committed\n"
+    );
+    let report = w.read("report.txt");
+    assert_eq!(
+        report,
+        "import of m.csv (users matched by `institutional_id`): 8 rows read, 2 matched, 6 bad\n\
+         \x20 blank: 1\n\
+         \x20 malformed: 1\n\
+         \x20 unknown identifier: 2\n\
+         \x20 duplicate: 1\n\
+         \x20 rule group: 1\n\
+         \x20 line 3: unknown identifier: no user has institutional_id `S-999`\n\
+         \x20 line 4: blank: no cells\n\
+         \x20 line 6: duplicate: `S-102` is already in `council` (line 5)\n\
+         \x20 line 7: rule group: `sales` has a rule; its members come from the rule\n\
+         \x20 line 8: malformed: 2 cells, but the header has 3\n\
+         \x20 line 9: unknown identifier: no user has institutional_id `S-888`\n\
+         \x20 group `council`: 2 members\n"
+    );
+    assert_eq!(text(&out.stdout), report, "the report is printed too");
+    assert!(!exists(&w.path("diff.csv")));
+    assert!(!w.has_state(), "nothing committed");
+
+    // Accepting up to 6 bad rows (or 75%) lets the run go on.
+    for limit in ["6", "75%"] {
+        let mut args = import.to_vec();
+        args.extend_from_slice(&["--max-bad-rows", limit, "--dry-run"]);
+        let out = w.run(&args);
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    }
+    let mut args = import.to_vec();
+    args.extend_from_slice(&["--max-bad-rows", "6", "--members-out", "members.csv"]);
+    assert_eq!(w.run(&args).status.code(), Some(0));
+    assert_eq!(
+        w.read("members.csv"),
+        "group,user_id\ncouncil_sales,1\ncouncil_sales,3\nsales,1\nsales,3\n"
+    );
+}
+
+#[test]
+fn the_import_report_as_json() {
+    let w = Workspace::new(&[
+        ("users.csv", USERS),
+        ("groups.rules", RULES),
+        ("m.csv", "group,email\ncouncil,ANA@acme.com\ncouncil,zed@acme.com\n"),
+    ]);
+    let out = w.run(&[
+        "--memberships",
+        "m.csv",
+        "--match-by",
+        "email",
+        "--import-report",
+        "r.json",
+        "--max-bad-rows",
+        "1",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let report: serde_json::Value = serde_json::from_str(&w.read("r.json")).unwrap();
+    assert_eq!(report["rows_read"], 2);
+    assert_eq!(report["rows_matched"], 1);
+    assert_eq!(report["groups"]["council"], 1);
+    assert_eq!(report["problems"][0]["line"], 3);
+    assert_eq!(report["problems"][0]["kind"], "unknown_identifier");
+}
+
+#[test]
+fn matching_by_a_column_that_is_not_unique_is_an_error() {
+    let users = "user_id,email,department\n1,a@acme.com,Sales\n2,A@ACME.com,Eng\n";
+    let w = Workspace::new(&[
+        ("users.csv", users),
+        ("groups.rules", RULES),
+        ("m.csv", "group,email\ncouncil,a@acme.com\n"),
+    ]);
+    let out = w.run(&["--memberships", "m.csv", "--match-by", "email"]);
+    assert_eq!(out.status.code(), Some(3));
+    assert_eq!(
+        text(&out.stderr),
+        "error: users.csv: column `email`, row 3: `A@ACME.com` is also on row 2: memberships can be matched \
+         only by a column whose values are unique\n"
+    );
+    let out = w.run(&["--memberships", "m.csv", "--match-by", "username"]);
+    assert_eq!(out.status.code(), Some(3));
+    assert!(
+        text(&out.stderr).contains("m.csv: column `username`"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+#[test]
+fn a_template_for_memberships() {
+    let w = Workspace::new(&[]);
+    let out = w.dyngroups(&["template", "memberships"]);
+    assert_eq!(text(&out.stdout), "group,user_id\n");
+    let out = w.dyngroups(&["template", "memberships", "--match-by", "email", "--out", "t.csv"]);
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(w.read("t.csv"), "group,email\n");
+}
