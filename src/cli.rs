@@ -1,12 +1,13 @@
 //! Command-line commands over the library. Errors are reported here, once,
 //! with the exit codes every command keeps: 0 ok, 1 rule errors, 2 usage
-//! errors, 3 data errors, 4 state and output (I/O) errors.
+//! errors, 3 data errors, 4 state and output (I/O) errors, 5 the
+//! mass-removal guard stopped a run.
 
 use clap::{Args, Parser, Subcommand};
 use dyngroups::ast::GroupStatus;
 use dyngroups::dataset::{InputPaths, OpenInputs};
 use dyngroups::diagnostic::render_all;
-use dyngroups::diff::GroupChange;
+use dyngroups::diff::{GroupChange, RemovalGuard};
 use dyngroups::eval::{GroupMembers, dependency_closure, evaluate_after};
 use dyngroups::import::{BadRowLimit, ImportReport, MatchBy};
 use dyngroups::state::{GroupRecord, InputFingerprint, NewRun, State, StateError};
@@ -132,6 +133,17 @@ struct RunArgs {
     /// than this: a count, or a share of the rows read (`5%`).
     #[arg(long, value_name = "LIMIT", default_value = "0")]
     max_bad_rows: BadRowLimit,
+    /// Commit even if the run removes many members: of every group, or of
+    /// the group named (repeatable).
+    #[arg(long, value_name = "KEY", num_args = 0..=1, default_missing_value = "*")]
+    allow_mass_removal: Vec<String>,
+    /// The mass-removal guard trips when a run removes more than this share
+    /// (percent) of a group's members...
+    #[arg(long, value_name = "PERCENT", default_value_t = 10.0)]
+    mass_removal_share: f64,
+    /// ...and at least this many; or when it empties a non-empty group.
+    #[arg(long, value_name = "N", default_value_t = 100)]
+    mass_removal_min: u64,
     /// How many committed runs the state keeps.
     #[arg(long, value_name = "N", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
     keep: u64,
@@ -199,6 +211,7 @@ enum Failure {
     Usage(String),
     Data(String),
     Output(String),
+    Guard(String),
 }
 
 pub fn main() -> ExitCode {
@@ -226,6 +239,10 @@ pub fn main() -> ExitCode {
         Err(Failure::Output(message)) => {
             eprintln!("error: {message}");
             ExitCode::from(4)
+        }
+        Err(Failure::Guard(message)) => {
+            eprint!("{message}");
+            ExitCode::from(5)
         }
     }
 }
@@ -428,6 +445,9 @@ fn run_run(args: RunArgs) -> Result<(), Failure> {
             diff_elapsed.as_secs_f64() * 1e3
         );
     }
+    if let (Some(state), Some(changes)) = (&state, &changes) {
+        guard_removals(state, changes, &committed, &args)?;
+    }
     if let Some(path) = &args.members_out {
         dyngroups::output::write_members(path, shown.iter().map(|g| (g.key.as_str(), &g.members)))
             .map_err(|e| Failure::Output(e.to_string()))?;
@@ -490,6 +510,51 @@ fn run_run(args: RunArgs) -> Result<(), Failure> {
         commit_started.elapsed().as_secs_f64() * 1e3
     );
     Ok(())
+}
+
+/// Stops the run before the diff is written or anything committed when a
+/// group would lose too many members, unless allowed.
+fn guard_removals(
+    state: &State,
+    changes: &[GroupChange],
+    committed: &[(&str, &RoaringBitmap)],
+    args: &RunArgs,
+) -> Result<(), Failure> {
+    let Some(last) = state.last_run().map_err(state_failure)? else {
+        return Ok(());
+    };
+    let before: HashMap<&str, u64> = last.groups.iter().map(|g| (g.key.as_str(), g.members)).collect();
+    let now: std::collections::HashSet<&str> = committed.iter().map(|(k, _)| *k).collect();
+    let guard = RemovalGuard {
+        share: args.mass_removal_share / 100.0,
+        min: args.mass_removal_min,
+    };
+    let allowed = |key: &str| args.allow_mass_removal.iter().any(|a| a == "*" || a == key);
+    let trips: Vec<_> = guard
+        .check(changes, |k| before.get(k).copied().unwrap_or(0), |k| now.contains(k))
+        .into_iter()
+        .filter(|trip| !allowed(&trip.key))
+        .collect();
+    if trips.is_empty() {
+        return Ok(());
+    }
+    let mut message = format!(
+        "error: the mass-removal guard stopped the run: {} group{} would lose more than {}% of their members \
+         (and at least {}), or all of them; nothing was written or committed\n",
+        trips.len(),
+        if trips.len() == 1 { "" } else { "s" },
+        args.mass_removal_share,
+        args.mass_removal_min
+    );
+    for trip in &trips {
+        message += &format!(
+            "  {}: {} -> {} members (-{})\n",
+            trip.key, trip.before, trip.after, trip.removed
+        );
+    }
+    message += "  = help: check the input data; if the removals are right, run again with \
+                `--allow-mass-removal` (every group) or `--allow-mass-removal KEY`\n";
+    Err(Failure::Guard(message))
 }
 
 /// Prints the import report, writes it if asked, and stops the run when it

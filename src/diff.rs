@@ -74,6 +74,65 @@ pub fn changes<E: Send>(
     Ok(out)
 }
 
+/// Stops a run that would remove too many members of a group: more than
+/// `share` of them and at least `min`, or all of a non-empty group. This is
+/// what a broken export (an empty department column) looks like.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct RemovalGuard {
+    /// The share of a group's members (0 to 1) a run may remove.
+    pub share: f64,
+    /// Removals below this many never trip the guard, whatever the share.
+    pub min: u64,
+}
+
+impl Default for RemovalGuard {
+    fn default() -> RemovalGuard {
+        RemovalGuard { share: 0.10, min: 100 }
+    }
+}
+
+/// A group whose removals tripped the guard.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MassRemoval {
+    /// The group's key.
+    pub key: String,
+    /// Members committed before.
+    pub before: u64,
+    /// Members this run would remove.
+    pub removed: u64,
+    /// Members left after the run.
+    pub after: u64,
+}
+
+impl RemovalGuard {
+    /// The groups among `changes` whose removals trip the guard. `before`
+    /// gives each group's committed member count; groups not in `still_committed`
+    /// (gone from the rules, or now drafts) are removed on purpose and pass.
+    pub fn check(
+        &self,
+        changes: &[GroupChange],
+        before: impl Fn(&str) -> u64,
+        still_committed: impl Fn(&str) -> bool,
+    ) -> Vec<MassRemoval> {
+        changes
+            .iter()
+            .filter(|c| !c.removed.is_empty() && still_committed(&c.key))
+            .filter_map(|c| {
+                let count = before(&c.key);
+                let removed = c.removed.len();
+                let after = count + c.added.len() - removed;
+                let too_many = removed >= self.min && removed as f64 > self.share * count as f64;
+                (too_many || (after == 0 && count > 0)).then(|| MassRemoval {
+                    key: c.key.clone(),
+                    before: count,
+                    removed,
+                    after,
+                })
+            })
+            .collect()
+    }
+}
+
 /// The changes of a first run: every group adds all its members.
 pub fn first_run(after: &[(&str, &RoaringBitmap)]) -> Vec<GroupChange> {
     changes(&[], |_| Ok::<_, std::convert::Infallible>(RoaringBitmap::new()), after)
@@ -105,6 +164,28 @@ mod tests {
         assert_eq!((out[0].added.len(), out[0].removed.clone()), (0, ids(&[1, 2])));
         assert_eq!((out[1].added.clone(), out[1].removed.clone()), (ids(&[5]), ids(&[3])));
         assert_eq!((out[2].added.clone(), out[2].removed.len()), (ids(&[7]), 0));
+    }
+
+    #[test]
+    fn the_guard_trips_on_large_shares_and_on_emptied_groups() {
+        let range = |a: u32, b: u32| (a..b).collect::<RoaringBitmap>();
+        let before = |key: &str| match key {
+            "big" => 1000,
+            "small" => 20,
+            _ => 500,
+        };
+        let changes = [
+            GroupChange::between("big", &range(0, 1000), &range(0, 899)), // 101 of 1000
+            GroupChange::between("fine", &range(0, 500), &range(0, 450)), // 50: under min
+            GroupChange::between("small", &range(0, 20), &RoaringBitmap::new()), // emptied
+            GroupChange::between("gone", &range(0, 500), &RoaringBitmap::new()),
+        ];
+        let trips = RemovalGuard::default().check(&changes, before, |k| k != "gone");
+        let keys: Vec<&str> = trips.iter().map(|t| t.key.as_str()).collect();
+        assert_eq!(keys, ["big", "small"]);
+        assert_eq!((trips[0].before, trips[0].removed, trips[0].after), (1000, 101, 899));
+        let lenient = RemovalGuard { share: 0.2, min: 100 };
+        assert_eq!(lenient.check(&changes[..1], before, |_| true), []);
     }
 
     #[test]

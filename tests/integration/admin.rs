@@ -191,3 +191,60 @@ fn a_template_for_memberships() {
     assert_eq!(out.status.code(), Some(0));
     assert_eq!(w.read("t.csv"), "group,email\n");
 }
+
+fn staff(count: u32, department: &str) -> String {
+    let mut users = String::from("user_id,email,institutional_id,department\n");
+    for id in 1..=count {
+        users += &format!("{id},u{id}@acme.com,S-{id},{department}\n");
+    }
+    users
+}
+
+#[test]
+fn the_mass_removal_guard_stops_a_broken_export_until_allowed() {
+    let w = Workspace::new(&[("users.csv", &staff(300, "Sales")), ("groups.rules", RULES)]);
+    assert_eq!(w.run(&[]).status.code(), Some(0));
+    // The next export lost its department column's values.
+    w.write("users.csv", &staff(300, ""));
+    let out = w.run(&["--diff-out", "diff.csv"]);
+    assert_eq!(out.status.code(), Some(5));
+    let stderr = text(&out.stderr);
+    assert_eq!(
+        &stderr[stderr.find("error:").unwrap()..],
+        "error: the mass-removal guard stopped the run: 1 group would lose more than 10% of their members \
+         (and at least 100), or all of them; nothing was written or committed\n\
+         \x20 sales: 300 -> 0 members (-300)\n\
+         \x20 = help: check the input data; if the removals are right, run again with `--allow-mass-removal` \
+         (every group) or `--allow-mass-removal KEY`\n"
+    );
+    assert!(!w.path("diff.csv").exists());
+    let history = text(&w.dyngroups(&["history"]).stdout);
+    assert_eq!(history.lines().count(), 2, "still one committed run:\n{history}");
+
+    // Allowing another group does not help; allowing this one does.
+    let out = w.run(&["--allow-mass-removal", "council_sales"]);
+    assert_eq!(out.status.code(), Some(5));
+    let out = w.run(&["--allow-mass-removal", "sales", "--diff-out", "diff.csv"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(w.read("diff.csv").lines().count(), 1 + 300);
+
+    // 120 of 300 leaving is 40%: tripped unless the share allows it.
+    w.write("users.csv", &staff(300, "Sales"));
+    assert_eq!(w.run(&["--allow-mass-removal"]).status.code(), Some(0));
+    let mut users = staff(180, "Sales");
+    users += &staff(300, "Eng")
+        .lines()
+        .skip(181)
+        .map(|l| format!("{l}\n"))
+        .collect::<String>();
+    w.write("users.csv", &users);
+    assert_eq!(w.run(&["--dry-run"]).status.code(), Some(5));
+    assert_eq!(
+        w.run(&["--dry-run", "--mass-removal-share", "50"]).status.code(),
+        Some(0)
+    );
+    assert_eq!(
+        w.run(&["--dry-run", "--mass-removal-min", "121"]).status.code(),
+        Some(0)
+    );
+}
