@@ -408,9 +408,16 @@ fn run_run(args: RunArgs) -> Result<(), Failure> {
         .filter(|g| args.groups.is_empty() || args.groups.contains(&g.key))
         .collect();
     print_data_warnings(&evaluation, &data);
+    // Static groups are committed too, by a run of every group.
+    let statics: Vec<(&str, &RoaringBitmap)> = if args.groups.is_empty() {
+        evaluation.static_groups.iter().map(|(k, m)| (k.as_str(), m)).collect()
+    } else {
+        Vec::new()
+    };
     let committed: Vec<(&str, &RoaringBitmap)> = shown
         .iter()
         .filter_map(|g| g.committed().map(|members| (g.key.as_str(), members)))
+        .chain(statics.iter().copied())
         .collect();
     let diff_started = Instant::now();
     let changes = match &state {
@@ -424,7 +431,7 @@ fn run_run(args: RunArgs) -> Result<(), Failure> {
         None => None,
     };
     let diff_elapsed = diff_started.elapsed();
-    print_run_table(&shown, changes.as_deref());
+    print_run_table(&shown, &statics, changes.as_deref());
     let enrollment_rows = data.enrollments.as_ref().map_or(0, |e| e.user_rows.len());
     println!(
         "{} groups over {} users and {} enrollments; {} distinct atoms of {}; loaded in {:.1} ms, evaluated in {:.1} ms",
@@ -472,23 +479,29 @@ fn run_run(args: RunArgs) -> Result<(), Failure> {
     }
     let changes = changes.expect("computed with a state");
     let change_of: HashMap<&str, &GroupChange> = changes.iter().map(|c| (c.key.as_str(), c)).collect();
+    let record = |key: &str, name: &str, kind: &str, status: GroupStatus, members: &RoaringBitmap| {
+        let change = change_of.get(key);
+        GroupRecord {
+            key: key.to_string(),
+            name: name.to_string(),
+            kind: kind.to_string(),
+            status: status.keyword().to_string(),
+            members: members.len(),
+            added: change.map_or(0, |c| c.added.len()),
+            removed: change.map_or(0, |c| c.removed.len()),
+        }
+    };
     let groups = shown
         .iter()
         .filter_map(|g| {
             let members = g.committed()?;
-            let change = change_of.get(g.key.as_str());
-            Some((
-                GroupRecord {
-                    key: g.key.clone(),
-                    name: g.name.clone(),
-                    status: g.status.keyword().to_string(),
-                    members: members.len(),
-                    added: change.map_or(0, |c| c.added.len()),
-                    removed: change.map_or(0, |c| c.removed.len()),
-                },
-                members,
-            ))
+            Some((record(&g.key, &g.name, "rule", g.status, members), members))
         })
+        .chain(
+            statics
+                .iter()
+                .map(|(key, members)| (record(key, key, "static", GroupStatus::Active, members), *members)),
+        )
         .collect();
     let commit_started = Instant::now();
     let record = stage("committing".into(), || {
@@ -618,7 +631,7 @@ fn print_data_warnings(evaluation: &dyngroups::eval::Evaluation, data: &dyngroup
 /// One line per group: committed members (evaluated ones for a draft), and
 /// with a state the changes since the last run, groups gone from the rules
 /// included.
-fn print_run_table(shown: &[&GroupMembers], changes: Option<&[GroupChange]>) {
+fn print_run_table(shown: &[&GroupMembers], statics: &[(&str, &RoaringBitmap)], changes: Option<&[GroupChange]>) {
     struct Line {
         key: String,
         name: String,
@@ -645,7 +658,18 @@ fn print_run_table(shown: &[&GroupMembers], changes: Option<&[GroupChange]>) {
             time: format!("{:.2} ms", g.elapsed.as_secs_f64() * 1e3),
         })
         .collect();
-    let shown_keys: std::collections::HashSet<&str> = shown.iter().map(|g| g.key.as_str()).collect();
+    lines.extend(statics.iter().map(|(key, members)| Line {
+        key: key.to_string(),
+        name: "(static)".into(),
+        members: members.len(),
+        change: change_of(key),
+        time: String::new(),
+    }));
+    let shown_keys: std::collections::HashSet<&str> = shown
+        .iter()
+        .map(|g| g.key.as_str())
+        .chain(statics.iter().map(|(k, _)| *k))
+        .collect();
     for change in changes.unwrap_or_default() {
         if !shown_keys.contains(change.key.as_str()) {
             lines.push(Line {

@@ -144,6 +144,9 @@ pub struct GroupRecord {
     pub key: String,
     /// Its display name at the time.
     pub name: String,
+    /// `rule` for a group of the rules file, `static` for one of the
+    /// memberships input.
+    pub kind: String,
     /// Its status keyword at the time.
     pub status: String,
     /// Members committed.

@@ -270,7 +270,11 @@ fn the_next_days_export_gives_the_changes_the_readme_shows() {
         (text(&out.stdout), std::fs::read_to_string(&diff).unwrap())
     };
     let (_, first) = run("examples/data/users.csv", "2026-11-22");
-    assert_eq!(first.lines().count(), 1 + 80);
+    assert_eq!(
+        first.lines().count(),
+        1 + 80 + 3,
+        "rule groups and the static `works_council`"
+    );
     let (table, next) = run("examples/data/users_next.csv", "2026-11-23");
     assert_eq!(
         next,
