@@ -10,7 +10,8 @@ use dyngroups::diagnostic::render_all;
 use dyngroups::diff::{GroupChange, RemovalGuard};
 use dyngroups::eval::{GroupMembers, dependency_closure, evaluate_after};
 use dyngroups::import::{BadRowLimit, ImportReport, MatchBy};
-use dyngroups::state::{GroupRecord, InputFingerprint, NewRun, State, StateError};
+use dyngroups::output::TextTable;
+use dyngroups::state::{GroupRecord, InputFingerprint, NewRun, RunRecord, State, StateError};
 use dyngroups::{Diagnostic, SourceFile, check, check_without_data, parse_rules};
 use roaring::RoaringBitmap;
 use std::collections::{BTreeMap, HashMap};
@@ -39,6 +40,12 @@ enum Command {
     Members(MembersArgs),
     /// The add/remove changes between two committed runs.
     Diff(DiffArgs),
+    /// List the groups of a committed run.
+    Groups(GroupsArgs),
+    /// The users not in a group.
+    Unassigned(UnassignedArgs),
+    /// The groups one user is in, and why.
+    GroupsOf(GroupsOfArgs),
     /// Print (or write) an empty file to fill in and import.
     Template(TemplateArgs),
     /// Generate a synthetic population (Parquet) and optionally rules, for
@@ -187,6 +194,75 @@ struct MembersArgs {
     #[arg(long, value_name = "FILE")]
     out: Option<PathBuf>,
     #[command(flatten)]
+    columns: UserColumnArgs,
+    #[command(flatten)]
+    state: StateArgs,
+}
+
+#[derive(Args)]
+struct UserColumnArgs {
+    /// Add these users columns (comma-separated), read from `--users`.
+    #[arg(long, value_name = "COLUMNS", value_delimiter = ',', requires = "users")]
+    with: Vec<String>,
+    /// The users file the columns come from.
+    #[arg(long, value_name = "FILE")]
+    users: Option<PathBuf>,
+    /// Write CSV cells as they are: no spreadsheet-formula guard.
+    #[arg(long)]
+    raw: bool,
+}
+
+#[derive(Args)]
+struct GroupsArgs {
+    /// The run (default: the last committed run).
+    #[arg(long, value_name = "ID")]
+    run: Option<u64>,
+    /// Write the list here (.csv, .jsonl or .parquet).
+    #[arg(long, value_name = "FILE")]
+    out: Option<PathBuf>,
+    /// Write CSV cells as they are: no spreadsheet-formula guard.
+    #[arg(long)]
+    raw: bool,
+    #[command(flatten)]
+    state: StateArgs,
+}
+
+#[derive(Args)]
+struct UnassignedArgs {
+    /// The group.
+    #[arg(long, value_name = "KEY")]
+    group: String,
+    /// The users file.
+    #[arg(long, value_name = "FILE")]
+    users: PathBuf,
+    /// Add these users columns (comma-separated).
+    #[arg(long, value_name = "COLUMNS", value_delimiter = ',')]
+    with: Vec<String>,
+    /// The run (default: the last committed run).
+    #[arg(long, value_name = "ID")]
+    run: Option<u64>,
+    /// Write the users here (.csv, .jsonl or .parquet); default: CSV on stdout.
+    #[arg(long, value_name = "FILE")]
+    out: Option<PathBuf>,
+    /// Write CSV cells as they are: no spreadsheet-formula guard.
+    #[arg(long)]
+    raw: bool,
+    #[command(flatten)]
+    state: StateArgs,
+}
+
+#[derive(Args)]
+struct GroupsOfArgs {
+    /// The user's id.
+    #[arg(long, value_name = "ID")]
+    user: u32,
+    /// The run (default: the last committed run).
+    #[arg(long, value_name = "ID")]
+    run: Option<u64>,
+    /// The rules file, to tell members by `include` from members by rule.
+    #[arg(long, value_name = "FILE")]
+    rules: Option<PathBuf>,
+    #[command(flatten)]
     state: StateArgs,
 }
 
@@ -222,6 +298,9 @@ pub fn main() -> ExitCode {
         Command::History(args) => run_history(args),
         Command::Members(args) => run_members(args),
         Command::Diff(args) => run_diff(args),
+        Command::Groups(args) => run_groups(args),
+        Command::Unassigned(args) => run_unassigned(args),
+        Command::GroupsOf(args) => run_groups_of(args),
         Command::Template(args) => run_template(args),
         Command::Gen(args) => run_gen(args),
     };
@@ -739,28 +818,52 @@ fn run_history(args: StateArgs) -> Result<(), Failure> {
     Ok(())
 }
 
-fn run_members(args: MembersArgs) -> Result<(), Failure> {
-    let state = State::open(&args.state.dir).map_err(state_failure)?;
-    let run = match args.run {
+/// Run `id`, or the last committed run.
+fn chosen_run(state: &State, id: Option<u64>) -> Result<RunRecord, Failure> {
+    match id {
         Some(id) => state.run(id),
         None => state.last_run().and_then(|last| {
             last.ok_or_else(|| StateError::Missing {
-                dir: args.state.dir.display().to_string(),
+                dir: state.dir().display().to_string(),
             })
         }),
     }
-    .map_err(state_failure)?;
-    let members = state
-        .members(run.id, &args.group)
-        .map_err(state_failure)?
-        .ok_or_else(|| {
-            Failure::Usage(format!(
-                "run {} committed no group `{}`; it has: {}",
-                run.id,
-                args.group,
-                run.groups.iter().map(|g| g.key.as_str()).collect::<Vec<_>>().join(", ")
-            ))
-        })?;
+    .map_err(state_failure)
+}
+
+/// The members group `key` committed in `run`, or a usage error listing
+/// the groups it has.
+fn committed_members(state: &State, run: &RunRecord, key: &str) -> Result<RoaringBitmap, Failure> {
+    state.members(run.id, key).map_err(state_failure)?.ok_or_else(|| {
+        Failure::Usage(format!(
+            "run {} committed no group `{key}`; it has: {}",
+            run.id,
+            run.groups.iter().map(|g| g.key.as_str()).collect::<Vec<_>>().join(", ")
+        ))
+    })
+}
+
+/// Prints a table as CSV, or writes it by extension.
+fn emit_table(table: &TextTable, out: Option<&Path>, raw: bool, what: &str) -> Result<(), Failure> {
+    match out {
+        None => print!("{}", table.to_csv(raw)),
+        Some(path) => {
+            dyngroups::output::write_table(path, table, raw).map_err(|e| Failure::Output(e.to_string()))?;
+            println!("{} {what} written to {}", table.rows.len(), path.display());
+        }
+    }
+    Ok(())
+}
+
+fn run_members(args: MembersArgs) -> Result<(), Failure> {
+    let state = State::open(&args.state.dir).map_err(state_failure)?;
+    let run = chosen_run(&state, args.run)?;
+    let members = committed_members(&state, &run, &args.group)?;
+    if let Some(users) = &args.columns.users {
+        let table = dyngroups::export::user_rows(users, &args.columns.with, Some(&members), None)
+            .map_err(|e| Failure::Data(e.to_string()))?;
+        return emit_table(&table, args.out.as_deref(), args.columns.raw, "members");
+    }
     match &args.out {
         None => {
             let mut out = std::io::BufWriter::new(std::io::stdout().lock());
@@ -784,6 +887,88 @@ fn run_members(args: MembersArgs) -> Result<(), Failure> {
                 path.display()
             );
         }
+    }
+    Ok(())
+}
+
+fn run_groups(args: GroupsArgs) -> Result<(), Failure> {
+    let state = State::open(&args.state.dir).map_err(state_failure)?;
+    let run = chosen_run(&state, args.run)?;
+    let table = dyngroups::export::groups_table(&state, &run).map_err(state_failure)?;
+    if let Some(path) = &args.out {
+        return emit_table(&table, Some(path), args.raw, "groups");
+    }
+    let widths: Vec<usize> = (0..table.header.len())
+        .map(|c| {
+            table
+                .rows
+                .iter()
+                .map(|r| r[c].as_deref().unwrap_or("-").chars().count())
+                .chain([table.header[c].len()])
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    let line = |cells: Vec<&str>| {
+        let padded: Vec<String> = cells.iter().zip(&widths).map(|(c, w)| format!("{c:<w$}")).collect();
+        println!("{}", padded.join("  ").trim_end());
+    };
+    line(table.header.iter().map(String::as_str).collect());
+    for row in &table.rows {
+        line(row.iter().map(|c| c.as_deref().unwrap_or("-")).collect());
+    }
+    Ok(())
+}
+
+fn run_unassigned(args: UnassignedArgs) -> Result<(), Failure> {
+    let state = State::open(&args.state.dir).map_err(state_failure)?;
+    let run = chosen_run(&state, args.run)?;
+    let members = committed_members(&state, &run, &args.group)?;
+    let table = dyngroups::export::user_rows(&args.users, &args.with, None, Some(&members))
+        .map_err(|e| Failure::Data(e.to_string()))?;
+    emit_table(&table, args.out.as_deref(), args.raw, "users")
+}
+
+fn run_groups_of(args: GroupsOfArgs) -> Result<(), Failure> {
+    let state = State::open(&args.state.dir).map_err(state_failure)?;
+    let run = chosen_run(&state, args.run)?;
+    let includes: HashMap<String, Vec<u64>> = match &args.rules {
+        Some(path) => {
+            let source = read_rules(path)?;
+            let file = parse_rules(&source.text).map_err(|e| {
+                print_diagnostics(&[e.0], &source);
+                Failure::Rules
+            })?;
+            file.groups
+                .iter()
+                .map(|g| {
+                    let ids = g
+                        .includes
+                        .iter()
+                        .flat_map(|list| list.ids.iter().map(|id| id.value))
+                        .collect();
+                    (g.key.value.clone(), ids)
+                })
+                .collect()
+        }
+        None => HashMap::new(),
+    };
+    let groups = dyngroups::export::groups_of(&state, &run, args.user, &includes).map_err(state_failure)?;
+    println!("user {} is in {} groups after run {}", args.user, groups.len(), run.id);
+    let key_width = groups
+        .iter()
+        .map(|(k, _, _)| k.chars().count())
+        .max()
+        .unwrap_or(0)
+        .max(5);
+    let name_width = groups
+        .iter()
+        .map(|(_, n, _)| n.chars().count())
+        .max()
+        .unwrap_or(0)
+        .max(4);
+    for (key, name, why) in &groups {
+        println!("{key:<key_width$}  {name:<name_width$}  {}", why.word());
     }
     Ok(())
 }

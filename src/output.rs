@@ -118,6 +118,80 @@ fn write_rows<'a>(path: &Path, with_change: bool, rows: impl Iterator<Item = Row
     })
 }
 
+/// A table of text cells, for exports that join memberships with user
+/// columns or list groups.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TextTable {
+    /// Column names.
+    pub header: Vec<String>,
+    /// Rows of cells (`None` for a missing value).
+    pub rows: Vec<Vec<Option<String>>>,
+}
+
+/// A cell made safe to open in a spreadsheet (OWASP "CSV injection"): text
+/// starting with `=`, `+`, `-`, `@`, tab or CR gets a leading `'`, so it is
+/// not run as a formula. Numbers such as `-5` are left as they are.
+pub fn spreadsheet_safe(cell: &str) -> std::borrow::Cow<'_, str> {
+    let risky = cell.starts_with(['=', '+', '-', '@', '\t', '\r']);
+    if risky && cell.parse::<f64>().is_err() {
+        std::borrow::Cow::Owned(format!("'{cell}"))
+    } else {
+        std::borrow::Cow::Borrowed(cell)
+    }
+}
+
+impl TextTable {
+    /// The table as CSV; cells made spreadsheet-safe unless `raw`.
+    pub fn to_csv(&self, raw: bool) -> String {
+        let mut out = csv::Writer::from_writer(Vec::new());
+        let cell = |c: &str| {
+            if raw {
+                c.to_string()
+            } else {
+                spreadsheet_safe(c).into_owned()
+            }
+        };
+        out.write_record(self.header.iter().map(|h| cell(h)))
+            .expect("writing to memory");
+        for row in &self.rows {
+            out.write_record(row.iter().map(|c| c.as_deref().map(cell).unwrap_or_default()))
+                .expect("writing to memory");
+        }
+        String::from_utf8(out.into_inner().expect("writing to memory")).expect("CSV of UTF-8 cells")
+    }
+}
+
+/// Writes a table as CSV (spreadsheet-safe unless `raw`), JSON Lines or
+/// Parquet (text columns), by extension.
+pub fn write_table(path: &Path, table: &TextTable, raw: bool) -> Result<(), OutputError> {
+    write_atomically(path, |out| match Format::for_path(path) {
+        Format::Csv => out.write_all(table.to_csv(raw).as_bytes()),
+        Format::JsonLines => {
+            for row in &table.rows {
+                let object: serde_json::Map<String, serde_json::Value> = table
+                    .header
+                    .iter()
+                    .zip(row)
+                    .map(|(name, cell)| (name.clone(), cell.clone().map_or(serde_json::Value::Null, Into::into)))
+                    .collect();
+                writeln!(out, "{}", serde_json::Value::Object(object))?;
+            }
+            Ok(())
+        }
+        Format::Parquet => {
+            let columns = table.header.iter().enumerate().map(|(i, name)| {
+                let cells: StringArray = table.rows.iter().map(|row| row[i].as_deref()).collect();
+                (name.as_str(), Arc::new(cells) as ArrayRef)
+            });
+            let batch = RecordBatch::try_from_iter(columns).map_err(std::io::Error::other)?;
+            let mut writer = ArrowWriter::try_new(out, batch.schema(), None).map_err(std::io::Error::other)?;
+            writer.write(&batch).map_err(std::io::Error::other)?;
+            writer.close().map_err(std::io::Error::other)?;
+            Ok(())
+        }
+    })
+}
+
 /// Writes a text file.
 pub fn write_text(path: &Path, text: &str) -> Result<(), OutputError> {
     write_atomically(path, |out| out.write_all(text.as_bytes()))

@@ -248,3 +248,105 @@ fn the_mass_removal_guard_stops_a_broken_export_until_allowed() {
         Some(0)
     );
 }
+
+#[test]
+fn groups_members_with_columns_unassigned_and_a_users_groups() {
+    let users = "user_id,email,institutional_id,department,note,phone,balance\n\
+                 1,ana@acme.com,S-100,Sales,\"=HYPERLINK(\"\"http://x\"\")\",+351 21 000,-5\n\
+                 2,ben@acme.com,S-101,Eng,@sum,,3\n\
+                 3,cho@acme.com,S-102,Sales,fine,,\n\
+                 4,dev@acme.com,S-103,Eng,,,\n";
+    let rules = "group sales \"Sales team\" { department == \"sales\" include [4] }\n\
+                 group everyone paused { true }\n";
+    let w = Workspace::new(&[
+        ("users.csv", users),
+        ("groups.rules", rules),
+        ("m.csv", "group,email\ncouncil,ben@acme.com\n"),
+    ]);
+    let import = ["--memberships", "m.csv", "--match-by", "email"];
+    assert_eq!(w.run(&import).status.code(), Some(0));
+    w.write(
+        "users.csv",
+        &users.replace("3,cho@acme.com,S-102,Sales", "3,cho@acme.com,S-102,Eng"),
+    );
+    assert_eq!(w.run(&import).status.code(), Some(0));
+
+    let groups = w.dyngroups(&["groups", "--out", "groups.csv"]);
+    assert_eq!(groups.status.code(), Some(0), "{}", text(&groups.stderr));
+    let listed = w.read("groups.csv");
+    let rows: Vec<Vec<&str>> = listed.lines().map(|l| l.split(',').collect()).collect();
+    assert_eq!(
+        rows[0],
+        [
+            "group",
+            "name",
+            "kind",
+            "status",
+            "members",
+            "last_change_run",
+            "last_change_at"
+        ]
+    );
+    let row = |key: &str| rows.iter().find(|r| r[0] == key).unwrap()[..6].to_vec();
+    assert_eq!(row("council"), ["council", "council", "static", "active", "1", "1"]);
+    assert_eq!(row("everyone"), ["everyone", "everyone", "rule", "paused", "0", ""]);
+    assert_eq!(row("sales"), ["sales", "Sales team", "rule", "active", "2", "2"]);
+
+    // Members with user columns, safe to open in a spreadsheet.
+    let out = w.dyngroups(&[
+        "members",
+        "--group",
+        "sales",
+        "--run",
+        "1",
+        "--users",
+        "users.csv",
+        "--with",
+        "note,phone,balance",
+    ]);
+    assert_eq!(
+        text(&out.stdout),
+        "user_id,note,phone,balance\n1,\"'=HYPERLINK(\"\"http://x\"\")\",'+351 21 000,-5\n3,fine,,\n4,,,\n"
+    );
+    let out = w.dyngroups(&[
+        "members",
+        "--group",
+        "sales",
+        "--run",
+        "1",
+        "--users",
+        "users.csv",
+        "--with",
+        "note",
+        "--raw",
+    ]);
+    assert!(text(&out.stdout).contains("1,\"=HYPERLINK("), "{}", text(&out.stdout));
+    let out = w.dyngroups(&["members", "--group", "sales", "--users", "users.csv", "--with", "nope"]);
+    assert_eq!(out.status.code(), Some(3));
+    assert!(text(&out.stderr).contains("column `nope`: is not a column of the users file"));
+
+    let out = w.dyngroups(&[
+        "unassigned",
+        "--group",
+        "sales",
+        "--users",
+        "users.csv",
+        "--with",
+        "email,note",
+    ]);
+    assert_eq!(
+        text(&out.stdout),
+        "user_id,email,note\n2,ben@acme.com,'@sum\n3,cho@acme.com,fine\n"
+    );
+
+    let out = w.dyngroups(&["groups-of", "--user", "4", "--rules", "groups.rules"]);
+    assert_eq!(
+        text(&out.stdout),
+        "user 4 is in 1 groups after run 2\nsales  Sales team  include\n"
+    );
+    let out = w.dyngroups(&["groups-of", "--user", "2", "--run", "1"]);
+    assert_eq!(
+        text(&out.stdout),
+        "user 2 is in 1 groups after run 1\ncouncil  council  static\n"
+    );
+}
