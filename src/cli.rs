@@ -127,11 +127,18 @@ struct RunArgs {
     /// `group,user_id,change` rows here (.csv, .jsonl or .parquet).
     #[arg(long, value_name = "FILE")]
     diff_out: Option<PathBuf>,
+    /// Write the changes as SCIM 2.0 PATCH requests for `/Groups/{key}` into
+    /// this directory, with `manifest.json` listing them in order.
+    #[arg(long, value_name = "DIR")]
+    scim_out: Option<PathBuf>,
+    /// The most member changes in one SCIM request.
+    #[arg(long, value_name = "N", default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..))]
+    scim_batch: u64,
     /// Compute and write the changes, but commit nothing.
     #[arg(long, conflicts_with = "no_state")]
     dry_run: bool,
     /// Evaluate only: no state is read or written, no changes are computed.
-    #[arg(long, conflicts_with = "diff_out")]
+    #[arg(long, conflicts_with_all = ["diff_out", "scim_out"])]
     no_state: bool,
     /// Write the memberships import report here (`.json`, else text).
     #[arg(long, value_name = "FILE", requires = "memberships")]
@@ -543,6 +550,19 @@ fn run_run(args: RunArgs) -> Result<(), Failure> {
         dyngroups::output::write_changes(path, changes).map_err(|e| Failure::Output(e.to_string()))?;
         println!("changes written to {}", path.display());
     }
+    if let (Some(dir), Some(changes)) = (&args.scim_out, &changes) {
+        let requests = dyngroups::scim::patch_requests(changes, args.scim_batch as usize);
+        let mut files: Vec<(String, Vec<u8>)> = requests
+            .iter()
+            .map(|r| (r.file.clone(), pretty_json(&r.body)))
+            .collect();
+        files.push((
+            "manifest.json".into(),
+            pretty_json(&dyngroups::scim::manifest(&requests)),
+        ));
+        dyngroups::output::write_directory(dir, &files).map_err(|e| Failure::Output(e.to_string()))?;
+        println!("{} SCIM requests written to {}", requests.len(), dir.display());
+    }
     let Some(state) = &state else {
         if args.dry_run {
             println!(
@@ -647,6 +667,12 @@ fn guard_removals(
     message += "  = help: check the input data; if the removals are right, run again with \
                 `--allow-mass-removal` (every group) or `--allow-mass-removal KEY`\n";
     Err(Failure::Guard(message))
+}
+
+fn pretty_json(value: &serde_json::Value) -> Vec<u8> {
+    let mut bytes = serde_json::to_vec_pretty(value).expect("JSON values serialise");
+    bytes.push(b'\n');
+    bytes
 }
 
 /// Prints the import report, writes it if asked, and stops the run when it

@@ -35,6 +35,7 @@ pub mod limits;
 pub mod output;
 pub mod parse;
 pub mod schema;
+pub mod scim;
 pub mod source;
 pub mod state;
 pub(crate) mod suggest;

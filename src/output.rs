@@ -192,6 +192,50 @@ pub fn write_table(path: &Path, table: &TextTable, raw: bool) -> Result<(), Outp
     })
 }
 
+/// Writes a directory of files all at once: they are written to a new
+/// directory beside `dir`, synced, and then that directory replaces `dir`,
+/// so a reader sees the old set or the new set, never a part.
+pub fn write_directory(dir: &Path, files: &[(String, Vec<u8>)]) -> Result<(), OutputError> {
+    let error = |e: &dyn std::fmt::Display| OutputError {
+        path: dir.display().to_string(),
+        reason: e.to_string(),
+    };
+    let parent = dir
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let staging = tempfile::Builder::new()
+        .prefix(".dyngroups-")
+        .tempdir_in(parent)
+        .map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => error(&"its parent directory does not exist"),
+            _ => error(&e),
+        })?;
+    for (name, bytes) in files {
+        let path = staging.path().join(name);
+        let mut file = std::fs::File::create(&path).map_err(|e| error(&e))?;
+        file.write_all(bytes)
+            .and_then(|()| file.sync_all())
+            .map_err(|e| error(&e))?;
+        count_write();
+    }
+    let staged = staging.keep();
+    if dir.exists() {
+        let old = parent.join(format!(
+            ".dyngroups-old-{}-{}",
+            std::process::id(),
+            dir.file_name().map(|n| n.to_string_lossy()).unwrap_or_default()
+        ));
+        std::fs::rename(dir, &old).map_err(|e| error(&e))?;
+        std::fs::rename(&staged, dir).map_err(|e| error(&e))?;
+        std::fs::remove_dir_all(&old).map_err(|e| error(&e))?;
+    } else {
+        std::fs::rename(&staged, dir).map_err(|e| error(&e))?;
+    }
+    count_write();
+    Ok(())
+}
+
 /// Writes a text file.
 pub fn write_text(path: &Path, text: &str) -> Result<(), OutputError> {
     write_atomically(path, |out| out.write_all(text.as_bytes()))

@@ -350,3 +350,83 @@ fn groups_members_with_columns_unassigned_and_a_users_groups() {
         "user 2 is in 1 groups after run 1\ncouncil  council  static\n"
     );
 }
+
+#[test]
+fn scim_batches_apply_exactly_the_diff() {
+    let w = Workspace::new(&[("users.csv", &staff(250, "Sales")), ("groups.rules", RULES)]);
+    assert_eq!(w.run(&[]).status.code(), Some(0));
+    // 1..=50 leave Sales, 251..=300 join.
+    let mut users = staff(300, "Sales");
+    users = users
+        .lines()
+        .map(|l| match l.split(',').next().and_then(|id| id.parse::<u32>().ok()) {
+            Some(id) if id <= 50 => format!("{}\n", l.replace(",Sales", ",Eng")),
+            _ => format!("{l}\n"),
+        })
+        .collect();
+    w.write("users.csv", &users);
+    let out = w.run(&["--diff-out", "diff.csv", "--scim-out", "scim", "--scim-batch", "30"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("4 SCIM requests written to scim"),
+        "{}",
+        text(&out.stdout)
+    );
+
+    let manifest: serde_json::Value = serde_json::from_str(&w.read("scim/manifest.json")).unwrap();
+    let requests = manifest["requests"].as_array().unwrap();
+    let mut applied = Vec::new();
+    for request in requests {
+        assert_eq!(request["method"], "PATCH");
+        let group = request["group"].as_str().unwrap();
+        assert_eq!(request["path"], format!("/Groups/{group}"));
+        let body: serde_json::Value =
+            serde_json::from_str(&w.read(&format!("scim/{}", request["file"].as_str().unwrap()))).unwrap();
+        assert_eq!(body["schemas"][0], "urn:ietf:params:scim:api:messages:2.0:PatchOp");
+        let mut changes = 0;
+        for op in body["Operations"].as_array().unwrap() {
+            assert_eq!(op["path"], "members");
+            let change = match op["op"].as_str().unwrap() {
+                "add" => "add",
+                "remove" => "remove",
+                other => panic!("unexpected op {other}"),
+            };
+            for member in op["value"].as_array().unwrap() {
+                applied.push(format!("{group},{},{change}", member["value"].as_str().unwrap()));
+                changes += 1;
+            }
+        }
+        assert!(changes <= 30);
+        assert_eq!(
+            changes,
+            request["adds"].as_u64().unwrap() + request["removes"].as_u64().unwrap()
+        );
+    }
+    applied.sort();
+    let mut diff: Vec<String> = w.read("diff.csv").lines().skip(1).map(String::from).collect();
+    diff.sort();
+    assert_eq!(applied, diff, "the batches' union is the diff");
+    assert_eq!(diff.len(), 100);
+
+    // The first request, as a SCIM server receives it.
+    let first = &requests[0]["file"];
+    assert_eq!(first, "00001-sales.json");
+    let body = w.read("scim/00001-sales.json");
+    let expected_removes: Vec<String> = (1..=30)
+        .map(|id| format!("        {{\n          \"value\": \"{id}\"\n        }}"))
+        .collect();
+    assert_eq!(
+        body,
+        format!(
+            "{{\n  \"Operations\": [\n    {{\n      \"op\": \"remove\",\n      \"path\": \"members\",\n      \"value\": [\n{}\n      ]\n    }}\n  ],\n  \"schemas\": [\n    \"urn:ietf:params:scim:api:messages:2.0:PatchOp\"\n  ]\n}}\n",
+            expected_removes.join(",\n")
+        )
+    );
+
+    // A rerun writes an empty set: nothing to send.
+    let out = w.run(&["--scim-out", "scim"]);
+    assert_eq!(out.status.code(), Some(0));
+    let manifest: serde_json::Value = serde_json::from_str(&w.read("scim/manifest.json")).unwrap();
+    assert_eq!(manifest["requests"], serde_json::json!([]));
+    assert_eq!(std::fs::read_dir(w.path("scim")).unwrap().count(), 1);
+}
