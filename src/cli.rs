@@ -33,7 +33,7 @@ enum Command {
     /// Check a rules file; with data files, check fields and types too.
     Check(CheckArgs),
     /// Evaluate every group of a rules file over the data.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// List the committed runs kept in the state.
     History(StateArgs),
     /// Export the members a group committed in a run.
@@ -301,7 +301,7 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Check(args) => run_check(args),
-        Command::Run(args) => run_run(args),
+        Command::Run(args) => run_run(*args),
         Command::History(args) => run_history(args),
         Command::Members(args) => run_members(args),
         Command::Diff(args) => run_diff(args),
