@@ -805,7 +805,7 @@ fn print_run_table(shown: &[&GroupMembers], statics: &[(&str, &RoaringBitmap)], 
     );
     for line in &lines {
         let (added, removed) = line.change.unwrap_or_default();
-        println!(
+        let row = format!(
             "{:<key_width$}  {:<name_width$}  {:>9}{}  {:>10}",
             line.key,
             line.name,
@@ -813,6 +813,7 @@ fn print_run_table(shown: &[&GroupMembers], statics: &[(&str, &RoaringBitmap)], 
             change_columns(&format!("+{added}"), &format!("-{removed}")),
             line.time
         );
+        println!("{}", row.trim_end());
     }
 }
 
