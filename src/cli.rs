@@ -193,38 +193,24 @@ struct MembersArgs {
     /// The group's key.
     #[arg(long, value_name = "KEY")]
     group: String,
-    /// The run (default: the last committed run).
-    #[arg(long, value_name = "ID")]
-    run: Option<u64>,
-    /// Write `group,user_id` rows here (.csv, .jsonl, .parquet), or the
-    /// roaring portable bitmap (.roaring); default: user ids on stdout.
-    #[arg(long, value_name = "FILE")]
-    out: Option<PathBuf>,
-    #[command(flatten)]
-    columns: UserColumnArgs,
-    #[command(flatten)]
-    state: StateArgs,
-}
-
-#[derive(Args)]
-struct UserColumnArgs {
     /// Add these users columns (comma-separated), read from `--users`.
     #[arg(long, value_name = "COLUMNS", value_delimiter = ',', requires = "users")]
     with: Vec<String>,
     /// The users file the columns come from.
     #[arg(long, value_name = "FILE")]
     users: Option<PathBuf>,
-    /// Write CSV cells as they are: no spreadsheet-formula guard.
-    #[arg(long)]
-    raw: bool,
+    #[command(flatten)]
+    export: ExportArgs,
 }
 
+/// What every export from the state takes.
 #[derive(Args)]
-struct GroupsArgs {
+struct ExportArgs {
     /// The run (default: the last committed run).
     #[arg(long, value_name = "ID")]
     run: Option<u64>,
-    /// Write the list here (.csv, .jsonl or .parquet).
+    /// Write here (.csv, .jsonl or .parquet; `members` also writes the
+    /// roaring portable bitmap to .roaring); default: stdout.
     #[arg(long, value_name = "FILE")]
     out: Option<PathBuf>,
     /// Write CSV cells as they are: no spreadsheet-formula guard.
@@ -232,6 +218,12 @@ struct GroupsArgs {
     raw: bool,
     #[command(flatten)]
     state: StateArgs,
+}
+
+#[derive(Args)]
+struct GroupsArgs {
+    #[command(flatten)]
+    export: ExportArgs,
 }
 
 #[derive(Args)]
@@ -245,17 +237,8 @@ struct UnassignedArgs {
     /// Add these users columns (comma-separated).
     #[arg(long, value_name = "COLUMNS", value_delimiter = ',')]
     with: Vec<String>,
-    /// The run (default: the last committed run).
-    #[arg(long, value_name = "ID")]
-    run: Option<u64>,
-    /// Write the users here (.csv, .jsonl or .parquet); default: CSV on stdout.
-    #[arg(long, value_name = "FILE")]
-    out: Option<PathBuf>,
-    /// Write CSV cells as they are: no spreadsheet-formula guard.
-    #[arg(long)]
-    raw: bool,
     #[command(flatten)]
-    state: StateArgs,
+    export: ExportArgs,
 }
 
 #[derive(Args)]
@@ -883,15 +866,16 @@ fn emit_table(table: &TextTable, out: Option<&Path>, raw: bool, what: &str) -> R
 }
 
 fn run_members(args: MembersArgs) -> Result<(), Failure> {
-    let state = State::open(&args.state.dir).map_err(state_failure)?;
-    let run = chosen_run(&state, args.run)?;
+    let export = &args.export;
+    let state = State::open(&export.state.dir).map_err(state_failure)?;
+    let run = chosen_run(&state, export.run)?;
     let members = committed_members(&state, &run, &args.group)?;
-    if let Some(users) = &args.columns.users {
-        let table = dyngroups::export::user_rows(users, &args.columns.with, Some(&members), None)
+    if let Some(users) = &args.users {
+        let table = dyngroups::export::user_rows(users, &args.with, Some(&members), None)
             .map_err(|e| Failure::Data(e.to_string()))?;
-        return emit_table(&table, args.out.as_deref(), args.columns.raw, "members");
+        return emit_table(&table, export.out.as_deref(), export.raw, "members");
     }
-    match &args.out {
+    match &export.out {
         None => {
             let mut out = std::io::BufWriter::new(std::io::stdout().lock());
             for id in &members {
@@ -919,11 +903,12 @@ fn run_members(args: MembersArgs) -> Result<(), Failure> {
 }
 
 fn run_groups(args: GroupsArgs) -> Result<(), Failure> {
-    let state = State::open(&args.state.dir).map_err(state_failure)?;
-    let run = chosen_run(&state, args.run)?;
+    let export = &args.export;
+    let state = State::open(&export.state.dir).map_err(state_failure)?;
+    let run = chosen_run(&state, export.run)?;
     let table = dyngroups::export::groups_table(&state, &run).map_err(state_failure)?;
-    if let Some(path) = &args.out {
-        return emit_table(&table, Some(path), args.raw, "groups");
+    if let Some(path) = &export.out {
+        return emit_table(&table, Some(path), export.raw, "groups");
     }
     let widths: Vec<usize> = (0..table.header.len())
         .map(|c| {
@@ -948,12 +933,13 @@ fn run_groups(args: GroupsArgs) -> Result<(), Failure> {
 }
 
 fn run_unassigned(args: UnassignedArgs) -> Result<(), Failure> {
-    let state = State::open(&args.state.dir).map_err(state_failure)?;
-    let run = chosen_run(&state, args.run)?;
+    let export = &args.export;
+    let state = State::open(&export.state.dir).map_err(state_failure)?;
+    let run = chosen_run(&state, export.run)?;
     let members = committed_members(&state, &run, &args.group)?;
     let table = dyngroups::export::user_rows(&args.users, &args.with, None, Some(&members))
         .map_err(|e| Failure::Data(e.to_string()))?;
-    emit_table(&table, args.out.as_deref(), args.raw, "users")
+    emit_table(&table, export.out.as_deref(), export.raw, "users")
 }
 
 fn run_groups_of(args: GroupsOfArgs) -> Result<(), Failure> {

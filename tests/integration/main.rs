@@ -14,3 +14,4 @@ mod roundtrip;
 mod schema;
 mod spec;
 mod state;
+mod workspace;

@@ -1,67 +1,33 @@
 //! Committed runs and their diffs, through the `dyngroups` command: what a
 //! downstream system would receive after each run.
 
+use crate::workspace::{Workspace, text};
 use dyngroups::state::{State, StateError};
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::path::Path;
+use std::process::Command;
 
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
-
-/// A working directory with a rules file, users and a state.
-struct Workspace {
-    dir: tempfile::TempDir,
-}
-
-impl Workspace {
-    fn new(rules: &str, users: &str) -> Workspace {
-        let workspace = Workspace {
-            dir: tempfile::tempdir().unwrap(),
-        };
-        workspace.write("groups.rules", rules);
-        workspace.write("users.csv", users);
-        workspace
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
-    }
-
-    fn write(&self, name: &str, content: &str) {
-        std::fs::write(self.path(name), content).unwrap();
-    }
-
-    fn dyngroups(&self, args: &[&str]) -> Output {
-        Command::new(env!("CARGO_BIN_EXE_dyngroups"))
-            .args(args)
-            .current_dir(self.dir.path())
-            .output()
-            .unwrap()
-    }
-
+/// What the tests of the state ask of a workspace.
+trait Changes {
     /// `dyngroups run` with the changes written to `diff.csv`; returns the
     /// changes as `group,user_id,change` lines.
-    fn run(&self, extra: &[&str]) -> Vec<String> {
-        let mut args = vec![
-            "run",
-            "--rules",
-            "groups.rules",
-            "--users",
-            "users.csv",
-            "--as-of",
-            "2026-11-22",
-            "--diff-out",
-            "diff.csv",
-        ];
+    fn changes(&self, extra: &[&str]) -> Vec<String>;
+    /// The rows of a diff file, past its header.
+    fn diff_rows(&self, name: &str) -> Vec<String>;
+    /// The workspace's state, opened.
+    fn state(&self) -> State;
+}
+
+impl Changes for Workspace {
+    fn changes(&self, extra: &[&str]) -> Vec<String> {
+        let mut args = vec!["--diff-out", "diff.csv"];
         args.extend_from_slice(extra);
-        let out = self.dyngroups(&args);
+        let out = self.run(&args);
         assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
         self.diff_rows("diff.csv")
     }
 
     fn diff_rows(&self, name: &str) -> Vec<String> {
-        let content = std::fs::read_to_string(self.path(name)).unwrap();
+        let content = self.read(name);
         let mut lines = content.lines();
         assert_eq!(lines.next(), Some("group,user_id,change"));
         lines.map(String::from).collect()
@@ -70,6 +36,11 @@ impl Workspace {
     fn state(&self) -> State {
         open_state(&self.path(".dyngroups")).unwrap()
     }
+}
+
+/// A workspace with these rules and users.
+fn workspace(rules: &str, users: &str) -> Workspace {
+    Workspace::new(&[("groups.rules", rules), ("users.csv", users)])
 }
 
 /// Opens a state, waiting out a lock that a child process being started by
@@ -94,9 +65,9 @@ const USERS: &str = "user_id,department,grade\n1,Sales,5\n2,Eng,3\n3,sales,7\n4,
 
 #[test]
 fn first_run_adds_everyone_and_a_rerun_changes_nothing() {
-    let w = Workspace::new(RULES, USERS);
+    let w = workspace(RULES, USERS);
     assert_eq!(
-        w.run(&[]),
+        w.changes(&[]),
         [
             "sales,1,add",
             "sales,3,add",
@@ -105,27 +76,27 @@ fn first_run_adds_everyone_and_a_rerun_changes_nothing() {
             "seniors,4,add"
         ]
     );
-    assert!(w.run(&[]).is_empty());
+    assert!(w.changes(&[]).is_empty());
     // The same users in another order, with columns swapped: no change.
     w.write(
         "users.csv",
         "grade,user_id,department\n6,4,Eng\n3,2,Eng\n7,3,sales\n5,1,Sales\n",
     );
-    assert!(w.run(&[]).is_empty());
+    assert!(w.changes(&[]).is_empty());
     assert_eq!(w.state().runs().unwrap().len(), 3);
 }
 
 #[test]
 fn changes_follow_the_data_and_the_rules() {
-    let w = Workspace::new(RULES, USERS);
-    w.run(&[]);
+    let w = workspace(RULES, USERS);
+    w.changes(&[]);
     // User 3 leaves, user 2 moves to sales, user 5 joins.
     w.write(
         "users.csv",
         "user_id,department,grade\n1,Sales,5\n2,Sales,3\n4,Eng,6\n5,Eng,9\n",
     );
     assert_eq!(
-        w.run(&[]),
+        w.changes(&[]),
         ["sales,2,add", "sales,3,remove", "seniors,3,remove", "seniors,5,add"]
     );
     // A renamed group causes no churn; a dropped group removes all; a new
@@ -135,7 +106,7 @@ fn changes_follow_the_data_and_the_rules() {
         "group sales \"Sales team\" { department == \"sales\" }\ngroup eng { department == \"eng\" }\n",
     );
     assert_eq!(
-        w.run(&[]),
+        w.changes(&[]),
         [
             "eng,4,add",
             "eng,5,add",
@@ -152,13 +123,13 @@ fn changes_follow_the_data_and_the_rules() {
 
 #[test]
 fn dry_run_writes_the_diff_and_commits_nothing() {
-    let w = Workspace::new(RULES, USERS);
-    assert_eq!(w.run(&["--dry-run"]).len(), 5);
+    let w = workspace(RULES, USERS);
+    assert_eq!(w.changes(&["--dry-run"]).len(), 5);
     assert!(!w.path(".dyngroups").exists(), "a dry run creates no state");
-    w.run(&[]);
+    w.changes(&[]);
     w.write("users.csv", "user_id,department,grade\n1,Sales,5\n");
     assert_eq!(
-        w.run(&["--dry-run"]),
+        w.changes(&["--dry-run"]),
         ["sales,3,remove", "seniors,3,remove", "seniors,4,remove"]
     );
     assert_eq!(w.state().runs().unwrap().len(), 1);
@@ -166,10 +137,10 @@ fn dry_run_writes_the_diff_and_commits_nothing() {
 
 #[test]
 fn group_selection_commits_those_groups_and_keeps_the_others() {
-    let w = Workspace::new(RULES, USERS);
-    w.run(&[]);
+    let w = workspace(RULES, USERS);
+    w.changes(&[]);
     w.write("users.csv", "user_id,department,grade\n1,Sales,5\n2,Sales,1\n");
-    assert_eq!(w.run(&["--group", "sales"]), ["sales,2,add", "sales,3,remove"]);
+    assert_eq!(w.changes(&["--group", "sales"]), ["sales,2,add", "sales,3,remove"]);
     let state = w.state();
     let last = state.last_run().unwrap().unwrap();
     let seniors = state.members(last.id, "seniors").unwrap().unwrap();
@@ -185,7 +156,7 @@ group shrinking remove_only { grade >= 5 }
 group trial draft { grade >= 5 }
 group of_frozen { member_of(frozen) }
 "#;
-    let w = Workspace::new(
+    let w = workspace(
         &rules
             .replace(" paused", "")
             .replace(" add_only", "")
@@ -193,12 +164,12 @@ group of_frozen { member_of(frozen) }
         USERS,
     );
     // First all active but the draft: everyone with grade >= 5 (1, 3, 4).
-    assert_eq!(w.run(&[]).len(), 12);
+    assert_eq!(w.changes(&[]).len(), 12);
     w.write("groups.rules", rules);
     // Grades change: 1 drops out, 2 comes in, 4 leaves the users table.
     w.write("users.csv", "user_id,department,grade\n1,Sales,1\n2,Eng,8\n3,sales,7\n");
     assert_eq!(
-        w.run(&[]),
+        w.changes(&[]),
         [
             "frozen,4,remove",
             "growing,2,add",
@@ -223,10 +194,10 @@ group of_frozen { member_of(frozen) }
 
 #[test]
 fn history_members_and_diff_between_runs() {
-    let w = Workspace::new(RULES, USERS);
-    w.run(&[]);
+    let w = workspace(RULES, USERS);
+    w.changes(&[]);
     w.write("users.csv", "user_id,department,grade\n1,Sales,5\n2,Sales,9\n");
-    w.run(&[]);
+    w.changes(&[]);
     let history = w.dyngroups(&["history"]);
     assert_eq!(history.status.code(), Some(0));
     let history = text(&history.stdout);
@@ -264,13 +235,13 @@ fn history_members_and_diff_between_runs() {
 
 #[test]
 fn only_the_last_runs_are_kept_and_shared_bitmaps_survive_pruning() {
-    let w = Workspace::new(RULES, USERS);
+    let w = workspace(RULES, USERS);
     for grade in 1..=5 {
         w.write(
             "users.csv",
             &format!("user_id,department,grade\n1,Sales,5\n2,Eng,{grade}\n"),
         );
-        w.run(&["--keep", "3"]);
+        w.changes(&["--keep", "3"]);
     }
     let state = w.state();
     let ids: Vec<u64> = state.runs().unwrap().iter().map(|r| r.id).collect();
@@ -288,8 +259,8 @@ fn only_the_last_runs_are_kept_and_shared_bitmaps_survive_pruning() {
 
 #[test]
 fn a_run_records_its_inputs() {
-    let w = Workspace::new(RULES, USERS);
-    w.run(&[]);
+    let w = workspace(RULES, USERS);
+    w.changes(&[]);
     let run = w.state().last_run().unwrap().unwrap();
     let roles: Vec<&str> = run.inputs.iter().map(|i| i.role.as_str()).collect();
     assert_eq!(roles, ["rules", "users"]);
@@ -304,10 +275,10 @@ fn a_run_records_its_inputs() {
 
 #[test]
 fn a_second_run_on_a_held_state_fails_at_once_naming_the_holder() {
-    let w = Workspace::new(RULES, USERS);
-    w.run(&[]);
+    let w = workspace(RULES, USERS);
+    w.changes(&[]);
     let held = w.state();
-    let out = w.dyngroups(&["run", "--rules", "groups.rules", "--users", "users.csv"]);
+    let out = w.run(&[]);
     assert_eq!(out.status.code(), Some(4));
     let stderr = text(&out.stderr);
     assert!(
@@ -315,13 +286,13 @@ fn a_second_run_on_a_held_state_fails_at_once_naming_the_holder() {
         "{stderr}"
     );
     drop(held);
-    assert!(w.run(&[]).is_empty(), "the state is intact");
+    assert!(w.changes(&[]).is_empty(), "the state is intact");
 }
 
 #[test]
 fn a_state_of_a_newer_format_is_refused() {
-    let w = Workspace::new(RULES, USERS);
-    w.run(&[]);
+    let w = workspace(RULES, USERS);
+    w.changes(&[]);
     {
         let db = redb::Database::create(w.path(".dyngroups/state.redb")).unwrap();
         let write = db.begin_write().unwrap();
@@ -333,7 +304,7 @@ fn a_state_of_a_newer_format_is_refused() {
         }
         write.commit().unwrap();
     }
-    let out = w.dyngroups(&["run", "--rules", "groups.rules", "--users", "users.csv"]);
+    let out = w.run(&[]);
     assert_eq!(out.status.code(), Some(4));
     let stderr = text(&out.stderr);
     assert!(
@@ -346,10 +317,10 @@ fn a_state_of_a_newer_format_is_refused() {
 
 #[test]
 fn a_corrupt_or_unwritable_state_is_a_clear_error() {
-    let w = Workspace::new(RULES, USERS);
+    let w = workspace(RULES, USERS);
     std::fs::create_dir(w.path(".dyngroups")).unwrap();
     w.write(".dyngroups/state.redb", &"not a database ".repeat(1000));
-    let out = w.dyngroups(&["run", "--rules", "groups.rules", "--users", "users.csv"]);
+    let out = w.run(&[]);
     assert_eq!(out.status.code(), Some(4));
     let stderr = text(&out.stderr);
     assert!(
@@ -359,15 +330,7 @@ fn a_corrupt_or_unwritable_state_is_a_clear_error() {
     assert_eq!(stderr.lines().count(), 1, "{stderr}");
 
     w.write("file", "");
-    let out = w.dyngroups(&[
-        "run",
-        "--rules",
-        "groups.rules",
-        "--users",
-        "users.csv",
-        "--state",
-        "file/state",
-    ]);
+    let out = w.run(&["--state", "file/state"]);
     assert_eq!(out.status.code(), Some(4));
     let stderr = text(&out.stderr);
     assert!(
@@ -378,18 +341,9 @@ fn a_corrupt_or_unwritable_state_is_a_clear_error() {
 
 #[test]
 fn diff_files_in_every_format() {
-    let w = Workspace::new(RULES, USERS);
+    let w = workspace(RULES, USERS);
     for name in ["d.csv", "d.jsonl", "d.parquet"] {
-        let out = w.dyngroups(&[
-            "run",
-            "--rules",
-            "groups.rules",
-            "--users",
-            "users.csv",
-            "--dry-run",
-            "--diff-out",
-            name,
-        ]);
+        let out = w.run(&["--dry-run", "--diff-out", name]);
         assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     }
     let table = dyngroups::data::OpenTable::open(&w.path("d.parquet")).unwrap();
@@ -433,8 +387,8 @@ fn stored_bitmaps_read_back_in_pyroaring() {
             format!("{},Eng,{grade}\n", i * 3 / 2)
         }))
         .collect();
-    let w = Workspace::new(RULES, &users);
-    w.run(&[]);
+    let w = workspace(RULES, &users);
+    w.changes(&[]);
     let out = w.dyngroups(&["members", "--group", "seniors", "--out", "seniors.roaring"]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     let state = w.state();
