@@ -114,7 +114,8 @@ struct RunArgs {
     users: PathBuf,
     #[command(flatten)]
     data: DataArgs,
-    /// Write `group,user_id` rows here (.csv, .jsonl or .parquet).
+    /// Write `group,user_id` rows of what each group commits here (.csv,
+    /// .jsonl or .parquet); drafts only with `--dry-run` or `--no-state`.
     #[arg(long, value_name = "FILE")]
     members_out: Option<PathBuf>,
     /// Only these groups (and the groups they depend on); the other groups
@@ -525,8 +526,14 @@ fn run_run(args: RunArgs) -> Result<(), Failure> {
         guard_removals(state, changes, &committed, &args)?;
     }
     if let Some(path) = &args.members_out {
-        dyngroups::output::write_members(path, shown.iter().map(|g| (g.key.as_str(), &g.members)))
-            .map_err(|e| Failure::Output(e.to_string()))?;
+        // What each group commits; drafts only in previews, never in a run
+        // that commits.
+        let preview = args.dry_run || state.is_none();
+        let members = shown.iter().filter_map(|g| {
+            let members = g.committed().or(preview.then_some(&g.members))?;
+            Some((g.key.as_str(), members))
+        });
+        dyngroups::output::write_members(path, members).map_err(|e| Failure::Output(e.to_string()))?;
         println!("members written to {}", path.display());
     }
     if let (Some(path), Some(changes)) = (&args.diff_out, &changes) {

@@ -425,3 +425,25 @@ open(sys.argv[2], "wb").write(bm.serialize())
     let back = roaring::RoaringBitmap::deserialize_from(back.as_slice()).unwrap();
     assert_eq!(back, members);
 }
+
+#[test]
+fn drafts_are_in_the_members_file_only_of_a_preview() {
+    let rules = "group sales { department == \"sales\" }\ngroup trial draft { grade >= 5 }\n";
+    let w = workspace(rules, USERS);
+    let groups = |extra: &[&str]| -> Vec<String> {
+        let mut args = vec!["--members-out", "members.csv"];
+        args.extend_from_slice(extra);
+        assert_eq!(w.run(&args).status.code(), Some(0));
+        let mut keys: Vec<String> = w
+            .read("members.csv")
+            .lines()
+            .skip(1)
+            .map(|l| l.split(',').next().unwrap().to_string())
+            .collect();
+        keys.dedup();
+        keys
+    };
+    assert_eq!(groups(&["--dry-run"]), ["sales", "trial"]);
+    assert_eq!(groups(&["--no-state"]), ["sales", "trial"]);
+    assert_eq!(groups(&[]), ["sales"]);
+}
