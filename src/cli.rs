@@ -8,7 +8,7 @@ use dyngroups::ast::GroupStatus;
 use dyngroups::dataset::{InputPaths, OpenInputs};
 use dyngroups::diagnostic::render_all;
 use dyngroups::diff::{GroupChange, RemovalGuard};
-use dyngroups::eval::{GroupMembers, dependency_closure, evaluate_after};
+use dyngroups::eval::{GroupMembers, dependency_closure, evaluate, evaluate_after};
 use dyngroups::import::{BadRowLimit, ImportReport, MatchBy};
 use dyngroups::output::TextTable;
 use dyngroups::state::{GroupRecord, InputFingerprint, NewRun, RunRecord, State, StateError};
@@ -34,6 +34,9 @@ enum Command {
     Check(CheckArgs),
     /// Evaluate every group of a rules file over the data.
     Run(Box<RunArgs>),
+    /// Why a user is or is not in a group: the rule as a tree, each node
+    /// true or false for the user, with the user's values.
+    Explain(ExplainArgs),
     /// List the committed runs kept in the state.
     History(StateArgs),
     /// Export the members a group committed in a run.
@@ -165,6 +168,27 @@ struct RunArgs {
 }
 
 #[derive(Args)]
+struct ExplainArgs {
+    /// The rules file.
+    #[arg(long, value_name = "FILE")]
+    rules: PathBuf,
+    /// Users (Parquet or CSV).
+    #[arg(long, value_name = "FILE")]
+    users: PathBuf,
+    #[command(flatten)]
+    data: DataArgs,
+    /// The group.
+    #[arg(long, value_name = "KEY")]
+    group: String,
+    /// The user's id.
+    #[arg(long, value_name = "ID")]
+    user: u32,
+    /// Expand `member_of` into the referenced group's rule, this many levels.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    depth: usize,
+}
+
+#[derive(Args)]
 struct TemplateArgs {
     /// Which file.
     kind: TemplateKind,
@@ -286,6 +310,7 @@ pub fn main() -> ExitCode {
     let result = match cli.command {
         Command::Check(args) => run_check(args),
         Command::Run(args) => run_run(*args),
+        Command::Explain(args) => run_explain(args),
         Command::History(args) => run_history(args),
         Command::Members(args) => run_members(args),
         Command::Diff(args) => run_diff(args),
@@ -1010,6 +1035,26 @@ fn run_diff(args: DiffArgs) -> Result<(), Failure> {
         dyngroups::output::write_changes(path, &changes).map_err(|e| Failure::Output(e.to_string()))?;
         println!("changes written to {}", path.display());
     }
+    Ok(())
+}
+
+fn run_explain(args: ExplainArgs) -> Result<(), Failure> {
+    let source = read_rules(&args.rules)?;
+    let inputs = open_inputs(args.users.clone(), &args.data)?;
+    let (_, checked) = parse_and_check(&source, Some(&inputs), as_of(&args.data))?;
+    let rules = checked.expect("checked against data").rules;
+    let group = rules.groups.iter().position(|g| g.key == args.group).ok_or_else(|| {
+        Failure::Usage(format!(
+            "`--group {}`: no such group in {}",
+            args.group,
+            args.rules.display()
+        ))
+    })?;
+    let data = inputs.load(&rules).map_err(|e| Failure::Data(e.to_string()))?;
+    let evaluation = evaluate(&rules, &data, Some(&dependency_closure(&rules, &[group])));
+    let trace = dyngroups::explain::explain(&rules, &data, &evaluation, group, args.user, args.depth)
+        .map_err(|e| Failure::Usage(e.to_string()))?;
+    print!("{}", trace.render());
     Ok(())
 }
 

@@ -28,6 +28,7 @@ pub mod dataset;
 pub mod diagnostic;
 pub mod diff;
 pub mod eval;
+pub mod explain;
 pub mod export;
 pub(crate) mod faults;
 pub mod import;

@@ -65,6 +65,28 @@ proptest! {
     }
 }
 
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(cases(1000)))]
+
+    /// `explain` evaluates one user at a time, the engine whole columns:
+    /// for every group and user they must agree.
+    #[test]
+    fn explain_agrees_with_the_engine((tables, file) in case()) {
+        let text = file.to_string();
+        let parsed = dyngroups::parse_rules(&text).unwrap();
+        let inputs = tables.open();
+        let rules = dyngroups::check(&parsed, &inputs.schema(), as_of()).unwrap().rules;
+        let data = inputs.load(&rules).unwrap();
+        let evaluation = evaluate(&rules, &data, None);
+        for (g, group) in evaluation.groups.iter().enumerate() {
+            for &user in &data.user_ids {
+                let trace = dyngroups::explain::explain(&rules, &data, &evaluation, g, user, 0).unwrap();
+                prop_assert_eq!(trace.member, group.members.contains(user), "group {} user {}\n{}\nrules:\n{}", group.key, user, trace.render(), file);
+            }
+        }
+    }
+}
+
 /// Hand-written cases from spec §3, each a rule and the expected members.
 #[test]
 fn spec_meaning_table() {

@@ -5,6 +5,7 @@ mod admin;
 mod cli;
 mod diagnostics;
 mod engine;
+mod explain;
 mod generate;
 mod inputs;
 mod kill;
