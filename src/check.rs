@@ -36,6 +36,30 @@ pub fn check(file: &RulesFile, schema: &Schema, as_of: NaiveDate) -> Result<Chec
     Ok(Checked { rules, warnings })
 }
 
+/// Checks `expr`, typed at a prompt, as the rule of one more group `key`
+/// after the groups of `base` (so it may use `member_of` on them). The
+/// expression's spans are its own text's; the new group is the last one.
+pub fn check_expression(
+    base: &RulesFile,
+    key: &str,
+    expr: crate::ast::Expr,
+    schema: &Schema,
+    as_of: NaiveDate,
+) -> Result<Checked, CheckErrors> {
+    let span = expr.span;
+    let mut file = base.clone();
+    file.groups.push(crate::ast::GroupDef {
+        key: crate::source::Spanned::new(key.to_string(), span),
+        name: None,
+        status: None,
+        rule: expr,
+        includes: Vec::new(),
+        excludes: Vec::new(),
+        span,
+    });
+    check(&file, schema, as_of)
+}
+
 /// Checks everything in `file` that needs no data: keys, references, cycles,
 /// literal types, regexes and limits. Returns the warnings.
 pub fn check_without_data(file: &RulesFile, as_of: NaiveDate) -> Result<Vec<Diagnostic>, CheckErrors> {

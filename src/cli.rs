@@ -942,25 +942,7 @@ fn run_groups(args: GroupsArgs) -> Result<(), Failure> {
     if let Some(path) = &export.out {
         return emit_table(&table, Some(path), export.raw, "groups");
     }
-    let widths: Vec<usize> = (0..table.header.len())
-        .map(|c| {
-            table
-                .rows
-                .iter()
-                .map(|r| r[c].as_deref().unwrap_or("-").chars().count())
-                .chain([table.header[c].len()])
-                .max()
-                .unwrap_or(0)
-        })
-        .collect();
-    let line = |cells: Vec<&str>| {
-        let padded: Vec<String> = cells.iter().zip(&widths).map(|(c, w)| format!("{c:<w$}")).collect();
-        println!("{}", padded.join("  ").trim_end());
-    };
-    line(table.header.iter().map(String::as_str).collect());
-    for row in &table.rows {
-        line(row.iter().map(|c| c.as_deref().unwrap_or("-")).collect());
-    }
+    print!("{}", table.to_aligned());
     Ok(())
 }
 

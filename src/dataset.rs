@@ -165,6 +165,34 @@ impl OpenInputs {
     /// Decodes what `rules` use and ties the tables together.
     pub fn load(self, rules: &CheckedRules) -> Result<Dataset, DataError> {
         let (user_columns, enrollment_columns) = rules.columns_used();
+        let rule_groups: BTreeSet<String> = rules.groups.iter().map(|g| g.key.clone()).collect();
+        self.load_columns(user_columns, enrollment_columns, &rule_groups)
+    }
+
+    /// Decodes every column rules can test, for rules not known yet (a
+    /// prompt where admins type them). `rule_groups` are the rule groups'
+    /// keys, which memberships rows may not name.
+    pub fn load_all(self, rule_groups: &BTreeSet<String>) -> Result<Dataset, DataError> {
+        let usable = |schema: &crate::schema::TableSchema| -> BTreeSet<usize> {
+            (0..schema.columns.len())
+                .filter(|&c| matches!(schema.columns[c].column_type, crate::schema::ColumnType::Usable(_)))
+                .collect()
+        };
+        let users = usable(self.users.schema());
+        let enrollments = self
+            .enrollments
+            .as_ref()
+            .map(|e| usable(e.schema()))
+            .unwrap_or_default();
+        self.load_columns(users, enrollments, rule_groups)
+    }
+
+    fn load_columns(
+        self,
+        user_columns: BTreeSet<usize>,
+        enrollment_columns: BTreeSet<usize>,
+        rule_groups: &BTreeSet<String>,
+    ) -> Result<Dataset, DataError> {
         let mut wanted: Vec<usize> = user_columns.into_iter().collect();
         wanted.push(self.user_id_column);
         let match_column = match self.memberships.as_ref().and_then(|m| m.match_column()) {
@@ -181,6 +209,8 @@ impl OpenInputs {
             }
             None => None,
         };
+        wanted.sort_unstable();
+        wanted.dedup();
         let users = self.users.load(&wanted)?;
         let user_ids = validate_user_ids(&users, self.user_id_column)?;
         let row_of_id = RowIndex::new(&user_ids);
@@ -190,7 +220,6 @@ impl OpenInputs {
             .transpose()?;
         let (static_groups, import_report) = match self.memberships {
             Some(memberships) => {
-                let rule_groups: BTreeSet<&str> = rules.groups.iter().map(|g| g.key.as_str()).collect();
                 let (groups, report) = memberships.resolve(
                     &users,
                     match_column,

@@ -386,10 +386,14 @@ impl Trace {
     /// The trace as text: one node per line, indented, with its verdict and
     /// the user's values.
     pub fn render(&self) -> String {
+        self.render_as(&format!("group {} {:?}", self.group, self.name))
+    }
+
+    /// The trace as text, headed by `subject` (e.g. `the rule`) instead of
+    /// the group's key and name.
+    pub fn render_as(&self, subject: &str) -> String {
         let mut out = format!(
-            "group {} {:?}: user {} {}\n",
-            self.group,
-            self.name,
+            "{subject}: user {} {}\n",
             self.user_id,
             if self.member { "is a member" } else { "is not a member" }
         );

@@ -37,6 +37,7 @@ pub mod output;
 pub mod parse;
 pub mod schema;
 pub mod scim;
+pub mod session;
 pub mod source;
 pub mod state;
 pub(crate) mod suggest;

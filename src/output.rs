@@ -141,6 +141,30 @@ pub fn spreadsheet_safe(cell: &str) -> std::borrow::Cow<'_, str> {
 }
 
 impl TextTable {
+    /// The table as aligned text columns, for a terminal (`-` for missing).
+    pub fn to_aligned(&self) -> String {
+        let cell = |row: &[Option<String>], c: usize| row[c].clone().unwrap_or_else(|| "-".to_string());
+        let widths: Vec<usize> = (0..self.header.len())
+            .map(|c| {
+                self.rows
+                    .iter()
+                    .map(|r| cell(r, c).chars().count())
+                    .chain([self.header[c].chars().count()])
+                    .max()
+                    .unwrap_or(0)
+            })
+            .collect();
+        let line = |cells: Vec<String>| {
+            let padded: Vec<String> = cells.iter().zip(&widths).map(|(c, w)| format!("{c:<w$}")).collect();
+            padded.join("  ").trim_end().to_string() + "\n"
+        };
+        let mut out = line(self.header.clone());
+        for row in &self.rows {
+            out += &line((0..self.header.len()).map(|c| cell(row, c)).collect());
+        }
+        out
+    }
+
     /// The table as CSV; cells made spreadsheet-safe unless `raw`.
     pub fn to_csv(&self, raw: bool) -> String {
         let mut out = csv::Writer::from_writer(Vec::new());

@@ -32,6 +32,12 @@ pub fn parse_expr(text: &str) -> Result<Expr, ParseError> {
     parse_with(text, Rule::expr_only, lower::lower_expr_only)
 }
 
+/// Whether `text` ends inside an open bracket, so that a prompt should read
+/// another line before parsing.
+pub fn is_incomplete(text: &str) -> bool {
+    scan::scan(text).is_some_and(|problem| problem.incomplete)
+}
+
 fn parse_with<T: Send>(
     text: &str,
     rule: Rule,
@@ -83,5 +89,17 @@ fn parse_on_this_thread<T>(
                 _ => diagnostic,
             }))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn open_brackets_ask_for_more_input() {
+        assert!(super::is_incomplete("department == \"sales\" and (grade > 3"));
+        assert!(super::is_incomplete("country in [\"PT\",\n"));
+        assert!(!super::is_incomplete("grade > 3)"));
+        assert!(!super::is_incomplete("grade > 3"));
+        assert!(!super::is_incomplete("name == \"open"), "text cannot span lines");
     }
 }

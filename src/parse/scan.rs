@@ -13,6 +13,8 @@ pub(super) struct ScanProblem {
     pub diagnostic: Diagnostic,
     /// Whether the grammar must not be run at all (nesting too deep).
     pub fatal: bool,
+    /// Whether the text ends inside a bracket: more input could complete it.
+    pub incomplete: bool,
 }
 
 /// Scans `text` for bracket, quote and depth problems; returns the first one.
@@ -39,6 +41,7 @@ pub(super) fn scan(text: &str) -> Option<ScanProblem> {
                         )
                         .with_help("end the text with `\"` on the same line (write a line break as `\\n`)"),
                         fatal: false,
+                        incomplete: false,
                     });
                 }
             },
@@ -48,6 +51,7 @@ pub(super) fn scan(text: &str) -> Option<ScanProblem> {
                     return Some(ScanProblem {
                         diagnostic: depth_error(Span::new(i, i + 1)),
                         fatal: true,
+                        incomplete: false,
                     });
                 }
             }
@@ -65,6 +69,7 @@ pub(super) fn scan(text: &str) -> Option<ScanProblem> {
                         )
                         .with_help(format!("remove it, or add the `{}` it closes", expected_open as char)),
                         fatal: false,
+                        incomplete: false,
                     });
                 }
                 match open.pop() {
@@ -110,6 +115,7 @@ fn unclosed(open: u8, at: usize, found: Option<u8>) -> ScanProblem {
     ScanProblem {
         diagnostic: Diagnostic::error(Span::new(at, at + 1), format!("unclosed `{}`", open as char)).with_help(help),
         fatal: false,
+        incomplete: found.is_none(),
     }
 }
 

@@ -10,6 +10,7 @@ mod generate;
 mod inputs;
 mod kill;
 mod reference;
+mod repl;
 mod robustness;
 mod roundtrip;
 mod schema;

@@ -1,0 +1,304 @@
+//! The dyngroups REPL: load the data once, then type rules and see at once
+//! who they catch; `:explain ID` says why a user is (not) caught.
+//!
+//! ```sh
+//! cargo run --release --example repl -- --users examples/data/users.csv \
+//!     --enrollments examples/data/enrollments.csv --org examples/data/org.csv \
+//!     --memberships examples/data/memberships.csv --rules examples/groups.rules
+//! ```
+//!
+//! With a terminal it edits lines (history in `~/.dyngroups_history`, tab
+//! completion of keywords, fields and group keys); without one it reads
+//! standard input line by line, so sessions can be scripted.
+
+use clap::Parser;
+use dyngroups::dataset::{InputPaths, MatchBy, OpenInputs};
+use dyngroups::diagnostic::render_all;
+use dyngroups::session::{Session, SessionError};
+use dyngroups::{SourceFile, parse::is_incomplete};
+use rustyline::completion::{Completer, Pair};
+use std::io::{BufRead, IsTerminal};
+use std::path::PathBuf;
+use std::time::Instant;
+
+/// Type rules against your data and see who they catch.
+#[derive(Parser)]
+struct Args {
+    /// Users (Parquet or CSV).
+    #[arg(long, value_name = "FILE")]
+    users: PathBuf,
+    /// Enrollments (Parquet or CSV).
+    #[arg(long, value_name = "FILE")]
+    enrollments: Option<PathBuf>,
+    /// Org tree (Parquet or CSV).
+    #[arg(long, value_name = "FILE")]
+    org: Option<PathBuf>,
+    /// Static group memberships (Parquet or CSV).
+    #[arg(long, value_name = "FILE")]
+    memberships: Option<PathBuf>,
+    /// A rules file: its groups can be used with `member_of`, previewed
+    /// with `:group`, and `:save` appends to it.
+    #[arg(long, value_name = "FILE")]
+    rules: Option<PathBuf>,
+    /// The date `today` means (default: today, UTC).
+    #[arg(long, value_name = "YYYY-MM-DD")]
+    as_of: Option<chrono::NaiveDate>,
+    /// A state directory, for `:group` to show the changes a run would make.
+    #[arg(long, value_name = "DIR")]
+    state: Option<PathBuf>,
+}
+
+const HELP: &str = "\
+Type a rule, e.g.  department == \"sales\" and in_branch(\"EMEA\")
+(lines continue while a bracket is open)
+  :fields             the fields you can use, with sample values
+  :explain ID [N]     why user ID is or is not caught by the last rule
+                      (N: expand member_of N levels)
+  :group KEY          evaluate a group of the rules file (and its changes)
+  :save KEY \"Name\"    add the last rule to the rules file as a group
+  :help               this text
+  :quit               leave
+";
+
+/// Tab completion of keywords, fields and group keys; no hints, colours
+/// or validation (multi-line input is handled by the reader).
+struct Completion {
+    words: Vec<String>,
+}
+
+impl rustyline::Helper for Completion {}
+impl rustyline::highlight::Highlighter for Completion {}
+impl rustyline::validate::Validator for Completion {}
+impl rustyline::hint::Hinter for Completion {
+    type Hint = String;
+}
+
+impl Completer for Completion {
+    type Candidate = Pair;
+
+    fn complete(&self, line: &str, pos: usize, _: &rustyline::Context<'_>) -> rustyline::Result<(usize, Vec<Pair>)> {
+        let start = line[..pos]
+            .rfind(|c: char| !(c.is_alphanumeric() || c == '_'))
+            .map_or(0, |i| i + 1);
+        let prefix = &line[start..pos];
+        let candidates = self
+            .words
+            .iter()
+            .filter(|w| !prefix.is_empty() && w.starts_with(prefix))
+            .map(|w| Pair {
+                display: w.clone(),
+                replacement: w.clone(),
+            })
+            .collect();
+        Ok((start, candidates))
+    }
+}
+
+fn main() -> std::process::ExitCode {
+    let args = Args::parse();
+    match run(args) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(message) => {
+            eprint!("{message}");
+            std::process::ExitCode::from(3)
+        }
+    }
+}
+
+fn report(error: &SessionError) -> String {
+    match error {
+        SessionError::Rules {
+            diagnostics,
+            source_text,
+            source_name,
+        } => render_all(diagnostics, &SourceFile::new(source_name.clone(), source_text.clone())),
+        other => format!("error: {other}\n"),
+    }
+}
+
+fn run(args: Args) -> Result<(), String> {
+    let started = Instant::now();
+    let spinner = indicatif::ProgressBar::with_draw_target(None, indicatif::ProgressDrawTarget::stderr());
+    spinner.set_message(format!("loading {}", args.users.display()));
+    spinner.enable_steady_tick(std::time::Duration::from_millis(120));
+    let inputs = OpenInputs::open(&InputPaths {
+        users: args.users.clone(),
+        enrollments: args.enrollments.clone(),
+        org: args.org.clone(),
+        memberships: args.memberships.clone(),
+        match_by: MatchBy::UserId,
+    })
+    .map_err(|e| format!("error: {e}\n"))?;
+    let rules = match &args.rules {
+        Some(path) => Some((
+            path.clone(),
+            std::fs::read_to_string(path).map_err(|e| format!("error: cannot read {}: {e}\n", path.display()))?,
+        )),
+        None => None,
+    };
+    let as_of = args.as_of.unwrap_or_else(|| chrono::Utc::now().date_naive());
+    let mut session = Session::open(inputs, rules, as_of, args.state.clone()).map_err(|e| report(&e))?;
+    spinner.finish_and_clear();
+    let enrollments = session.data().enrollments.as_ref().map_or(0, |e| e.user_rows.len());
+    println!(
+        "loaded {} users and {} enrollments in {:.0} ms; type a rule, or :help",
+        session.data().user_count(),
+        enrollments,
+        started.elapsed().as_secs_f64() * 1e3
+    );
+
+    let mut lines = Lines::new(session.completions());
+    while let Some(input) = lines.read()? {
+        let input = input.trim();
+        if input.is_empty() {
+            continue;
+        }
+        if input == ":quit" || input == ":q" {
+            break;
+        }
+        match command(&mut session, input) {
+            Ok(output) => print!("{output}"),
+            Err(error) => print!("{}", report(&error)),
+        }
+        lines.set_words(session.completions());
+    }
+    Ok(())
+}
+
+/// Runs one command or rule and returns what to print.
+fn command(session: &mut Session, input: &str) -> Result<String, SessionError> {
+    let usage = |text: &str| Err(SessionError::Usage(text.to_string()));
+    let (word, rest) = input.split_once(char::is_whitespace).unwrap_or((input, ""));
+    let rest = rest.trim();
+    match word {
+        ":help" | ":h" => Ok(HELP.to_string()),
+        ":fields" => Ok(session.fields().to_aligned()),
+        ":explain" => {
+            let mut parts = rest.split_whitespace();
+            let (Some(Ok(user)), depth) = (parts.next().map(str::parse::<u32>), parts.next()) else {
+                return usage("write `:explain ID`, e.g. `:explain 1001`");
+            };
+            let depth = depth.and_then(|d| d.parse().ok()).unwrap_or(0);
+            Ok(session.explain_last(user, depth)?.render_as("the rule"))
+        }
+        ":group" if !rest.is_empty() => {
+            let preview = session.group(rest)?;
+            let change = preview.change.map_or(String::new(), |c| {
+                format!(
+                    ", +{} -{} against the last committed run",
+                    c.added.len(),
+                    c.removed.len()
+                )
+            });
+            Ok(format!(
+                "{rest}: {} members{change} ({:.1} ms)\n",
+                preview.members,
+                preview.elapsed.as_secs_f64() * 1e3
+            ))
+        }
+        ":save" => {
+            let Some((key, name)) = rest.split_once(char::is_whitespace) else {
+                return usage("write `:save KEY \"Name\"`");
+            };
+            let name = name.trim().trim_matches('"');
+            let path = session.save_last(key, name)?;
+            Ok(format!("saved group `{key}` to {}\n", path.display()))
+        }
+        _ if word.starts_with(':') => usage(&format!("unknown command `{word}`; :help lists them")),
+        _ => {
+            let result = session.evaluate(input)?;
+            let share = if result.users == 0 {
+                0.0
+            } else {
+                100.0 * result.matched as f64 / result.users as f64
+            };
+            let mut out = format!(
+                "{} of {} users ({share:.1}%) in {:.1} ms\n",
+                result.matched,
+                result.users,
+                result.elapsed.as_secs_f64() * 1e3
+            );
+            if !result.sample.rows.is_empty() {
+                out += &result.sample.to_aligned();
+            }
+            Ok(out)
+        }
+    }
+}
+
+/// Input lines: a line editor on a terminal, plain lines otherwise; a rule
+/// continues over lines while a bracket is open.
+enum Lines {
+    Editor(
+        Box<rustyline::Editor<Completion, rustyline::history::FileHistory>>,
+        Option<PathBuf>,
+    ),
+    Plain(std::io::StdinLock<'static>),
+}
+
+impl Lines {
+    fn new(words: Vec<String>) -> Lines {
+        if !std::io::stdin().is_terminal() {
+            return Lines::Plain(std::io::stdin().lock());
+        }
+        let Ok(mut editor) = rustyline::Editor::new() else {
+            return Lines::Plain(std::io::stdin().lock());
+        };
+        editor.set_helper(Some(Completion { words }));
+        let history = std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".dyngroups_history"));
+        if let Some(path) = &history {
+            let _ = editor.load_history(path);
+        }
+        Lines::Editor(Box::new(editor), history)
+    }
+
+    fn set_words(&mut self, words: Vec<String>) {
+        if let Lines::Editor(editor, _) = self {
+            editor.set_helper(Some(Completion { words }));
+        }
+    }
+
+    /// The next rule or command, `None` at the end of input.
+    fn read(&mut self) -> Result<Option<String>, String> {
+        let mut text = String::new();
+        loop {
+            let prompt = if text.is_empty() { "rule> " } else { "  ... " };
+            let line = match self {
+                Lines::Editor(editor, _) => match editor.readline(prompt) {
+                    Ok(line) => Some(line),
+                    Err(rustyline::error::ReadlineError::Interrupted) if !text.is_empty() => {
+                        text.clear();
+                        continue;
+                    }
+                    Err(rustyline::error::ReadlineError::Interrupted | rustyline::error::ReadlineError::Eof) => None,
+                    Err(e) => return Err(format!("error: {e}\n")),
+                },
+                Lines::Plain(stdin) => {
+                    let mut line = String::new();
+                    match stdin.read_line(&mut line) {
+                        Ok(0) => None,
+                        Ok(_) => Some(line.trim_end_matches(['\n', '\r']).to_string()),
+                        Err(e) => return Err(format!("error: {e}\n")),
+                    }
+                }
+            };
+            let Some(line) = line else {
+                return Ok((!text.is_empty()).then_some(text));
+            };
+            if !text.is_empty() {
+                text.push('\n');
+            }
+            text += &line;
+            if !is_incomplete(&text) || text.starts_with(':') {
+                break;
+            }
+        }
+        if let Lines::Editor(editor, history) = self {
+            let _ = editor.add_history_entry(text.as_str());
+            if let Some(path) = history {
+                let _ = editor.save_history(path);
+            }
+        }
+        Ok(Some(text))
+    }
+}

@@ -1,0 +1,367 @@
+//! An interactive session over loaded data: admins type a rule and see who
+//! it catches, ask why a user is (not) caught, preview a group of the rules
+//! file against the last committed run, and save a rule as a new group.
+//! The REPL example is a line editor around this.
+
+use crate::ast::{Expr, RulesFile};
+use crate::check::check_expression;
+use crate::checked::CheckedRules;
+use crate::data::Column;
+use crate::dataset::{Dataset, OpenInputs};
+use crate::diagnostic::Diagnostic;
+use crate::diff::GroupChange;
+use crate::eval::{Evaluation, dependency_closure, evaluate, evaluate_after};
+use crate::explain::{Trace, explain};
+use crate::output::TextTable;
+use crate::schema::Schema;
+use crate::state::State;
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+/// Why a session request failed.
+#[derive(Debug, thiserror::Error)]
+pub enum SessionError {
+    /// The typed rule, or the rules file with it, has errors; rendered
+    /// against `source` (the typed text, or the rules file).
+    #[error("{} error(s) in {}", .diagnostics.len(), .source_name)]
+    Rules {
+        /// The errors.
+        diagnostics: Vec<Diagnostic>,
+        /// The text they point into.
+        source_text: String,
+        /// Its name: `<input>` or the rules file.
+        source_name: String,
+    },
+    /// A request that cannot be met, e.g. `:explain` before any rule.
+    #[error("{0}")]
+    Usage(String),
+    /// The data.
+    #[error(transparent)]
+    Data(#[from] crate::data::DataError),
+    /// The state.
+    #[error(transparent)]
+    State(#[from] crate::state::StateError),
+    /// Writing the rules file.
+    #[error(transparent)]
+    Output(#[from] crate::output::OutputError),
+}
+
+/// Who a typed rule catches.
+#[derive(Clone, Debug)]
+pub struct RuleResult {
+    /// Matching users.
+    pub matched: u64,
+    /// All users.
+    pub users: usize,
+    /// A few of the matching users with identifying columns.
+    pub sample: TextTable,
+    /// Time to check and evaluate the rule.
+    pub elapsed: Duration,
+}
+
+/// A group of the rules file, evaluated now.
+#[derive(Clone, Debug)]
+pub struct GroupPreview {
+    /// Members it would commit.
+    pub members: u64,
+    /// The changes against the last committed run, if a state is open.
+    pub change: Option<GroupChange>,
+    /// Time to evaluate it.
+    pub elapsed: Duration,
+}
+
+struct LastRule {
+    text: String,
+    checked: CheckedRules,
+    evaluation: Evaluation,
+}
+
+/// The key the typed rule is checked under.
+const PROMPT_KEY: &str = "_typed_rule";
+
+/// Columns shown beside the user id of matching users, when present.
+const IDENTIFYING_COLUMNS: &[&str] = &["email", "username", "name", "first_name", "last_name", "display_name"];
+
+/// Users shown per typed rule.
+const SAMPLE_SIZE: usize = 5;
+
+/// Loaded data, the rules file (if any) and the last typed rule.
+pub struct Session {
+    data: Dataset,
+    schema: Schema,
+    as_of: chrono::NaiveDate,
+    rules_path: Option<PathBuf>,
+    rules_text: String,
+    rules: RulesFile,
+    state_dir: Option<PathBuf>,
+    last: Option<LastRule>,
+}
+
+impl Session {
+    /// Loads every usable column of `inputs` once. `rules` is the rules
+    /// file (path and text), whose groups typed rules may refer to and to
+    /// which `:save` appends; `state_dir` the committed state to compare with.
+    pub fn open(
+        inputs: OpenInputs,
+        rules: Option<(PathBuf, String)>,
+        as_of: chrono::NaiveDate,
+        state_dir: Option<PathBuf>,
+    ) -> Result<Session, SessionError> {
+        let schema = inputs.schema();
+        let (rules_path, rules_text) = match rules {
+            Some((path, text)) => (Some(path), text),
+            None => (None, String::new()),
+        };
+        let name = rules_path
+            .as_ref()
+            .map_or("<rules>".to_string(), |p| p.display().to_string());
+        let rules = crate::parse_rules(&rules_text).map_err(|e| SessionError::Rules {
+            diagnostics: vec![e.0],
+            source_text: rules_text.clone(),
+            source_name: name.clone(),
+        })?;
+        crate::check(&rules, &schema, as_of).map_err(|e| SessionError::Rules {
+            diagnostics: e.errors,
+            source_text: rules_text.clone(),
+            source_name: name,
+        })?;
+        let keys: BTreeSet<String> = rules.groups.iter().map(|g| g.key.value.clone()).collect();
+        let data = inputs.load_all(&keys)?;
+        Ok(Session {
+            data,
+            schema,
+            as_of,
+            rules_path,
+            rules_text,
+            rules,
+            state_dir,
+            last: None,
+        })
+    }
+
+    /// The loaded data.
+    pub fn data(&self) -> &Dataset {
+        &self.data
+    }
+
+    /// Checks and evaluates a typed rule; it becomes the last rule.
+    pub fn evaluate(&mut self, text: &str) -> Result<RuleResult, SessionError> {
+        let started = Instant::now();
+        let typed_error = |diagnostics| SessionError::Rules {
+            diagnostics,
+            source_text: text.to_string(),
+            source_name: "<input>".to_string(),
+        };
+        let expr: Expr = crate::parse_expr(text).map_err(|e| typed_error(vec![e.0]))?;
+        let checked = check_expression(&self.rules, PROMPT_KEY, expr, &self.schema, self.as_of)
+            .map_err(|e| typed_error(e.errors))?
+            .rules;
+        let group = checked.groups.len() - 1;
+        let evaluation = evaluate(&checked, &self.data, Some(&dependency_closure(&checked, &[group])));
+        let members = &evaluation
+            .groups
+            .iter()
+            .find(|g| g.key == PROMPT_KEY)
+            .expect("the typed rule is evaluated")
+            .members;
+        let sample = self.user_table(members.iter().take(SAMPLE_SIZE));
+        let result = RuleResult {
+            matched: members.len(),
+            users: self.data.user_count(),
+            sample,
+            elapsed: started.elapsed(),
+        };
+        self.last = Some(LastRule {
+            text: text.trim().to_string(),
+            checked,
+            evaluation,
+        });
+        Ok(result)
+    }
+
+    /// Rows of `ids` with the identifying columns the users table has.
+    fn user_table(&self, ids: impl Iterator<Item = u32>) -> TextTable {
+        let users = &self.data.users;
+        let columns: Vec<usize> = IDENTIFYING_COLUMNS
+            .iter()
+            .filter_map(|name| users.schema.names().position(|n| n == *name))
+            .filter(|&c| users.columns[c].is_some())
+            .collect();
+        let mut header = vec!["user_id".to_string()];
+        header.extend(columns.iter().map(|&c| users.column_name(c).to_string()));
+        let rows = ids
+            .filter_map(|id| {
+                let row = self.data.row_of(id)? as usize;
+                let mut cells = vec![Some(id.to_string())];
+                cells.extend(columns.iter().map(|&c| users.column(c).cell_text(row)));
+                Some(cells)
+            })
+            .collect();
+        TextTable { header, rows }
+    }
+
+    /// Every column of users and enrollments: table, name, type and up to
+    /// three distinct sample values.
+    pub fn fields(&self) -> TextTable {
+        let mut rows = Vec::new();
+        let mut tables = vec![("users", &self.data.users)];
+        if let Some(e) = &self.data.enrollments {
+            tables.push(("enrollments", &e.table));
+        }
+        for (table_name, table) in tables {
+            for (c, column) in table.schema.columns.iter().enumerate() {
+                let samples = table.columns[c].as_ref().map(|values| samples(values, table.rows));
+                rows.push(vec![
+                    Some(table_name.to_string()),
+                    Some(column.name.clone()),
+                    Some(match &column.column_type {
+                        crate::schema::ColumnType::Usable(t) => t.to_string(),
+                        crate::schema::ColumnType::Unusable(t) => format!("{t} (not usable)"),
+                    }),
+                    samples,
+                ]);
+            }
+        }
+        TextTable {
+            header: ["table", "field", "type", "samples"].map(String::from).to_vec(),
+            rows,
+        }
+    }
+
+    /// Why `user_id` is or is not caught by the last typed rule; `member_of`
+    /// expanded `depth` levels.
+    pub fn explain_last(&self, user_id: u32, depth: usize) -> Result<Trace, SessionError> {
+        let last = self
+            .last
+            .as_ref()
+            .ok_or_else(|| SessionError::Usage("type a rule first; `:explain ID` traces the last rule".into()))?;
+        let group = last.checked.groups.len() - 1;
+        explain(&last.checked, &self.data, &last.evaluation, group, user_id, depth)
+            .map_err(|e| SessionError::Usage(e.to_string()))
+    }
+
+    /// Evaluates group `key` of the rules file and, with a state, its changes
+    /// against the last committed run.
+    pub fn group(&self, key: &str) -> Result<GroupPreview, SessionError> {
+        let started = Instant::now();
+        let checked = crate::check(&self.rules, &self.schema, self.as_of)
+            .map_err(|e| self.rules_error(e.errors))?
+            .rules;
+        let index = checked.groups.iter().position(|g| g.key == key).ok_or_else(|| {
+            SessionError::Usage(format!(
+                "no group `{key}` in the rules file; it has: {}",
+                checked
+                    .groups
+                    .iter()
+                    .map(|g| g.key.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ))
+        })?;
+        let state = match &self.state_dir {
+            Some(dir) => Some(State::open(dir)?),
+            None => None,
+        };
+        let closure = dependency_closure(&checked, &[index]);
+        let previous = match &state {
+            Some(state) => state.last_members(checked.groups.iter().map(|g| g.key.as_str()))?,
+            None => Default::default(),
+        };
+        let evaluation = evaluate_after(&checked, &self.data, Some(&closure), &previous);
+        let evaluated = evaluation.groups.iter().find(|g| g.key == key).expect("evaluated");
+        let committed = evaluated.committed().unwrap_or(&evaluated.members);
+        let change = state.map(|_| {
+            let before = previous.get(key).cloned().unwrap_or_default();
+            GroupChange::between(key, &before, committed)
+        });
+        Ok(GroupPreview {
+            members: committed.len(),
+            change,
+            elapsed: started.elapsed(),
+        })
+    }
+
+    /// Appends the last typed rule to the rules file as group `key` named
+    /// `name`, after checking the whole new file; the file is replaced at
+    /// once, never left half-written.
+    pub fn save_last(&mut self, key: &str, name: &str) -> Result<PathBuf, SessionError> {
+        let last = self
+            .last
+            .as_ref()
+            .ok_or_else(|| SessionError::Usage("type a rule first; `:save` saves the last rule".into()))?;
+        let path = self
+            .rules_path
+            .clone()
+            .ok_or_else(|| SessionError::Usage("start the REPL with `--rules FILE` to save groups".into()))?;
+        let mut text = self.rules_text.clone();
+        if !text.is_empty() && !text.ends_with('\n') {
+            text.push('\n');
+        }
+        let quoted = crate::ast::quote(name);
+        text += &format!(
+            "\ngroup {key} {quoted} {{\n    {}\n}}\n",
+            last.text.replace('\n', "\n    ")
+        );
+        let file = crate::parse_rules(&text).map_err(|e| self.saved_error(vec![e.0], &text))?;
+        crate::check(&file, &self.schema, self.as_of).map_err(|e| self.saved_error(e.errors, &text))?;
+        crate::output::write_text(&path, &text)?;
+        self.rules_text = text;
+        self.rules = file;
+        Ok(path)
+    }
+
+    fn rules_error(&self, diagnostics: Vec<Diagnostic>) -> SessionError {
+        self.saved_error(diagnostics, &self.rules_text)
+    }
+
+    fn saved_error(&self, diagnostics: Vec<Diagnostic>, text: &str) -> SessionError {
+        SessionError::Rules {
+            diagnostics,
+            source_text: text.to_string(),
+            source_name: self
+                .rules_path
+                .as_ref()
+                .map_or("<rules>".to_string(), |p| p.display().to_string()),
+        }
+    }
+
+    /// Words to complete at the prompt: keywords, field names, group keys.
+    pub fn completions(&self) -> Vec<String> {
+        let mut words: BTreeSet<String> = crate::ast::RESERVED_WORDS.iter().map(|k| k.to_string()).collect();
+        words.extend(
+            [
+                "enrollment(",
+                "count(",
+                "completed(",
+                "enrolled(",
+                "in_branch(",
+                "member_of(",
+                "field(",
+            ]
+            .map(String::from),
+        );
+        words.extend(self.schema.users.names().map(String::from));
+        if let Some(e) = &self.schema.enrollments {
+            words.extend(e.names().map(String::from));
+        }
+        words.extend(self.rules.groups.iter().map(|g| g.key.value.clone()));
+        words.into_iter().collect()
+    }
+}
+
+/// Up to three distinct values of a column, comma-separated.
+fn samples(column: &Column, rows: usize) -> String {
+    let mut seen: Vec<String> = Vec::new();
+    for row in 0..rows {
+        if let Some(value) = column.cell_text(row)
+            && !seen.contains(&value)
+        {
+            seen.push(value);
+            if seen.len() == 3 {
+                break;
+            }
+        }
+    }
+    seen.join(", ")
+}
