@@ -55,6 +55,7 @@ Type a rule, e.g.  department == \"sales\" and in_branch(\"EMEA\")
   :explain ID [N]     why user ID is or is not caught by the last rule
                       (N: expand member_of N levels)
   :group KEY          evaluate a group of the rules file (and its changes)
+  :groups-of ID       the groups user ID is in after the last committed run
   :save KEY \"Name\"    add the last rule to the rules file as a group
   :help               this text
   :quit               leave
@@ -195,6 +196,17 @@ fn command(session: &mut Session, input: &str) -> Result<String, SessionError> {
                 preview.members,
                 preview.elapsed.as_secs_f64() * 1e3
             ))
+        }
+        ":groups-of" => {
+            let Ok(user) = rest.parse::<u32>() else {
+                return usage("write `:groups-of ID`, e.g. `:groups-of 1001`");
+            };
+            let groups = session.groups_of(user)?;
+            let mut out = format!("user {user} is in {} groups\n", groups.len());
+            for (key, name, why) in groups {
+                out += &format!("  {key}  {name}  ({})\n", why.word());
+            }
+            Ok(out)
         }
         ":save" => {
             let Some((key, name)) = rest.split_once(char::is_whitespace) else {

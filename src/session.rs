@@ -282,6 +282,32 @@ impl Session {
         })
     }
 
+    /// The groups `user_id` is in after the last committed run, with why.
+    pub fn groups_of(&self, user_id: u32) -> Result<Vec<(String, String, crate::export::Why)>, SessionError> {
+        let dir = self
+            .state_dir
+            .as_ref()
+            .ok_or_else(|| SessionError::Usage("start the REPL with `--state DIR` to see committed groups".into()))?;
+        let state = State::open(dir)?;
+        let run = state.last_run()?.ok_or_else(|| crate::state::StateError::Missing {
+            dir: dir.display().to_string(),
+        })?;
+        let includes = self
+            .rules
+            .groups
+            .iter()
+            .map(|g| {
+                let ids = g
+                    .includes
+                    .iter()
+                    .flat_map(|list| list.ids.iter().map(|id| id.value))
+                    .collect();
+                (g.key.value.clone(), ids)
+            })
+            .collect();
+        Ok(crate::export::groups_of(&state, &run, user_id, &includes)?)
+    }
+
     /// Appends the last typed rule to the rules file as group `key` named
     /// `name`, after checking the whole new file; the file is replaced at
     /// once, never left half-written.

@@ -8,6 +8,7 @@
 //! (default 20) for longer local runs.
 
 use crate::state::open_state;
+use crate::workspace::output_past_inherited_locks;
 use roaring::RoaringBitmap;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -29,7 +30,7 @@ fn dyngroups(dir: &Path, args: &[&str], abort_after: Option<u64>) -> Output {
     if let Some(n) = abort_after {
         command.env("DYNGROUPS_TEST_ABORT_AFTER_WRITES", n.to_string());
     }
-    command.output().unwrap()
+    output_past_inherited_locks(&mut command)
 }
 
 impl Fixture {

@@ -39,11 +39,9 @@ impl Workspace {
 
     /// `dyngroups ARGS`, run in the directory.
     pub fn dyngroups(&self, args: &[&str]) -> Output {
-        Command::new(env!("CARGO_BIN_EXE_dyngroups"))
-            .args(args)
-            .current_dir(self.dir.path())
-            .output()
-            .unwrap()
+        let mut command = Command::new(env!("CARGO_BIN_EXE_dyngroups"));
+        command.args(args).current_dir(self.dir.path());
+        output_past_inherited_locks(&mut command)
     }
 
     /// `dyngroups run` of `groups.rules` over `users.csv` as of 2026-11-22,
@@ -61,4 +59,23 @@ impl Workspace {
         args.extend_from_slice(extra);
         self.dyngroups(&args)
     }
+}
+
+/// Runs `command`, again while it fails because the state is locked by this
+/// test process itself. Tests run in parallel threads: a child that another
+/// test forks shares, until it execs, the lock file this process had open
+/// in that instant, so the lock can outlive its `State` for a moment. A
+/// lock held by this process for real (a test holding a `State`) still
+/// fails after the retries.
+pub fn output_past_inherited_locks(command: &mut Command) -> Output {
+    let own_lock = format!("in use by dyngroups (pid {})", std::process::id());
+    let mut output = command.output().unwrap();
+    for _ in 0..20 {
+        if output.status.code() != Some(4) || !text(&output.stderr).contains(&own_lock) {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        output = command.output().unwrap();
+    }
+    output
 }
