@@ -15,6 +15,24 @@ pub struct RulesFile {
     pub groups: Vec<GroupDef>,
 }
 
+impl RulesFile {
+    /// Each group's `include` ids, by key (to tell members by `include`
+    /// from members by rule).
+    pub fn include_lists(&self) -> std::collections::HashMap<String, Vec<u64>> {
+        self.groups
+            .iter()
+            .map(|g| {
+                let ids = g
+                    .includes
+                    .iter()
+                    .flat_map(|list| list.ids.iter().map(|id| id.value))
+                    .collect();
+                (g.key.value.clone(), ids)
+            })
+            .collect()
+    }
+}
+
 /// `group KEY ["Name"] [STATUS] { RULE [include [...]] [exclude [...]] }`.
 #[derive(Clone, Debug, PartialEq)]
 pub struct GroupDef {

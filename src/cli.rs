@@ -966,17 +966,7 @@ fn run_groups_of(args: GroupsOfArgs) -> Result<(), Failure> {
                 print_diagnostics(&[e.0], &source);
                 Failure::Rules
             })?;
-            file.groups
-                .iter()
-                .map(|g| {
-                    let ids = g
-                        .includes
-                        .iter()
-                        .flat_map(|list| list.ids.iter().map(|id| id.value))
-                        .collect();
-                    (g.key.value.clone(), ids)
-                })
-                .collect()
+            file.include_lists()
         }
         None => HashMap::new(),
     };

@@ -292,20 +292,12 @@ impl Session {
         let run = state.last_run()?.ok_or_else(|| crate::state::StateError::Missing {
             dir: dir.display().to_string(),
         })?;
-        let includes = self
-            .rules
-            .groups
-            .iter()
-            .map(|g| {
-                let ids = g
-                    .includes
-                    .iter()
-                    .flat_map(|list| list.ids.iter().map(|id| id.value))
-                    .collect();
-                (g.key.value.clone(), ids)
-            })
-            .collect();
-        Ok(crate::export::groups_of(&state, &run, user_id, &includes)?)
+        Ok(crate::export::groups_of(
+            &state,
+            &run,
+            user_id,
+            &self.rules.include_lists(),
+        )?)
     }
 
     /// Appends the last typed rule to the rules file as group `key` named

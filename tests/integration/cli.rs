@@ -19,20 +19,7 @@ fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
 
-const EXAMPLE: &[&str] = &[
-    "--rules",
-    "examples/groups.rules",
-    "--users",
-    "examples/data/users.csv",
-    "--enrollments",
-    "examples/data/enrollments.csv",
-    "--org",
-    "examples/data/org.csv",
-    "--memberships",
-    "examples/data/memberships.csv",
-    "--as-of",
-    "2026-11-22",
-];
+use crate::workspace::EXAMPLE;
 
 /// `dyngroups run` on the example data, evaluating only (tests of the
 /// state give their own `--state`).

@@ -1,32 +1,15 @@
 //! `dyngroups explain` on the example data: why a user is or is not in a
 //! group, snapshot-tested.
 
+use crate::workspace::EXAMPLE;
 use std::path::Path;
 use std::process::Command;
 
 fn explain(group: &str, user: &str, depth: &str) -> String {
     let out = Command::new(env!("CARGO_BIN_EXE_dyngroups"))
-        .args([
-            "explain",
-            "--rules",
-            "examples/groups.rules",
-            "--users",
-            "examples/data/users.csv",
-            "--enrollments",
-            "examples/data/enrollments.csv",
-            "--org",
-            "examples/data/org.csv",
-            "--memberships",
-            "examples/data/memberships.csv",
-            "--as-of",
-            "2026-11-22",
-            "--group",
-            group,
-            "--user",
-            user,
-            "--depth",
-            depth,
-        ])
+        .arg("explain")
+        .args(EXAMPLE)
+        .args(["--group", group, "--user", user, "--depth", depth])
         .current_dir(Path::new(env!("CARGO_MANIFEST_DIR")))
         .output()
         .unwrap();

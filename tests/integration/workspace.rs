@@ -3,6 +3,22 @@
 use std::path::PathBuf;
 use std::process::{Command, Output};
 
+/// The bundled example's inputs, relative to the repository root.
+pub const EXAMPLE: &[&str] = &[
+    "--rules",
+    "examples/groups.rules",
+    "--users",
+    "examples/data/users.csv",
+    "--enrollments",
+    "examples/data/enrollments.csv",
+    "--org",
+    "examples/data/org.csv",
+    "--memberships",
+    "examples/data/memberships.csv",
+    "--as-of",
+    "2026-11-22",
+];
+
 /// Lossy UTF-8 of a command's output.
 pub fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
