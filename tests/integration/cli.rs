@@ -1,5 +1,6 @@
 //! The `dyngroups` command as a user runs it: output and exit codes.
 
+use crate::workspace::EXAMPLE;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -18,8 +19,6 @@ fn dyngroups(args: &[&str]) -> Output {
 fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
-
-use crate::workspace::EXAMPLE;
 
 /// `dyngroups run` on the example data, evaluating only (tests of the
 /// state give their own `--state`).
