@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 /// Cases per property: `PROPTEST_CASES` if set (long local runs), else a
 /// number that keeps the normal test run short.
-fn cases(default: u32) -> u32 {
+pub fn cases(default: u32) -> u32 {
     std::env::var("PROPTEST_CASES")
         .ok()
         .and_then(|c| c.parse().ok())

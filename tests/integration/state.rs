@@ -447,3 +447,103 @@ fn drafts_are_in_the_members_file_only_of_a_preview() {
     assert_eq!(groups(&["--no-state"]), ["sales", "trial"]);
     assert_eq!(groups(&[]), ["sales"]);
 }
+
+mod history {
+    //! Random histories of runs committed through the library: every kept
+    //! run reads back exactly, and the changes between any two kept runs
+    //! are the set differences, whatever pruning and bitmap sharing did.
+
+    use dyngroups::state::{GroupRecord, NewRun, State};
+    use proptest::prelude::*;
+    use roaring::RoaringBitmap;
+    use std::collections::BTreeMap;
+
+    type Run = BTreeMap<String, RoaringBitmap>;
+
+    fn runs() -> impl Strategy<Value = Vec<Run>> {
+        let members =
+            prop::collection::btree_set(0u32..300, 0..40).prop_map(|s| s.into_iter().collect::<RoaringBitmap>());
+        let run = prop::collection::btree_map(prop::sample::select(vec!["a", "b", "c", "d"]), members, 0..4)
+            .prop_map(|m| m.into_iter().map(|(k, v)| (k.to_string(), v)).collect::<Run>());
+        // Runs often repeat a group unchanged, as real runs do.
+        prop::collection::vec((run, any::<bool>()), 1..8).prop_map(|steps| {
+            let mut out: Vec<Run> = Vec::new();
+            for (run, repeat) in steps {
+                match (repeat, out.last()) {
+                    (true, Some(last)) => {
+                        let mut next = last.clone();
+                        next.extend(run.into_iter().take(1));
+                        out.push(next);
+                    }
+                    _ => out.push(run),
+                }
+            }
+            out
+        })
+    }
+
+    fn commit(state: &State, run: &Run, keep: usize) {
+        let after: Vec<(&str, &RoaringBitmap)> = run.iter().map(|(k, v)| (k.as_str(), v)).collect();
+        let changes = state.changes_since_last(&after, false).unwrap();
+        let groups = run
+            .iter()
+            .map(|(key, members)| {
+                let change = changes.iter().find(|c| &c.key == key).unwrap();
+                let record = GroupRecord {
+                    key: key.clone(),
+                    name: key.clone(),
+                    kind: "rule".into(),
+                    status: "active".into(),
+                    members: members.len(),
+                    added: change.added.len(),
+                    removed: change.removed.len(),
+                };
+                (record, members)
+            })
+            .collect();
+        let new_run = NewRun {
+            as_of: "2026-11-22".into(),
+            inputs: Vec::new(),
+            groups,
+            carry_over: false,
+        };
+        state.commit(new_run, keep).unwrap();
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(crate::engine::cases(64)))]
+
+        #[test]
+        fn kept_runs_read_back_and_diff_exactly(history in runs(), keep in 1usize..4) {
+            let dir = tempfile::tempdir().unwrap();
+            let state = State::open_or_create(dir.path()).unwrap();
+            for run in &history {
+                commit(&state, run, keep);
+            }
+            let kept = state.runs().unwrap();
+            prop_assert_eq!(kept.len(), history.len().min(keep));
+            let first_kept = history.len() - kept.len();
+            for (record, run) in kept.iter().zip(&history[first_kept..]) {
+                let stored: Run = record
+                    .groups
+                    .iter()
+                    .map(|g| (g.key.clone(), state.members(record.id, &g.key).unwrap().unwrap()))
+                    .collect();
+                prop_assert_eq!(&stored, run);
+            }
+            for (i, from) in kept.iter().enumerate() {
+                for (j, to) in kept.iter().enumerate().skip(i) {
+                    let changes = state.changes_between(from.id, to.id).unwrap();
+                    let (old, new) = (&history[first_kept + i], &history[first_kept + j]);
+                    for change in changes {
+                        let none = RoaringBitmap::new();
+                        let o = old.get(&change.key).unwrap_or(&none);
+                        let n = new.get(&change.key).unwrap_or(&none);
+                        prop_assert_eq!(&change.added, &(n - o));
+                        prop_assert_eq!(&change.removed, &(o - n));
+                    }
+                }
+            }
+        }
+    }
+}
