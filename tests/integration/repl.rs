@@ -5,17 +5,20 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 
-/// The example's binary, built beside this test by `cargo test --all-targets`.
+/// The example's binary, built by this test: `cargo test --all-targets`
+/// builds examples only as test harnesses, not as the program itself.
 fn repl_binary() -> PathBuf {
     let exe = std::env::current_exe().unwrap();
-    let profile_dir = exe.parent().and_then(|deps| deps.parent()).unwrap();
-    let binary = profile_dir.join("examples").join("repl");
-    assert!(
-        binary.exists(),
-        "{} is missing: run `cargo test --all-targets` (it builds the examples)",
-        binary.display()
-    );
-    binary
+    let profile_dir = exe.parent().and_then(|deps| deps.parent()).unwrap().to_path_buf();
+    let manifest = concat!(env!("CARGO_MANIFEST_DIR"), "/Cargo.toml");
+    let mut build = Command::new(env!("CARGO"));
+    build.args(["build", "--quiet", "--example", "repl", "--manifest-path", manifest]);
+    if profile_dir.ends_with("release") {
+        build.arg("--release");
+    }
+    let out = build.output().unwrap();
+    assert!(out.status.success(), "building the REPL example: {}", text(&out.stderr));
+    profile_dir.join("examples").join("repl")
 }
 
 fn session(w: &Workspace, script: &str) -> (String, String) {
