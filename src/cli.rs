@@ -860,6 +860,15 @@ fn run_history(args: StateArgs) -> Result<(), Failure> {
     Ok(())
 }
 
+impl ExportArgs {
+    /// The state, and the run asked for (default: the last committed run).
+    fn open(&self) -> Result<(State, RunRecord), Failure> {
+        let state = State::open(&self.state.dir).map_err(state_failure)?;
+        let run = chosen_run(&state, self.run)?;
+        Ok((state, run))
+    }
+}
+
 /// Run `id`, or the last committed run.
 fn chosen_run(state: &State, id: Option<u64>) -> Result<RunRecord, Failure> {
     match id {
@@ -899,8 +908,7 @@ fn emit_table(table: &TextTable, out: Option<&Path>, raw: bool, what: &str) -> R
 
 fn run_members(args: MembersArgs) -> Result<(), Failure> {
     let export = &args.export;
-    let state = State::open(&export.state.dir).map_err(state_failure)?;
-    let run = chosen_run(&state, export.run)?;
+    let (state, run) = export.open()?;
     let members = committed_members(&state, &run, &args.group)?;
     if let Some(users) = &args.users {
         let table = dyngroups::export::user_rows(users, &args.with, Some(&members), None)
@@ -936,8 +944,7 @@ fn run_members(args: MembersArgs) -> Result<(), Failure> {
 
 fn run_groups(args: GroupsArgs) -> Result<(), Failure> {
     let export = &args.export;
-    let state = State::open(&export.state.dir).map_err(state_failure)?;
-    let run = chosen_run(&state, export.run)?;
+    let (state, run) = export.open()?;
     let table = dyngroups::export::groups_table(&state, &run).map_err(state_failure)?;
     if let Some(path) = &export.out {
         return emit_table(&table, Some(path), export.raw, "groups");
@@ -948,8 +955,7 @@ fn run_groups(args: GroupsArgs) -> Result<(), Failure> {
 
 fn run_unassigned(args: UnassignedArgs) -> Result<(), Failure> {
     let export = &args.export;
-    let state = State::open(&export.state.dir).map_err(state_failure)?;
-    let run = chosen_run(&state, export.run)?;
+    let (state, run) = export.open()?;
     let members = committed_members(&state, &run, &args.group)?;
     let table = dyngroups::export::user_rows(&args.users, &args.with, None, Some(&members))
         .map_err(|e| Failure::Data(e.to_string()))?;

@@ -23,18 +23,20 @@ pub enum ExportError {
 /// Every group of a run: key, name, kind, status, members, and the last
 /// kept run that changed its members.
 pub fn groups_table(state: &State, run: &RunRecord) -> Result<TextTable, StateError> {
+    // The newest kept run up to `run` that changed each group, found in one
+    // pass over the runs (newest first), not one pass per group.
+    let mut last_change: HashMap<&str, &RunRecord> = HashMap::new();
     let runs = state.runs()?;
-    let last_change = |key: &str| {
-        runs.iter()
-            .rev()
-            .filter(|r| r.id <= run.id)
-            .find(|r| r.groups.iter().any(|g| g.key == key && (g.added > 0 || g.removed > 0)))
-    };
+    for earlier in runs.iter().rev().filter(|r| r.id <= run.id) {
+        for g in earlier.groups.iter().filter(|g| g.added > 0 || g.removed > 0) {
+            last_change.entry(g.key.as_str()).or_insert(earlier);
+        }
+    }
     let rows = run
         .groups
         .iter()
         .map(|g| {
-            let changed = last_change(&g.key);
+            let changed = last_change.get(g.key.as_str());
             vec![
                 Some(g.key.clone()),
                 Some(g.name.clone()),

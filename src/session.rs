@@ -264,8 +264,13 @@ impl Session {
             None => None,
         };
         let closure = dependency_closure(&checked, &[index]);
+        // Only the previewed group and the non-active groups it depends on
+        // need their last committed members.
+        let needed = checked.groups.iter().enumerate().filter(|(g, group)| {
+            closure[*g] && (*g == index || !matches!(group.status, crate::ast::GroupStatus::Active))
+        });
         let previous = match &state {
-            Some(state) => state.last_members(checked.groups.iter().map(|g| g.key.as_str()))?,
+            Some(state) => state.last_members(needed.map(|(_, group)| group.key.as_str()))?,
             None => Default::default(),
         };
         let evaluation = evaluate_after(&checked, &self.data, Some(&closure), &previous);

@@ -180,32 +180,24 @@ fn data_errors_exit_3_and_write_nothing() {
     let out_path = dir.path().join("m.csv");
     let state = dir.path().join("state");
     let state = state.to_str().unwrap();
-    let out = dyngroups(&[
-        "run",
-        "--rules",
-        "examples/groups.rules",
-        "--users",
-        users.to_str().unwrap(),
-        "--members-out",
-        out_path.to_str().unwrap(),
-        "--state",
-        state,
-    ]);
+    let run = |rules: &str| {
+        dyngroups(&[
+            "run",
+            "--rules",
+            rules,
+            "--users",
+            users.to_str().unwrap(),
+            "--members-out",
+            out_path.to_str().unwrap(),
+            "--state",
+            state,
+        ])
+    };
     // The rules use columns this file lacks: rule errors come first.
-    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(run("examples/groups.rules").status.code(), Some(1));
     let rules = dir.path().join("r.rules");
     std::fs::write(&rules, "group s { department == \"sales\" }").unwrap();
-    let out = dyngroups(&[
-        "run",
-        "--rules",
-        rules.to_str().unwrap(),
-        "--users",
-        users.to_str().unwrap(),
-        "--members-out",
-        out_path.to_str().unwrap(),
-        "--state",
-        state,
-    ]);
+    let out = run(rules.to_str().unwrap());
     assert_eq!(out.status.code(), Some(3));
     assert!(
         text(&out.stderr).contains("column `user_id`, row 3: user id 1 appears twice"),
