@@ -145,7 +145,9 @@ pub struct GroupRecord {
     /// Its display name at the time.
     pub name: String,
     /// `rule` for a group of the rules file, `static` for one of the
-    /// memberships input.
+    /// memberships input. Records written before static groups were
+    /// committed have no kind: they hold rule groups only.
+    #[serde(default = "rule_kind")]
     pub kind: String,
     /// Its status keyword at the time.
     pub status: String,
@@ -155,6 +157,10 @@ pub struct GroupRecord {
     pub added: u64,
     /// Users removed since the previous run.
     pub removed: u64,
+}
+
+fn rule_kind() -> String {
+    "rule".to_string()
 }
 
 /// The record of a committed run.
@@ -405,12 +411,12 @@ impl State {
     pub fn commit(&self, run: NewRun<'_>, keep: usize) -> Result<RunRecord, StateError> {
         let previous = self.last_run()?;
         // Serialise changed bitmaps in parallel before the (serial) write.
+        let previous_keys: std::collections::HashSet<&str> = previous
+            .iter()
+            .flat_map(|p| p.groups.iter().map(|g| g.key.as_str()))
+            .collect();
         let unchanged = |record: &GroupRecord| {
-            record.added == 0
-                && record.removed == 0
-                && previous
-                    .as_ref()
-                    .is_some_and(|p| p.groups.iter().any(|g| g.key == record.key))
+            record.added == 0 && record.removed == 0 && previous_keys.contains(record.key.as_str())
         };
         let serialized: Vec<Option<Vec<u8>>> = {
             use rayon::prelude::*;
