@@ -107,8 +107,9 @@ struct CheckArgs {
     data: DataArgs,
 }
 
+/// A rules file and the data to evaluate it over.
 #[derive(Args)]
-struct RunArgs {
+struct RulesAndData {
     /// The rules file.
     #[arg(long, value_name = "FILE")]
     rules: PathBuf,
@@ -117,6 +118,12 @@ struct RunArgs {
     users: PathBuf,
     #[command(flatten)]
     data: DataArgs,
+}
+
+#[derive(Args)]
+struct RunArgs {
+    #[command(flatten)]
+    inputs: RulesAndData,
     /// Write `group,user_id` rows of what each group commits here (.csv,
     /// .jsonl or .parquet); drafts only with `--dry-run` or `--no-state`.
     #[arg(long, value_name = "FILE")]
@@ -169,14 +176,8 @@ struct RunArgs {
 
 #[derive(Args)]
 struct ExplainArgs {
-    /// The rules file.
-    #[arg(long, value_name = "FILE")]
-    rules: PathBuf,
-    /// Users (Parquet or CSV).
-    #[arg(long, value_name = "FILE")]
-    users: PathBuf,
     #[command(flatten)]
-    data: DataArgs,
+    inputs: RulesAndData,
     /// The group.
     #[arg(long, value_name = "KEY")]
     group: String,
@@ -436,7 +437,7 @@ fn state_failure(e: StateError) -> Failure {
 
 fn run_run(args: RunArgs) -> Result<(), Failure> {
     let started = Instant::now();
-    let source = read_rules(&args.rules)?;
+    let source = read_rules(&args.inputs.rules)?;
     // The state is taken first, so that a second run on it fails at once.
     let state = if args.no_state {
         None
@@ -448,10 +449,10 @@ fn run_run(args: RunArgs) -> Result<(), Failure> {
     } else {
         Some(State::open_or_create(&args.state.dir).map_err(state_failure)?)
     };
-    let inputs = stage(format!("opening {}", args.users.display()), || {
-        open_inputs(args.users.clone(), &args.data)
+    let inputs = stage(format!("opening {}", args.inputs.users.display()), || {
+        open_inputs(args.inputs.users.clone(), &args.inputs.data)
     })?;
-    let as_of = as_of(&args.data);
+    let as_of = as_of(&args.inputs.data);
     let (_, checked) = parse_and_check(&source, Some(&inputs), as_of)?;
     let rules = checked.expect("checked against data").rules;
     let selected = if args.groups.is_empty() {
@@ -459,10 +460,12 @@ fn run_run(args: RunArgs) -> Result<(), Failure> {
     } else {
         let mut wanted = Vec::new();
         for key in &args.groups {
-            let index =
-                rules.groups.iter().position(|g| &g.key == key).ok_or_else(|| {
-                    Failure::Usage(format!("`--group {key}`: no such group in {}", args.rules.display()))
-                })?;
+            let index = rules.groups.iter().position(|g| &g.key == key).ok_or_else(|| {
+                Failure::Usage(format!(
+                    "`--group {key}`: no such group in {}",
+                    args.inputs.rules.display()
+                ))
+            })?;
             wanted.push(index);
         }
         Some(dependency_closure(&rules, &wanted))
@@ -483,7 +486,7 @@ fn run_run(args: RunArgs) -> Result<(), Failure> {
     let (data, fingerprints) = stage("loading the columns the rules use".into(), || {
         rayon::join(
             || inputs.load(&rules),
-            || committing.then(|| fingerprints(&args)).transpose(),
+            || committing.then(|| fingerprints(&args.inputs)).transpose(),
         )
     });
     let data = data.map_err(|e| Failure::Data(e.to_string()))?;
@@ -716,13 +719,13 @@ fn check_import(report: &ImportReport, args: &RunArgs) -> Result<(), Failure> {
 }
 
 /// The rules file and every data file of a run, fingerprinted.
-fn fingerprints(args: &RunArgs) -> std::io::Result<Vec<InputFingerprint>> {
+fn fingerprints(inputs: &RulesAndData) -> std::io::Result<Vec<InputFingerprint>> {
     let files = [
-        ("rules", Some(&args.rules)),
-        ("users", Some(&args.users)),
-        ("enrollments", args.data.enrollments.as_ref()),
-        ("org", args.data.org.as_ref()),
-        ("memberships", args.data.memberships.as_ref()),
+        ("rules", Some(&inputs.rules)),
+        ("users", Some(&inputs.users)),
+        ("enrollments", inputs.data.enrollments.as_ref()),
+        ("org", inputs.data.org.as_ref()),
+        ("memberships", inputs.data.memberships.as_ref()),
     ];
     files
         .into_iter()
@@ -1017,15 +1020,15 @@ fn run_diff(args: DiffArgs) -> Result<(), Failure> {
 }
 
 fn run_explain(args: ExplainArgs) -> Result<(), Failure> {
-    let source = read_rules(&args.rules)?;
-    let inputs = open_inputs(args.users.clone(), &args.data)?;
-    let (_, checked) = parse_and_check(&source, Some(&inputs), as_of(&args.data))?;
+    let source = read_rules(&args.inputs.rules)?;
+    let inputs = open_inputs(args.inputs.users.clone(), &args.inputs.data)?;
+    let (_, checked) = parse_and_check(&source, Some(&inputs), as_of(&args.inputs.data))?;
     let rules = checked.expect("checked against data").rules;
     let group = rules.groups.iter().position(|g| g.key == args.group).ok_or_else(|| {
         Failure::Usage(format!(
             "`--group {}`: no such group in {}",
             args.group,
-            args.rules.display()
+            args.inputs.rules.display()
         ))
     })?;
     let data = inputs.load(&rules).map_err(|e| Failure::Data(e.to_string()))?;
