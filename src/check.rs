@@ -707,9 +707,15 @@ impl<'a> Checker<'a> {
             Literal::Text(t) => (Scalar::Text(t.to_lowercase()), ValueType::Text),
             Literal::Number(n) => (Scalar::Number(*n), ValueType::Number),
             Literal::Bool(b) => (Scalar::Bool(*b), ValueType::Boolean),
-            Literal::Date(d) => (Scalar::Date(days_since_epoch(*d)), ValueType::Date),
+            Literal::Date(d) => (Scalar::Date(days_since_epoch(*d), None), ValueType::Date),
             Literal::Today(offset) => match shift(self.as_of, *offset) {
-                Some(d) => (Scalar::Date(days_since_epoch(d)), ValueType::Date),
+                Some(d) => {
+                    let from_today = offset.unwrap_or(DateOffset {
+                        amount: 0,
+                        unit: DateUnit::Days,
+                    });
+                    (Scalar::Date(days_since_epoch(d), Some(from_today)), ValueType::Date)
+                }
                 None => {
                     self.error(
                         Diagnostic::error(literal.span, "the date is out of range").with_help("use a smaller offset"),

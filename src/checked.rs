@@ -2,7 +2,7 @@
 //! typed and lowercased, negations normalised. This is what the planner and
 //! every evaluator consume; nothing downstream looks a name up again.
 
-use crate::ast::{CmpOp, GroupStatus};
+use crate::ast::{CmpOp, DateOffset, GroupStatus};
 use regex::Regex;
 use std::collections::BTreeSet;
 
@@ -142,16 +142,32 @@ pub enum Test {
 }
 
 /// A typed literal. Text is lowercased, because text comparisons ignore case.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug)]
 pub enum Scalar {
     /// Lowercased text.
     Text(String),
     /// A number.
     Number(f64),
-    /// Days since 1970-01-01.
-    Date(i32),
+    /// Days since 1970-01-01, and the offset from `today` when the rule
+    /// wrote it relative to the as-of date (`today` itself is `+0d`), so
+    /// the date can also be written relative to the day a query runs.
+    Date(i32, Option<DateOffset>),
     /// A boolean.
     Bool(bool),
+}
+
+/// Equal values are equal however they were written: `today` and the
+/// as-of date as a literal are the same day.
+impl PartialEq for Scalar {
+    fn eq(&self, other: &Scalar) -> bool {
+        match (self, other) {
+            (Scalar::Text(a), Scalar::Text(b)) => a == b,
+            (Scalar::Number(a), Scalar::Number(b)) => a == b,
+            (Scalar::Date(a, _), Scalar::Date(b, _)) => a == b,
+            (Scalar::Bool(a), Scalar::Bool(b)) => a == b,
+            _ => false,
+        }
+    }
 }
 
 /// `enrollment(condition)` or `count(enrollment(condition)) op n`.

@@ -54,6 +54,48 @@ enum Command {
     /// Generate a synthetic population (Parquet) and optionally rules, for
     /// benchmarks and demos.
     Gen(GenArgs),
+    /// Write the rules as SQL for DuckDB, PostgreSQL or Spark SQL; the data
+    /// files give the column types.
+    Sql(SqlArgs),
+}
+
+#[derive(Args)]
+struct SqlArgs {
+    #[command(flatten)]
+    inputs: RulesAndData,
+    /// The SQL engine.
+    #[arg(long, value_enum, default_value = "duckdb")]
+    dialect: SqlDialect,
+    /// Only this group's query (repeatable).
+    #[arg(long = "group", value_name = "KEY", conflicts_with = "combined")]
+    groups: Vec<String>,
+    /// Print only the one query returning `(group, user_id)` for every group
+    /// a run commits.
+    #[arg(long)]
+    combined: bool,
+    /// The users table.
+    #[arg(long, value_name = "TABLE", default_value = "users")]
+    users_table: String,
+    /// The enrollments table.
+    #[arg(long, value_name = "TABLE", default_value = "enrollments")]
+    enrollments_table: String,
+    /// The org tree table.
+    #[arg(long, value_name = "TABLE", default_value = "org")]
+    org_table: String,
+    /// The static memberships table.
+    #[arg(long, value_name = "TABLE", default_value = "memberships")]
+    memberships_table: String,
+    /// What the last run committed (`group`, `user_id`), read by `paused`,
+    /// `add_only` and `remove_only` groups.
+    #[arg(long, value_name = "TABLE", default_value = "committed")]
+    committed_table: String,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum SqlDialect {
+    Duckdb,
+    Postgres,
+    Spark,
 }
 
 #[derive(Args)]
@@ -320,6 +362,7 @@ pub fn main() -> ExitCode {
         Command::GroupsOf(args) => run_groups_of(args),
         Command::Template(args) => run_template(args),
         Command::Gen(args) => run_gen(args),
+        Command::Sql(args) => run_sql(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -1050,6 +1093,51 @@ fn run_template(args: TemplateArgs) -> Result<(), Failure> {
         }
     }
     Ok(())
+}
+
+fn run_sql(args: SqlArgs) -> Result<(), Failure> {
+    use dyngroups::sql::{Dialect, SqlOptions, combined_query, group_queries};
+    let source = read_rules(&args.inputs.rules)?;
+    let inputs = open_inputs(args.inputs.users.clone(), &args.inputs.data)?;
+    let (_, checked) = parse_and_check(&source, Some(&inputs), as_of(&args.inputs.data))?;
+    let rules = checked.expect("checked against data").rules;
+    let options = SqlOptions {
+        dialect: match args.dialect {
+            SqlDialect::Duckdb => Dialect::DuckDb,
+            SqlDialect::Postgres => Dialect::Postgres,
+            SqlDialect::Spark => Dialect::Spark,
+        },
+        users_table: args.users_table,
+        enrollments_table: args.enrollments_table,
+        org_table: args.org_table,
+        memberships_table: args.memberships_table,
+        committed_table: args.committed_table,
+        match_by: args.inputs.data.match_by.clone(),
+        as_of: args.inputs.data.as_of,
+    };
+    let schema = inputs.schema();
+    let unwritable = |e: dyngroups::sql::SqlError| match e {
+        dyngroups::sql::SqlError::UnknownGroup(_) => Failure::Usage(e.to_string()),
+        _ => {
+            eprintln!("error: {e}");
+            Failure::Rules
+        }
+    };
+    let mut out = String::new();
+    if args.combined {
+        out = combined_query(&rules, &schema, &options).map_err(unwritable)?;
+        out.push_str(";\n");
+    } else {
+        for query in group_queries(&rules, &schema, &options, &args.groups).map_err(unwritable)? {
+            out.push_str(&format!("-- group {}\n{};\n\n", query.key, query.sql));
+        }
+        if args.groups.is_empty() {
+            let all = combined_query(&rules, &schema, &options).map_err(unwritable)?;
+            out.push_str(&format!("-- every group a run commits, as (group, user_id)\n{all};\n"));
+        }
+    }
+    std::io::Write::write_all(&mut std::io::stdout().lock(), out.as_bytes())
+        .map_err(|e| Failure::Output(format!("cannot write the SQL: {e}")))
 }
 
 fn run_gen(args: GenArgs) -> Result<(), Failure> {

@@ -307,8 +307,8 @@ fn holds(column: &Column, row: usize, test: &Test) -> bool {
         Column::Date(values) => match (values[row], test) {
             (None, Test::IsEmpty) => true,
             (None, _) | (Some(_), Test::IsEmpty) => false,
-            (Some(v), Test::Compare(op, Scalar::Date(d))) => op.holds(v, *d),
-            (Some(v), Test::In(items)) => items.contains(&Scalar::Date(v)),
+            (Some(v), Test::Compare(op, Scalar::Date(d, _))) => op.holds(v, *d),
+            (Some(v), Test::In(items)) => items.contains(&Scalar::Date(v, None)),
             _ => false,
         },
         Column::Boolean(values) => match (values[row], test) {
@@ -324,7 +324,7 @@ fn literal(value: &Scalar) -> String {
     match value {
         Scalar::Text(t) => format!("{t:?}"),
         Scalar::Number(n) => n.to_string(),
-        Scalar::Date(d) => chrono::NaiveDate::from_ymd_opt(1970, 1, 1)
+        Scalar::Date(d, _) => chrono::NaiveDate::from_ymd_opt(1970, 1, 1)
             .and_then(|epoch| epoch.checked_add_signed(chrono::TimeDelta::days(i64::from(*d))))
             .map_or_else(|| d.to_string(), |date| date.to_string()),
         Scalar::Bool(b) => b.to_string(),

@@ -39,6 +39,7 @@ pub mod schema;
 pub mod scim;
 pub mod session;
 pub mod source;
+pub mod sql;
 pub mod state;
 pub(crate) mod suggest;
 pub mod synth;

@@ -89,14 +89,14 @@ pub(super) fn column_rows(column: &Column, test: &ColumnTest) -> RoaringBitmap {
             let set: HashSet<i32> = match &test.test {
                 Test::In(items) => items
                     .iter()
-                    .filter_map(|i| if let Scalar::Date(d) = i { Some(*d) } else { None })
+                    .filter_map(|i| if let Scalar::Date(d, _) = i { Some(*d) } else { None })
                     .collect(),
                 _ => HashSet::new(),
             };
             rows_where(values.len(), |r| match (values[r], &test.test) {
                 (None, Test::IsEmpty) => true,
                 (None, _) | (Some(_), Test::IsEmpty) => false,
-                (Some(v), Test::Compare(op, Scalar::Date(d))) => op.holds(v, *d),
+                (Some(v), Test::Compare(op, Scalar::Date(d, _))) => op.holds(v, *d),
                 (Some(v), Test::In(_)) => set.contains(&v),
                 _ => false,
             })

@@ -15,5 +15,6 @@ mod robustness;
 mod roundtrip;
 mod schema;
 mod spec;
+mod sql;
 mod state;
 mod workspace;

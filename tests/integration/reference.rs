@@ -142,8 +142,8 @@ fn cell_holds(table: &Table, column: usize, test: &Test, row: usize) -> bool {
         Column::Date(values) => match (values[row], test) {
             (None, t) => matches!(t, Test::IsEmpty),
             (Some(_), Test::IsEmpty) => false,
-            (Some(v), Test::Compare(op, Scalar::Date(d))) => op.holds(v, *d),
-            (Some(v), Test::In(items)) => items.contains(&Scalar::Date(v)),
+            (Some(v), Test::Compare(op, Scalar::Date(d, _))) => op.holds(v, *d),
+            (Some(v), Test::In(items)) => items.contains(&Scalar::Date(v, None)),
             (_, other) => panic!("not a date test: {other:?}"),
         },
         Column::Boolean(values) => match (values[row], test) {

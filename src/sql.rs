@@ -1,0 +1,827 @@
+//! Checked rules → SQL for DuckDB, PostgreSQL or Spark SQL, for users whose
+//! data lives in a warehouse or outgrows one machine.
+//!
+//! The SQL means what spec §3 says, not what SQL would say by default:
+//! every atom is wrapped so that a missing value makes it false instead of
+//! unknown (so `NOT` is a complement, as in the engine), NaN counts as
+//! missing, text is compared lowercased (with `İ` lowercased as Rust does),
+//! `<` on text compares bytes, `count(...)` counts zero for users without
+//! rows, and `in_branch` follows the org tree with a recursive query. Every
+//! text literal is escaped for its dialect, so a rule can never change the
+//! shape of the query; a regex is translated only when the dialect's regex
+//! engine means the same thing, and rejected with a reason otherwise.
+
+use crate::ast::{CmpOp, DateOffset, DateUnit, GroupStatus};
+use crate::checked::{CheckedRules, ColumnTest, GroupRef, Predicate, Scalar, Test};
+use crate::schema::{ColumnType, Schema, TableSchema, ValueType};
+use regex_syntax::ast::{self as rx, Ast};
+use std::collections::BTreeSet;
+use std::fmt::Write;
+
+/// The SQL engine the text is written for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Dialect {
+    /// DuckDB 1.x.
+    DuckDb,
+    /// PostgreSQL 11 or later.
+    Postgres,
+    /// Spark SQL 3.5 or later (`in_branch` needs `WITH RECURSIVE`, 4.1).
+    Spark,
+}
+
+/// Where the tables are, and which day `today` is.
+#[derive(Clone, Debug)]
+pub struct SqlOptions {
+    /// The engine.
+    pub dialect: Dialect,
+    /// Users: `user_id` and the columns rules test.
+    pub users_table: String,
+    /// Enrollments: `user_id`, `course`, `status`, ...
+    pub enrollments_table: String,
+    /// The org tree: `branch`, `parent`.
+    pub org_table: String,
+    /// Static memberships: `group` and `user_id` (or the `match_by` column).
+    pub memberships_table: String,
+    /// What the last run committed, `group` and `user_id`: read only by
+    /// `paused`, `add_only` and `remove_only` groups.
+    pub committed_table: String,
+    /// The users column static memberships name users by, compared ignoring
+    /// case; `None` for `user_id`.
+    pub match_by: Option<String>,
+    /// `today`: a fixed date, or `None` for the day the query runs.
+    pub as_of: Option<chrono::NaiveDate>,
+}
+
+impl SqlOptions {
+    /// The default table names (`users`, `enrollments`, `org`,
+    /// `memberships`, `committed`), `today` the day the query runs.
+    pub fn new(dialect: Dialect) -> SqlOptions {
+        SqlOptions {
+            dialect,
+            users_table: "users".into(),
+            enrollments_table: "enrollments".into(),
+            org_table: "org".into(),
+            memberships_table: "memberships".into(),
+            committed_table: "committed".into(),
+            match_by: None,
+            as_of: None,
+        }
+    }
+}
+
+/// Why rules could not be written as SQL.
+#[derive(Debug, thiserror::Error)]
+pub enum SqlError {
+    /// A `matches` pattern the dialect's regex engine would read differently.
+    #[error("group `{group}`: the pattern {pattern:?} cannot be written for {dialect}: {reason}")]
+    Regex {
+        /// The group's key.
+        group: String,
+        /// The pattern as written.
+        pattern: String,
+        /// The dialect's name.
+        dialect: &'static str,
+        /// What differs, and what to write instead.
+        reason: String,
+    },
+    /// A text literal the dialect cannot hold.
+    #[error("group `{group}`: the text {text:?} cannot be written for {dialect}: {reason}")]
+    Text {
+        /// The group's key.
+        group: String,
+        /// The text.
+        text: String,
+        /// The dialect's name.
+        dialect: &'static str,
+        /// Why.
+        reason: &'static str,
+    },
+    /// A table or column name that is not a plain identifier.
+    #[error("table name {0:?} is not a plain name: use letters, digits and `_`, optionally `schema.table`")]
+    TableName(String),
+    /// The users table has no column named by `match_by`.
+    #[error("users have no column `{0}` to match static memberships by")]
+    MatchBy(String),
+    /// `--group` named a key the rules do not define.
+    #[error("no group `{0}` in the rules")]
+    UnknownGroup(String),
+}
+
+/// The SQL returning one group's members.
+#[derive(Clone, Debug)]
+pub struct GroupQuery {
+    /// The group's key.
+    pub key: String,
+    /// A query of one column, `user_id`, ordered.
+    pub sql: String,
+}
+
+/// One query per group (all, or those in `keys`): the user ids the group
+/// commits in a run (a draft: its evaluated members, as a preview).
+pub fn group_queries(
+    rules: &CheckedRules,
+    schema: &Schema,
+    options: &SqlOptions,
+    keys: &[String],
+) -> Result<Vec<GroupQuery>, SqlError> {
+    let writer = Writer::new(rules, schema, options)?;
+    let wanted: Vec<usize> = if keys.is_empty() {
+        (0..rules.groups.len()).collect()
+    } else {
+        keys.iter()
+            .map(|key| {
+                rules
+                    .groups
+                    .iter()
+                    .position(|g| &g.key == key)
+                    .ok_or_else(|| SqlError::UnknownGroup(key.clone()))
+            })
+            .collect::<Result<_, _>>()?
+    };
+    wanted
+        .into_iter()
+        .map(|g| {
+            let body = format!("SELECT user_id FROM g{g} ORDER BY user_id");
+            Ok(GroupQuery {
+                key: rules.groups[g].key.clone(),
+                sql: writer.query(&[g], &body)?,
+            })
+        })
+        .collect()
+}
+
+/// One query returning `(group, user_id)` for what every group commits in
+/// a run (drafts commit nothing), ordered by group and user.
+pub fn combined_query(rules: &CheckedRules, schema: &Schema, options: &SqlOptions) -> Result<String, SqlError> {
+    let writer = Writer::new(rules, schema, options)?;
+    let committing: Vec<usize> = (0..rules.groups.len())
+        .filter(|&g| rules.groups[g].status != GroupStatus::Draft)
+        .collect();
+    let group_column = writer.identifier("group");
+    let mut body = String::new();
+    for &g in &committing {
+        if !body.is_empty() {
+            body.push_str("\nUNION ALL\n");
+        }
+        let key = writer.text(&rules.groups[g].key, &rules.groups[g].key)?;
+        write!(body, "SELECT {key} AS {group_column}, user_id FROM g{g}").expect("writing to a String");
+    }
+    if committing.is_empty() {
+        // No group commits: an empty result of the right shape.
+        let empty = writer.text("", "")?;
+        write!(
+            body,
+            "SELECT {empty} AS {group_column}, user_id FROM {} WHERE 1 = 0",
+            writer.tables.users
+        )
+        .expect("writing to a String");
+    }
+    body.push_str("\nORDER BY 1, 2");
+    writer.query(&committing, &body)
+}
+
+/// Checked table names, ready to print.
+struct Tables {
+    users: String,
+    enrollments: String,
+    org: String,
+    memberships: String,
+    committed: String,
+}
+
+struct Writer<'a> {
+    rules: &'a CheckedRules,
+    schema: &'a Schema,
+    dialect: Dialect,
+    tables: Tables,
+    match_by: Option<String>,
+    as_of: Option<chrono::NaiveDate>,
+}
+
+/// Which table a column test reads: the users row `u`, or an enrollments
+/// row `e` inside `enrollment(...)`.
+#[derive(Clone, Copy)]
+enum Row {
+    User,
+    Enrollment,
+}
+
+impl<'a> Writer<'a> {
+    fn new(rules: &'a CheckedRules, schema: &'a Schema, options: &SqlOptions) -> Result<Writer<'a>, SqlError> {
+        let table = |name: &str| {
+            let plain = |part: &str| {
+                let mut chars = part.chars();
+                chars.next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+                    && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+            };
+            let parts: Vec<&str> = name.split('.').collect();
+            if parts.len() <= 3 && parts.iter().all(|p| plain(p)) {
+                Ok(name.to_string())
+            } else {
+                Err(SqlError::TableName(name.to_string()))
+            }
+        };
+        if let Some(column) = &options.match_by
+            && !schema.users.names().any(|n| n == column)
+        {
+            return Err(SqlError::MatchBy(column.clone()));
+        }
+        Ok(Writer {
+            rules,
+            schema,
+            dialect: options.dialect,
+            tables: Tables {
+                users: table(&options.users_table)?,
+                enrollments: table(&options.enrollments_table)?,
+                org: table(&options.org_table)?,
+                memberships: table(&options.memberships_table)?,
+                committed: table(&options.committed_table)?,
+            },
+            match_by: options.match_by.clone(),
+            as_of: options.as_of,
+        })
+    }
+
+    fn dialect_name(&self) -> &'static str {
+        match self.dialect {
+            Dialect::DuckDb => "DuckDB",
+            Dialect::Postgres => "PostgreSQL",
+            Dialect::Spark => "Spark SQL",
+        }
+    }
+
+    /// `WITH` the branch subtrees and the groups `wanted` depends on, then
+    /// `body`, which reads the groups as `g0`, `g1`, ...
+    fn query(&self, wanted: &[usize], body: &str) -> Result<String, SqlError> {
+        let mut needed = vec![false; self.rules.groups.len()];
+        let mut stack: Vec<usize> = wanted.to_vec();
+        while let Some(g) = stack.pop() {
+            if !std::mem::replace(&mut needed[g], true) {
+                self.rules.groups[g].rule.visit(&mut |p| {
+                    if let Predicate::MemberOf(GroupRef::Rule(d)) = p {
+                        stack.push(*d);
+                    }
+                });
+            }
+        }
+        let mut branches: BTreeSet<&str> = BTreeSet::new();
+        for g in (0..needed.len()).filter(|&g| needed[g]) {
+            self.rules.groups[g].rule.visit(&mut |p| {
+                if let Predicate::InBranch(test) = p {
+                    branches.insert(&test.code);
+                }
+            });
+        }
+        let mut ctes: Vec<String> = Vec::new();
+        for (n, code) in branches.iter().enumerate() {
+            ctes.push(self.branch_cte(n, code)?);
+        }
+        let branch_list: Vec<&str> = branches.into_iter().collect();
+        for &g in self.rules.evaluation_order.iter().filter(|&&g| needed[g]) {
+            ctes.push(format!(
+                "g{g} AS (\n  -- {}\n  SELECT u.user_id FROM {} u\n  WHERE {}\n)",
+                self.rules.groups[g].key,
+                self.tables.users,
+                self.membership(g, &branch_list)?
+            ));
+        }
+        if ctes.is_empty() {
+            return Ok(body.to_string());
+        }
+        let recursive = if branch_list.is_empty() { "" } else { " RECURSIVE" };
+        Ok(format!("WITH{recursive}\n{}\n{body}", ctes.join(",\n")))
+    }
+
+    /// The code and all its descendants in the org tree, lowercased.
+    fn branch_cte(&self, n: usize, code: &str) -> Result<String, SqlError> {
+        let code = self.text(code, code)?;
+        let text_type = match self.dialect {
+            Dialect::DuckDb => "VARCHAR",
+            Dialect::Postgres => "TEXT",
+            Dialect::Spark => "STRING",
+        };
+        let org = &self.tables.org;
+        let branch = self.lower(&format!("o.{}", self.identifier("branch")));
+        let parent = self.lower(&format!("o.{}", self.identifier("parent")));
+        Ok(format!(
+            "b{n}(code) AS (\n  SELECT CAST({code} AS {text_type})\n  UNION\n  SELECT {branch} FROM {org} o JOIN b{n} ON {parent} = b{n}.code\n)"
+        ))
+    }
+
+    /// The condition on a users row `u` for being what group `g` commits.
+    fn membership(&self, g: usize, branches: &[&str]) -> Result<String, SqlError> {
+        let group = &self.rules.groups[g];
+        let mut evaluated = self.predicate(&group.rule, Row::User, g, branches)?;
+        if !group.include.is_empty() {
+            evaluated = format!("({evaluated} OR u.user_id IN ({}))", id_list(&group.include));
+        }
+        if !group.exclude.is_empty() {
+            evaluated = format!("({evaluated} AND u.user_id NOT IN ({}))", id_list(&group.exclude));
+        }
+        let committed = || -> Result<String, SqlError> {
+            Ok(format!(
+                "u.user_id IN (SELECT c.user_id FROM {} c WHERE c.{} = {})",
+                self.tables.committed,
+                self.identifier("group"),
+                self.text(&group.key, &group.key)?
+            ))
+        };
+        Ok(match group.status {
+            GroupStatus::Active | GroupStatus::Draft => evaluated,
+            GroupStatus::Paused => committed()?,
+            GroupStatus::AddOnly => format!("({evaluated} OR {})", committed()?),
+            GroupStatus::RemoveOnly => format!("({evaluated} AND {})", committed()?),
+        })
+    }
+
+    /// A condition that is true or false, never unknown.
+    fn predicate(&self, p: &Predicate, row: Row, g: usize, branches: &[&str]) -> Result<String, SqlError> {
+        let join = |ps: &[Predicate], op: &str| -> Result<String, SqlError> {
+            let parts = ps
+                .iter()
+                .map(|p| self.predicate(p, row, g, branches))
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(format!("({})", parts.join(op)))
+        };
+        Ok(match p {
+            Predicate::Const(true) => "(1 = 1)".into(),
+            Predicate::Const(false) => "(1 = 0)".into(),
+            Predicate::And(ps) => join(ps, " AND ")?,
+            Predicate::Or(ps) => join(ps, " OR ")?,
+            Predicate::Not(p) => format!("(NOT {})", self.predicate(p, row, g, branches)?),
+            Predicate::Column(test) => self.column_test(test, row, g)?,
+            Predicate::InBranch(test) => {
+                let n = branches
+                    .iter()
+                    .position(|b| *b == test.code)
+                    .expect("every branch has a CTE");
+                let branch = self.lower(&format!(
+                    "u.{}",
+                    self.identifier(&self.schema.users.columns[test.column].name)
+                ));
+                format!("COALESCE({branch} IN (SELECT code FROM b{n}), FALSE)")
+            }
+            Predicate::MemberOf(GroupRef::Rule(d)) => format!("u.user_id IN (SELECT user_id FROM g{d})"),
+            Predicate::MemberOf(GroupRef::Static(key)) => {
+                let key = self.text(key, &self.rules.groups[g].key)?;
+                let group = self.identifier("group");
+                let m = &self.tables.memberships;
+                match &self.match_by {
+                    None => format!("u.user_id IN (SELECT m.user_id FROM {m} m WHERE m.{group} = {key})"),
+                    Some(column) => {
+                        let column = self.identifier(column);
+                        format!(
+                            "COALESCE({} IN (SELECT {} FROM {m} m WHERE m.{group} = {key}), FALSE)",
+                            self.lower(&format!("u.{column}")),
+                            self.lower(&format!("m.{column}"))
+                        )
+                    }
+                }
+            }
+            Predicate::Enrollment(test) => {
+                let condition = match &test.condition {
+                    Some(c) => format!(" AND {}", self.predicate(c, Row::Enrollment, g, branches)?),
+                    None => String::new(),
+                };
+                let rows = format!(
+                    "FROM {} e WHERE e.user_id = u.user_id{condition}",
+                    self.tables.enrollments
+                );
+                match test.count {
+                    None => format!("EXISTS (SELECT 1 {rows})"),
+                    Some((op, n)) => format!("((SELECT COUNT(*) {rows}) {} {n})", sql_op(op)),
+                }
+            }
+        })
+    }
+
+    fn column_test(&self, test: &ColumnTest, row: Row, g: usize) -> Result<String, SqlError> {
+        let (alias, table): (&str, &TableSchema) = match row {
+            Row::User => ("u", &self.schema.users),
+            Row::Enrollment => (
+                "e",
+                self.schema
+                    .enrollments
+                    .as_ref()
+                    .expect("enrollment columns were checked"),
+            ),
+        };
+        let column = &table.columns[test.column];
+        let value = format!("{alias}.{}", self.identifier(&column.name));
+        let value_type = match column.column_type {
+            ColumnType::Usable(t) => t,
+            ColumnType::Unusable(_) => unreachable!("the checker rejects tests on unusable columns"),
+        };
+        let key = &self.rules.groups[g].key;
+        // A test that may be unknown in SQL; wrapped so unknown is false.
+        let known = |condition: String| format!("COALESCE({condition}, FALSE)");
+        Ok(match (value_type, &test.test) {
+            (ValueType::Text, Test::IsEmpty) => format!("({value} IS NULL OR {value} = '')"),
+            (ValueType::Number, Test::IsEmpty) => {
+                let number = self.number(&value);
+                format!("({value} IS NULL OR {})", self.is_nan(&number))
+            }
+            (_, Test::IsEmpty) => format!("({value} IS NULL)"),
+            (ValueType::Text, Test::Matches(regex)) => known(self.matches(&value, regex.as_str(), key)?),
+            (ValueType::Text, text_test) => {
+                let lowered = self.lower(&value);
+                known(self.text_test(&lowered, text_test, key)?)
+            }
+            (ValueType::Number, test) => {
+                let number = self.number(&value);
+                let holds = match test {
+                    Test::Compare(op, Scalar::Number(n)) => format!("{number} {} {}", sql_op(*op), self.double(*n)),
+                    Test::In(items) => {
+                        let items: Vec<String> = items
+                            .iter()
+                            .filter_map(|i| {
+                                if let Scalar::Number(n) = i {
+                                    Some(self.double(*n))
+                                } else {
+                                    None
+                                }
+                            })
+                            .collect();
+                        format!("{number} IN ({})", items.join(", "))
+                    }
+                    other => unreachable!("not a number test: {other:?}"),
+                };
+                known(format!("(NOT {} AND {holds})", self.is_nan(&number)))
+            }
+            (ValueType::Date, test) => {
+                let day = format!("CAST({value} AS DATE)");
+                known(match test {
+                    Test::Compare(op, date) => format!("{day} {} {}", sql_op(*op), self.date(date)),
+                    Test::In(items) => {
+                        let items: Vec<String> = items.iter().map(|d| self.date(d)).collect();
+                        format!("{day} IN ({})", items.join(", "))
+                    }
+                    other => unreachable!("not a date test: {other:?}"),
+                })
+            }
+            (ValueType::Boolean, Test::IsTrue) => known(format!("{value} = TRUE")),
+            (ValueType::Boolean, Test::Compare(_, Scalar::Bool(b))) => {
+                known(format!("{value} = {}", if *b { "TRUE" } else { "FALSE" }))
+            }
+            (ValueType::Boolean, other) => unreachable!("not a boolean test: {other:?}"),
+        })
+    }
+
+    /// A test on lowercased text (the literals are lowercased already).
+    fn text_test(&self, lowered: &str, test: &Test, key: &str) -> Result<String, SqlError> {
+        Ok(match test {
+            Test::Compare(op, Scalar::Text(t)) => {
+                let t = self.text(t, key)?;
+                match (self.dialect, op) {
+                    // PostgreSQL orders text by the database's collation;
+                    // the spec orders by UTF-8 bytes.
+                    (Dialect::Postgres, CmpOp::Lt | CmpOp::Le | CmpOp::Gt | CmpOp::Ge) => {
+                        format!("{lowered} COLLATE \"C\" {} {t}", sql_op(*op))
+                    }
+                    _ => format!("{lowered} {} {t}", sql_op(*op)),
+                }
+            }
+            Test::In(items) => {
+                let items = items
+                    .iter()
+                    .filter_map(|i| {
+                        if let Scalar::Text(t) = i {
+                            Some(self.text(t, key))
+                        } else {
+                            None
+                        }
+                    })
+                    .collect::<Result<Vec<_>, _>>()?;
+                format!("{lowered} IN ({})", items.join(", "))
+            }
+            Test::Contains(t) => {
+                let t = self.text(t, key)?;
+                match self.dialect {
+                    Dialect::DuckDb => format!("contains({lowered}, {t})"),
+                    Dialect::Postgres => format!("strpos({lowered}, {t}) > 0"),
+                    Dialect::Spark => format!("instr({lowered}, {t}) > 0"),
+                }
+            }
+            Test::StartsWith(t) => {
+                let t = self.text(t, key)?;
+                match self.dialect {
+                    Dialect::DuckDb | Dialect::Postgres => format!("starts_with({lowered}, {t})"),
+                    Dialect::Spark => format!("startswith({lowered}, {t})"),
+                }
+            }
+            Test::EndsWith(suffix) => {
+                let t = self.text(suffix, key)?;
+                match self.dialect {
+                    Dialect::DuckDb => format!("ends_with({lowered}, {t})"),
+                    Dialect::Postgres => format!("right({lowered}, {}) = {t}", suffix.chars().count()),
+                    Dialect::Spark => format!("endswith({lowered}, {t})"),
+                }
+            }
+            other => unreachable!("not a text test: {other:?}"),
+        })
+    }
+
+    fn matches(&self, value: &str, pattern: &str, key: &str) -> Result<String, SqlError> {
+        let translated = translate_regex(pattern, self.dialect).map_err(|reason| SqlError::Regex {
+            group: key.to_string(),
+            pattern: pattern.to_string(),
+            dialect: self.dialect_name(),
+            reason,
+        })?;
+        let translated = self.text(&translated, key)?;
+        Ok(match self.dialect {
+            Dialect::DuckDb => format!("regexp_matches({value}, {translated})"),
+            Dialect::Postgres => format!("{value} ~ {translated}"),
+            Dialect::Spark => format!("{value} RLIKE {translated}"),
+        })
+    }
+
+    /// Lowercase as `str::to_lowercase` does. The engines lowercase one code
+    /// point at a time; the one difference that can be mended in SQL is
+    /// `İ`, which Rust lowercases to `i` + combining dot above.
+    fn lower(&self, value: &str) -> String {
+        format!("lower(replace({value}, '\u{130}', 'i\u{307}'))")
+    }
+
+    fn number(&self, value: &str) -> String {
+        match self.dialect {
+            Dialect::Postgres => format!("CAST({value} AS DOUBLE PRECISION)"),
+            Dialect::DuckDb | Dialect::Spark => format!("CAST({value} AS DOUBLE)"),
+        }
+    }
+
+    fn is_nan(&self, number: &str) -> String {
+        match self.dialect {
+            Dialect::Postgres => format!("{number} = CAST('NaN' AS DOUBLE PRECISION)"),
+            Dialect::DuckDb | Dialect::Spark => format!("isnan({number})"),
+        }
+    }
+
+    /// A finite number, exactly: Rust prints the shortest text that reads
+    /// back as the same f64.
+    fn double(&self, n: f64) -> String {
+        self.number(&format!("{n:?}"))
+    }
+
+    /// A date literal, or `today ± N` relative to the as-of date or to the
+    /// day the query runs.
+    fn date(&self, value: &Scalar) -> String {
+        let Scalar::Date(days, from_today) = value else {
+            unreachable!("not a date: {value:?}")
+        };
+        let fixed = |date: chrono::NaiveDate| format!("DATE '{}'", date.format("%Y-%m-%d"));
+        let Some(DateOffset { amount, unit }) = from_today else {
+            let epoch = chrono::NaiveDate::from_ymd_opt(1970, 1, 1).expect("a valid date");
+            return fixed(epoch + chrono::TimeDelta::days(i64::from(*days)));
+        };
+        let today = match (self.as_of, self.dialect) {
+            (Some(as_of), _) => fixed(as_of),
+            (None, Dialect::Spark) => "current_date()".into(),
+            (None, _) => "CURRENT_DATE".into(),
+        };
+        let (amount, months) = match unit {
+            DateUnit::Days => (*amount, false),
+            DateUnit::Weeks => (amount * 7, false),
+            DateUnit::Months => (*amount, true),
+            DateUnit::Years => (amount * 12, true),
+        };
+        match (self.dialect, months) {
+            (_, _) if amount == 0 => today,
+            (Dialect::Spark, true) => format!("add_months({today}, {amount})"),
+            (Dialect::Spark, false) => format!("date_add({today}, {amount})"),
+            // Month steps clamp to the month's last day in both engines.
+            (Dialect::DuckDb, true) => format!("CAST({today} + INTERVAL ({amount}) MONTH AS DATE)"),
+            (Dialect::Postgres, true) => format!("CAST({today} + {amount} * INTERVAL '1 month' AS DATE)"),
+            (_, false) => format!("({today} + {amount})"),
+        }
+    }
+
+    /// A quoted identifier.
+    fn identifier(&self, name: &str) -> String {
+        match self.dialect {
+            Dialect::Spark => format!("`{}`", name.replace('`', "``")),
+            Dialect::DuckDb | Dialect::Postgres => format!("\"{}\"", name.replace('"', "\"\"")),
+        }
+    }
+
+    /// A text literal that reads back as exactly `text`.
+    fn text(&self, text: &str, key: &str) -> Result<String, SqlError> {
+        let refuse = |reason| SqlError::Text {
+            group: key.to_string(),
+            text: text.to_string(),
+            dialect: self.dialect_name(),
+            reason,
+        };
+        match self.dialect {
+            Dialect::DuckDb | Dialect::Postgres if text.contains('\0') => {
+                Err(refuse("text values there cannot hold the NUL character"))
+            }
+            // Standard strings: only the quote is special.
+            Dialect::DuckDb | Dialect::Postgres => Ok(format!("'{}'", text.replace('\'', "''"))),
+            // Spark reads backslash escapes in literals; write every
+            // character that is not plain ASCII as \uXXXX.
+            Dialect::Spark => {
+                let mut out = String::from("'");
+                for c in text.chars() {
+                    match c {
+                        ' '..='~' if c != '\'' && c != '\\' => out.push(c),
+                        _ => {
+                            let mut units = [0u16; 2];
+                            for unit in c.encode_utf16(&mut units) {
+                                write!(out, "\\u{unit:04X}").expect("writing to a String");
+                            }
+                        }
+                    }
+                }
+                out.push('\'');
+                Ok(out)
+            }
+        }
+    }
+}
+
+fn sql_op(op: CmpOp) -> &'static str {
+    match op {
+        CmpOp::Eq => "=",
+        CmpOp::Ne => "<>",
+        CmpOp::Lt => "<",
+        CmpOp::Le => "<=",
+        CmpOp::Gt => ">",
+        CmpOp::Ge => ">=",
+    }
+}
+
+fn id_list(ids: &[u32]) -> String {
+    ids.iter().map(u32::to_string).collect::<Vec<_>>().join(", ")
+}
+
+impl Predicate {
+    /// Calls `f` on this predicate and every predicate inside it.
+    fn visit<'p>(&'p self, f: &mut impl FnMut(&'p Predicate)) {
+        f(self);
+        match self {
+            Predicate::And(ps) | Predicate::Or(ps) => ps.iter().for_each(|p| p.visit(f)),
+            Predicate::Not(p) => p.visit(f),
+            Predicate::Enrollment(test) => {
+                if let Some(c) = &test.condition {
+                    c.visit(f);
+                }
+            }
+            Predicate::Const(_) | Predicate::Column(_) | Predicate::InBranch(_) | Predicate::MemberOf(_) => {}
+        }
+    }
+}
+
+/// The pattern as the dialect's regex engine must read it to mean what the
+/// Rust `regex` crate means, or why it cannot be.
+///
+/// Accepted everywhere: literal characters, `.`, `^`, `$`, bracket classes
+/// of characters and ranges, groups, alternation, repetition up to 255, and
+/// the `i` flag. Refused, with the reason: `\d`, `\w`, `\s`, `\b` (Unicode in
+/// Rust, ASCII in RE2 and POSIX), Unicode classes, nested or set-operation
+/// classes, named groups, other flags.
+pub fn translate_regex(pattern: &str, dialect: Dialect) -> Result<String, String> {
+    let ast = rx::parse::Parser::new()
+        .parse(pattern)
+        .map_err(|e| format!("it does not parse: {e}"))?;
+    let mut edits: Vec<(rx::Span, &'static str)> = Vec::new();
+    check_regex(&ast, dialect, &mut edits)?;
+    let mut out = String::new();
+    let mut at = 0;
+    edits.sort_by_key(|(span, _)| span.start.offset);
+    for (span, replacement) in edits {
+        out.push_str(&pattern[at..span.start.offset]);
+        out.push_str(replacement);
+        at = span.end.offset;
+    }
+    out.push_str(&pattern[at..]);
+    Ok(out)
+}
+
+fn check_regex(ast: &Ast, dialect: Dialect, edits: &mut Vec<(rx::Span, &'static str)>) -> Result<(), String> {
+    match ast {
+        Ast::Empty(_) => Ok(()),
+        Ast::Literal(literal) => check_literal(literal),
+        Ast::Dot(span) => {
+            // Rust's `.` is any character but `\n`; PostgreSQL's matches `\n`
+            // too, Java's excludes `\r` and more.
+            if dialect != Dialect::DuckDb {
+                edits.push((**span, "[^\\n]"));
+            }
+            Ok(())
+        }
+        Ast::Assertion(assertion) => match assertion.kind {
+            rx::AssertionKind::StartLine => Ok(()),
+            rx::AssertionKind::EndLine => {
+                // Java's `$` also matches before a final line break.
+                if dialect == Dialect::Spark {
+                    edits.push((assertion.span, "\\z"));
+                }
+                Ok(())
+            }
+            _ => Err("word boundaries and `\\A`/`\\z` differ between engines; use `^` and `$`".into()),
+        },
+        Ast::ClassPerl(_) => Err(
+            "`\\d`, `\\w` and `\\s` match Unicode characters in dyngroups but only ASCII in other engines; write the class out, e.g. `[0-9]`"
+                .into(),
+        ),
+        Ast::ClassUnicode(_) => Err("Unicode classes like `\\p{L}` differ between engines".into()),
+        Ast::ClassBracketed(class) => check_class(&class.kind),
+        Ast::Repetition(repetition) => {
+            if let rx::RepetitionKind::Range(range) = &repetition.op.kind {
+                let most = match range {
+                    rx::RepetitionRange::Exactly(n) | rx::RepetitionRange::AtLeast(n) => *n,
+                    rx::RepetitionRange::Bounded(_, n) => *n,
+                };
+                if most > 255 {
+                    return Err("repetition counts above 255 are not accepted everywhere".into());
+                }
+            }
+            check_regex(&repetition.ast, dialect, edits)
+        }
+        Ast::Group(group) => match &group.kind {
+            rx::GroupKind::CaptureIndex(_) => check_regex(&group.ast, dialect, edits),
+            rx::GroupKind::NonCapturing(flags) if flags.items.is_empty() => check_regex(&group.ast, dialect, edits),
+            rx::GroupKind::NonCapturing(_) => Err("flags on a group, like `(?i:...)`: put `(?i)` at the start".into()),
+            rx::GroupKind::CaptureName { .. } => Err("named groups: use `(...)`".into()),
+        },
+        Ast::Flags(set) => {
+            let only_i = matches!(
+                set.flags.items.as_slice(),
+                [rx::FlagsItem { kind: rx::FlagsItemKind::Flag(rx::Flag::CaseInsensitive), .. }]
+            );
+            if !only_i || set.span.start.offset != 0 {
+                return Err("the only flag accepted is `(?i)`, at the start of the pattern".into());
+            }
+            // Java folds only ASCII case unless told Unicode.
+            if dialect == Dialect::Spark {
+                edits.push((set.span, "(?iu)"));
+            }
+            Ok(())
+        }
+        Ast::Alternation(alternation) => alternation.asts.iter().try_for_each(|a| check_regex(a, dialect, edits)),
+        Ast::Concat(concat) => concat.asts.iter().try_for_each(|a| check_regex(a, dialect, edits)),
+    }
+}
+
+fn check_literal(literal: &rx::Literal) -> Result<(), String> {
+    use rx::{LiteralKind, SpecialLiteralKind};
+    match literal.kind {
+        LiteralKind::Verbatim | LiteralKind::Meta => Ok(()),
+        LiteralKind::Superfluous if literal.c.is_ascii_punctuation() => Ok(()),
+        LiteralKind::Special(
+            SpecialLiteralKind::LineFeed | SpecialLiteralKind::Tab | SpecialLiteralKind::CarriageReturn,
+        ) => Ok(()),
+        _ => Err(format!(
+            "the escape for {:?} is written differently in other engines; write the character itself",
+            literal.c
+        )),
+    }
+}
+
+fn check_class(set: &rx::ClassSet) -> Result<(), String> {
+    let rx::ClassSet::Item(item) = set else {
+        return Err("class set operations (`&&`, `--`, `~~`) exist only in Rust's syntax".into());
+    };
+    let item_ok = |item: &rx::ClassSetItem| -> Result<(), String> {
+        match item {
+            rx::ClassSetItem::Empty(_) => Ok(()),
+            rx::ClassSetItem::Literal(l) => check_literal(l),
+            rx::ClassSetItem::Range(r) => check_literal(&r.start).and(check_literal(&r.end)),
+            rx::ClassSetItem::Ascii(_) => Err("POSIX classes like `[[:alpha:]]`: write the ranges out".into()),
+            rx::ClassSetItem::Unicode(_) | rx::ClassSetItem::Perl(_) => Err(
+                "`\\d`, `\\w`, `\\s` and `\\p{..}` inside a class differ between engines; write the ranges out".into(),
+            ),
+            rx::ClassSetItem::Bracketed(_) => Err("nested classes exist only in Rust's syntax".into()),
+            rx::ClassSetItem::Union(_) => unreachable!("unions are flattened below"),
+        }
+    };
+    match item {
+        rx::ClassSetItem::Union(union) => union.items.iter().try_for_each(item_ok),
+        single => item_ok(single),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn regexes_translate_or_say_why_not() {
+        let pg = |p| translate_regex(p, Dialect::Postgres);
+        assert_eq!(pg("^a.c$").unwrap(), "^a[^\\n]c$");
+        assert_eq!(translate_regex("(?i)x$", Dialect::Spark).unwrap(), "(?iu)x\\z");
+        assert_eq!(translate_regex("a.b", Dialect::DuckDb).unwrap(), "a.b");
+        assert_eq!(
+            pg("[a-z0-9_]+@(acme|ACME)\\.com").unwrap(),
+            "[a-z0-9_]+@(acme|ACME)\\.com"
+        );
+        assert!(pg("\\d+").unwrap_err().contains("[0-9]"));
+        assert!(pg("a(?i)b").is_err());
+        assert!(pg("(?P<x>a)").is_err());
+        assert!(pg("[[:alpha:]]").is_err());
+        assert!(pg("\\bword").is_err());
+        assert!(pg("a{300}").is_err());
+        assert!(pg("(").unwrap_err().contains("does not parse"));
+    }
+}

@@ -1,0 +1,273 @@
+//! `dyngroups sql` against the engine: random rules and data, written to
+//! Parquet, run by DuckDB (and PostgreSQL, when a server is at hand) from the
+//! generated SQL, must give exactly the members the engine commits.
+
+use crate::engine::cases;
+use crate::generate::{Tables, as_of, tables, typed_rules};
+use arrow_array::{ArrayRef, BooleanArray, Date32Array, Float64Array, RecordBatch, StringArray, UInt32Array};
+use dyngroups::ast::{GroupStatus, RulesFile};
+use dyngroups::data::Column;
+use dyngroups::eval::evaluate_after;
+use dyngroups::sql::{Dialect, SqlOptions, combined_query};
+use dyngroups::{Span, Spanned};
+use proptest::prelude::*;
+use proptest::strategy::ValueTree;
+use proptest::test_runner::TestRunner;
+use roaring::RoaringBitmap;
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+
+/// One generated case: data, rules with statuses, the last committed run.
+#[derive(Debug, Clone)]
+struct Case {
+    tables: Tables,
+    rules: RulesFile,
+    previous: BTreeMap<String, RoaringBitmap>,
+}
+
+fn case() -> impl Strategy<Value = Case> {
+    tables().prop_flat_map(|t| {
+        let ids = t.user_ids.clone();
+        let status = prop::sample::select(vec![
+            GroupStatus::Active,
+            GroupStatus::Active,
+            GroupStatus::Paused,
+            GroupStatus::AddOnly,
+            GroupStatus::RemoveOnly,
+            GroupStatus::Draft,
+        ]);
+        let previous_ids = prop::collection::vec(
+            prop_oneof![prop::sample::select(ids.clone().max(vec![0])), 500u32..503],
+            0..8,
+        );
+        (
+            Just(t),
+            typed_rules(ids),
+            prop::collection::vec((status, previous_ids), 4),
+        )
+            .prop_map(|(tables, mut rules, extra)| {
+                let last = rules.groups.len() - 1;
+                let mut previous = BTreeMap::new();
+                for (g, (group, (status, ids))) in rules.groups.iter_mut().zip(extra).enumerate() {
+                    // A draft may not be referred to: only the last group,
+                    // which no other group refers to, may be one.
+                    let status = if status == GroupStatus::Draft && g != last {
+                        GroupStatus::Active
+                    } else {
+                        status
+                    };
+                    group.status = Some(Spanned::new(status, Span::default()));
+                    previous.insert(group.key.value.clone(), ids.into_iter().collect());
+                }
+                Case {
+                    tables,
+                    rules,
+                    previous,
+                }
+            })
+    })
+}
+
+/// A table as Parquet; numbers missing as null on even rows and NaN on odd
+/// ones, since both mean missing.
+fn write_parquet(path: &Path, columns: &[(String, Column)], integer_ids: bool) {
+    let arrays: Vec<(String, ArrayRef)> = columns
+        .iter()
+        .map(|(name, column)| {
+            let array: ArrayRef = match column {
+                Column::Number(values) if integer_ids && name == "user_id" => {
+                    Arc::new(UInt32Array::from_iter_values(values.iter().map(|&v| v as u32)))
+                }
+                Column::Number(values) => Arc::new(Float64Array::from_iter(
+                    values
+                        .iter()
+                        .enumerate()
+                        .map(|(row, &v)| if v.is_nan() && row % 2 == 0 { None } else { Some(v) }),
+                )),
+                Column::Text(text) => Arc::new(StringArray::from_iter((0..column.len()).map(|r| text.get(r)))),
+                Column::Date(days) => Arc::new(Date32Array::from(days.clone())),
+                Column::Boolean(values) => Arc::new(BooleanArray::from(values.clone())),
+            };
+            (name.clone(), array)
+        })
+        .collect();
+    let batch = RecordBatch::try_from_iter(arrays).unwrap();
+    let file = std::fs::File::create(path).unwrap();
+    let mut writer = parquet::arrow::ArrowWriter::try_new(file, batch.schema(), None).unwrap();
+    writer.write(&batch).unwrap();
+    writer.close().unwrap();
+}
+
+/// Writes the case's tables and its SQL into `dir`; returns what the engine
+/// commits, as `(group, user_id)` rows.
+fn prepare(case: &Case, dialect: Dialect, dir: &Path) -> (String, BTreeSet<(String, u32)>) {
+    std::fs::create_dir_all(dir).unwrap();
+    let text = case.rules.to_string();
+    let parsed = dyngroups::parse_rules(&text).unwrap_or_else(|e| panic!("{text}\n{e:?}"));
+    let inputs = case.tables.open();
+    let schema = inputs.schema();
+    let rules = dyngroups::check(&parsed, &schema, as_of())
+        .unwrap_or_else(|e| panic!("{text}\n{:?}", e.errors))
+        .rules;
+    let data = inputs.load(&rules).unwrap();
+    let evaluation = evaluate_after(&rules, &data, None, &case.previous);
+    let expected = evaluation
+        .groups
+        .iter()
+        .filter_map(|g| g.committed().map(|m| (g, m)))
+        .flat_map(|(g, members)| members.iter().map(|id| (g.key.clone(), id)))
+        .collect();
+    let mut options = SqlOptions::new(dialect);
+    options.as_of = Some(as_of());
+    let sql = combined_query(&rules, &schema, &options).unwrap_or_else(|e| panic!("{text}\n{e}"));
+    let t = &case.tables;
+    write_parquet(&dir.join("users.parquet"), &t.users, true);
+    write_parquet(&dir.join("enrollments.parquet"), &t.enrollments, true);
+    write_parquet(&dir.join("org.parquet"), &t.org, false);
+    write_parquet(&dir.join("memberships.parquet"), &t.memberships, true);
+    let committed: Vec<(String, u32)> = case
+        .previous
+        .iter()
+        .flat_map(|(k, ids)| ids.iter().map(move |id| (k.clone(), id)))
+        .collect();
+    let committed_columns = vec![
+        (
+            "group".to_string(),
+            Column::Text(committed.iter().map(|(k, _)| Some(k.clone())).collect()),
+        ),
+        (
+            "user_id".to_string(),
+            Column::Number(committed.iter().map(|&(_, id)| f64::from(id)).collect()),
+        ),
+    ];
+    write_parquet(&dir.join("committed.parquet"), &committed_columns, true);
+    std::fs::write(dir.join("query.sql"), &sql).unwrap();
+    std::fs::write(dir.join("rules.rules"), &text).unwrap();
+    (text, expected)
+}
+
+fn generated(n: u32, seed: u8) -> Vec<Case> {
+    let config = proptest::test_runner::Config::default();
+    let mut runner = TestRunner::new_with_rng(
+        config,
+        proptest::test_runner::TestRng::from_seed(proptest::test_runner::RngAlgorithm::ChaCha, &[seed; 32]),
+    );
+    let strategy = case();
+    (0..n)
+        .map(|_| strategy.new_tree(&mut runner).unwrap().current())
+        .collect()
+}
+
+fn has_python_module(module: &str) -> bool {
+    Command::new("python3")
+        .args(["-c", &format!("import {module}")])
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+/// Runs every case directory's `query.sql` in the given engine runner and
+/// returns the rows per directory (or the engine's error).
+fn run_engine(script: &str, dirs: &[PathBuf]) -> BTreeMap<PathBuf, Result<BTreeSet<(String, u32)>, String>> {
+    let output = Command::new("python3")
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/sql").join(script))
+        .args(dirs)
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let mut results = BTreeMap::new();
+    for line in String::from_utf8(output.stdout).unwrap().lines() {
+        let value: serde_json::Value = serde_json::from_str(line).unwrap();
+        let dir = PathBuf::from(value["case"].as_str().unwrap());
+        let result = match value.get("error") {
+            Some(error) => Err(error.as_str().unwrap().to_string()),
+            None => Ok(value["rows"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|r| (r[0].as_str().unwrap().to_string(), r[1].as_u64().unwrap() as u32))
+                .collect()),
+        };
+        results.insert(dir, result);
+    }
+    results
+}
+
+/// Every generated case agrees, or the test fails naming the case's rules,
+/// its directory (kept) and the rows that differ.
+fn differential(dialect: Dialect, script: &str, n: u32, seed: u8) {
+    let root = tempfile::tempdir().unwrap();
+    let cases = generated(n, seed);
+    let mut expected = BTreeMap::new();
+    let dirs: Vec<PathBuf> = cases
+        .iter()
+        .enumerate()
+        .map(|(i, case)| {
+            let dir = root.path().join(format!("case{i:05}"));
+            expected.insert(dir.clone(), prepare(case, dialect, &dir));
+            dir
+        })
+        .collect();
+    let actual = run_engine(script, &dirs);
+    let mut failures = Vec::new();
+    for dir in &dirs {
+        let (rules, want) = &expected[dir];
+        match &actual[dir] {
+            Ok(got) if got == want => {}
+            Ok(got) => failures.push(format!(
+                "{}\nrules:\n{rules}\nonly in SQL: {:?}\nonly in dyngroups: {:?}",
+                dir.display(),
+                got.difference(want).collect::<Vec<_>>(),
+                want.difference(got).collect::<Vec<_>>()
+            )),
+            Err(error) => failures.push(format!(
+                "{}\nrules:\n{rules}\nthe engine failed: {error}",
+                dir.display()
+            )),
+        }
+    }
+    if !failures.is_empty() {
+        let kept = root.keep();
+        panic!(
+            "{} of {n} cases disagree (kept in {}):\n\n{}",
+            failures.len(),
+            kept.display(),
+            failures.iter().take(3).cloned().collect::<Vec<_>>().join("\n\n")
+        );
+    }
+}
+
+/// DuckDB, from PyPI (`.ci/run` installs it and sets
+/// `DYNGROUPS_REQUIRE_DUCKDB`); elsewhere the test says it skipped.
+#[test]
+fn duckdb_agrees_with_the_engine() {
+    if !has_python_module("duckdb") {
+        assert!(
+            std::env::var_os("DYNGROUPS_REQUIRE_DUCKDB").is_none(),
+            "duckdb is required: python3 -m pip install duckdb"
+        );
+        eprintln!("skipped: python3 with duckdb is not installed");
+        return;
+    }
+    differential(Dialect::DuckDb, "duckdb_members.py", cases(400), 1);
+}
+
+/// PostgreSQL through `psql`, on the server `.ci/run` installs and starts
+/// (it sets `DYNGROUPS_REQUIRE_POSTGRES`); elsewhere the test says it skipped.
+#[test]
+fn postgres_agrees_with_the_engine() {
+    let reachable = Command::new("psql")
+        .args(["-X", "-d", "postgres", "-c", "SELECT 1"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !reachable || !has_python_module("duckdb") {
+        assert!(
+            std::env::var_os("DYNGROUPS_REQUIRE_POSTGRES").is_none(),
+            "a PostgreSQL server reachable by `psql -d postgres`, and python3 with duckdb, are required"
+        );
+        eprintln!("skipped: no PostgreSQL server reachable with `psql -d postgres`, or no duckdb");
+        return;
+    }
+    differential(Dialect::Postgres, "postgres_members.py", cases(60), 2);
+}

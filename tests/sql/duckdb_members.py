@@ -1,0 +1,23 @@
+"""Runs each case directory's query.sql in DuckDB over the case's Parquet
+files and prints one JSON line per case: {"case", "rows"} or {"case", "error"}.
+Used by tests/integration/sql.rs and benches/peers."""
+import json
+import sys
+
+import duckdb
+
+TABLES = ["users", "enrollments", "org", "memberships", "committed"]
+
+for case in sys.argv[1:]:
+    con = duckdb.connect()
+    try:
+        for table in TABLES:
+            con.execute(f"CREATE VIEW {table} AS SELECT * FROM read_parquet('{case}/{table}.parquet')")
+        with open(f"{case}/query.sql", encoding="utf-8") as f:
+            query = f.read()
+        rows = [[group, int(user)] for group, user in con.execute(query).fetchall()]
+        print(json.dumps({"case": case, "rows": rows}))
+    except duckdb.Error as e:
+        print(json.dumps({"case": case, "error": str(e)}))
+    finally:
+        con.close()
