@@ -25,7 +25,7 @@ pub enum Dialect {
     DuckDb,
     /// PostgreSQL 11 or later.
     Postgres,
-    /// Spark SQL 3.5 or later (`in_branch` needs `WITH RECURSIVE`, 4.1).
+    /// Spark SQL 3.5 or later (`in_branch` needs a Spark with `WITH RECURSIVE`).
     Spark,
 }
 
@@ -805,6 +805,63 @@ fn check_class(set: &rx::ClassSet) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn writer(dialect: Dialect, as_of: Option<chrono::NaiveDate>) -> (CheckedRules, Schema, SqlOptions) {
+        let rules = CheckedRules {
+            groups: Vec::new(),
+            evaluation_order: Vec::new(),
+            as_of: chrono::NaiveDate::from_ymd_opt(2024, 3, 31).unwrap(),
+        };
+        let mut options = SqlOptions::new(dialect);
+        options.as_of = as_of;
+        (rules, Schema::default(), options)
+    }
+
+    #[test]
+    fn spark_literals_escape_everything_but_plain_ascii() {
+        let (rules, schema, options) = writer(Dialect::Spark, None);
+        let w = Writer::new(&rules, &schema, &options).unwrap();
+        assert_eq!(w.text("a'b\\c", "g").unwrap(), "'a\\u0027b\\u005Cc'");
+        assert_eq!(w.text("\n😀", "g").unwrap(), "'\\u000A\\uD83D\\uDE00'");
+        assert_eq!(w.identifier("a`b"), "`a``b`");
+        let (rules, schema, options) = writer(Dialect::Postgres, None);
+        let w = Writer::new(&rules, &schema, &options).unwrap();
+        assert_eq!(w.text("it's \\", "g").unwrap(), "'it''s \\'");
+        assert!(w.text("nul\0", "g").is_err());
+    }
+
+    #[test]
+    fn relative_dates_follow_the_query_day_unless_pinned() {
+        let minus = |amount, unit| Scalar::Date(0, Some(DateOffset { amount, unit }));
+        let (rules, schema, options) = writer(Dialect::DuckDb, None);
+        let w = Writer::new(&rules, &schema, &options).unwrap();
+        assert_eq!(w.date(&minus(-90, DateUnit::Days)), "(CURRENT_DATE + -90)");
+        assert_eq!(
+            w.date(&minus(-1, DateUnit::Years)),
+            "CAST(CURRENT_DATE + INTERVAL (-12) MONTH AS DATE)"
+        );
+        assert_eq!(w.date(&Scalar::Date(19_782, None)), "DATE '2024-02-29'");
+        let pinned = chrono::NaiveDate::from_ymd_opt(2024, 3, 31);
+        let (rules, schema, options) = writer(Dialect::Spark, pinned);
+        let w = Writer::new(&rules, &schema, &options).unwrap();
+        assert_eq!(
+            w.date(&minus(-1, DateUnit::Months)),
+            "add_months(DATE '2024-03-31', -1)"
+        );
+        assert_eq!(w.date(&minus(2, DateUnit::Weeks)), "date_add(DATE '2024-03-31', 14)");
+    }
+
+    #[test]
+    fn table_names_must_be_plain() {
+        let (rules, schema, mut options) = writer(Dialect::DuckDb, None);
+        options.users_table = "analytics.users".into();
+        assert!(Writer::new(&rules, &schema, &options).is_ok());
+        options.users_table = "users; DROP TABLE x".into();
+        assert!(matches!(
+            Writer::new(&rules, &schema, &options),
+            Err(SqlError::TableName(_))
+        ));
+    }
 
     #[test]
     fn regexes_translate_or_say_why_not() {

@@ -1,6 +1,6 @@
 //! The `dyngroups` command as a user runs it: output and exit codes.
 
-use crate::workspace::EXAMPLE;
+use crate::workspace::{EXAMPLE, Workspace};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -265,4 +265,60 @@ fn the_next_days_export_gives_the_changes_the_readme_shows() {
     assert!(sales.contains(" +1 ") && sales.contains(" -1 "), "{sales}");
     let (_, again) = run("examples/data/users_next.csv", "2026-11-23");
     assert_eq!(again, "group,user_id,change\n");
+}
+
+#[test]
+fn sql_prints_a_query_per_group_and_one_for_all() {
+    let mut args = vec!["sql"];
+    args.extend_from_slice(EXAMPLE);
+    let out = dyngroups(&args);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let sql = text(&out.stdout);
+    assert_eq!(
+        sql.matches("\n-- group ").count() + usize::from(sql.starts_with("-- group ")),
+        21
+    );
+    assert!(sql.contains("-- group sales_emea\nWITH RECURSIVE\n"), "{sql}");
+    assert!(sql.contains("-- every group a run commits, as (group, user_id)\n"));
+
+    args.extend_from_slice(&["--combined", "--dialect", "postgres"]);
+    let out = dyngroups(&args);
+    let combined = text(&out.stdout);
+    assert!(combined.starts_with("WITH RECURSIVE\n"), "{combined}");
+    assert_eq!(combined.matches(';').count(), 1, "one statement, ready to pipe");
+    assert!(combined.ends_with("ORDER BY 1, 2;\n"));
+}
+
+#[test]
+fn sql_refuses_what_a_dialect_would_read_differently() {
+    let w = Workspace::new(&[
+        ("users.csv", "user_id,code\n1,A1\n"),
+        ("digits.rules", "group g { code matches \"\\\\d\" }\n"),
+    ]);
+    let out = w.dyngroups(&[
+        "sql",
+        "--rules",
+        "digits.rules",
+        "--users",
+        "users.csv",
+        "--dialect",
+        "postgres",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    let error = text(&out.stderr);
+    assert!(
+        error.contains("group `g`") && error.contains("PostgreSQL") && error.contains("[0-9]"),
+        "{error}"
+    );
+
+    let out = w.dyngroups(&[
+        "sql",
+        "--rules",
+        "digits.rules",
+        "--users",
+        "users.csv",
+        "--group",
+        "nope",
+    ]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
 }

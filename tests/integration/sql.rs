@@ -27,6 +27,23 @@ struct Case {
     previous: BTreeMap<String, RoaringBitmap>,
 }
 
+impl Case {
+    /// Users 1, 2, ... named by `texts`, in a department of the same text.
+    fn hostile_tables(texts: &[&str]) -> Tables {
+        let mut tables = generated(1, 3).remove(0).tables;
+        let text = |v: &[&str]| Column::Text(v.iter().map(|s| Some(s.to_string())).collect());
+        tables.users = vec![
+            (
+                "user_id".into(),
+                Column::Number((1..=texts.len()).map(|i| i as f64).collect()),
+            ),
+            ("name".into(), text(texts)),
+            ("dept".into(), text(texts)),
+        ];
+        tables
+    }
+}
+
 fn case() -> impl Strategy<Value = Case> {
     tables().prop_flat_map(|t| {
         let ids = t.user_ids.clone();
@@ -167,6 +184,16 @@ fn has_python_module(module: &str) -> bool {
         .is_ok_and(|o| o.status.success())
 }
 
+/// A PostgreSQL server answers `psql -d postgres`, and the loader's DuckDB
+/// is installed.
+fn postgres_reachable() -> bool {
+    has_python_module("duckdb")
+        && Command::new("psql")
+            .args(["-X", "-d", "postgres", "-c", "SELECT 1"])
+            .output()
+            .is_ok_and(|o| o.status.success())
+}
+
 /// Runs every case directory's `query.sql` in the given engine runner and
 /// returns the rows per directory (or the engine's error).
 fn run_engine(script: &str, dirs: &[PathBuf]) -> BTreeMap<PathBuf, Result<BTreeSet<(String, u32)>, String>> {
@@ -257,11 +284,7 @@ fn duckdb_agrees_with_the_engine() {
 /// (it sets `DYNGROUPS_REQUIRE_POSTGRES`); elsewhere the test says it skipped.
 #[test]
 fn postgres_agrees_with_the_engine() {
-    let reachable = Command::new("psql")
-        .args(["-X", "-d", "postgres", "-c", "SELECT 1"])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !reachable || !has_python_module("duckdb") {
+    if !postgres_reachable() {
         assert!(
             std::env::var_os("DYNGROUPS_REQUIRE_POSTGRES").is_none(),
             "a PostgreSQL server reachable by `psql -d postgres`, and python3 with duckdb, are required"
@@ -270,4 +293,57 @@ fn postgres_agrees_with_the_engine() {
         return;
     }
     differential(Dialect::Postgres, "postgres_members.py", cases(60), 2);
+}
+
+/// Text that would end a literal, start a comment or a second statement
+/// in a careless translation stays text: the queries run, match exactly
+/// the users holding that text, and leave every table in place.
+#[test]
+fn hostile_text_stays_text() {
+    const HOSTILE: &[&str] = &[
+        "'; DROP TABLE users; --",
+        "\\'; DROP TABLE users; --",
+        "' OR '1'='1",
+        "$$; DROP TABLE users; $$",
+        "*/ OR 1=1 /*",
+        "\\",
+        "\"",
+        "`group`",
+        "line\nbreak",
+        "😀 İ",
+    ];
+    let mut tables = Case::hostile_tables(HOSTILE);
+    tables.user_ids = (1..=HOSTILE.len() as u32).collect();
+    let quote = |s: &str| dyngroups::ast::quote(s);
+    let mut rules = String::new();
+    for (i, text) in HOSTILE.iter().enumerate() {
+        rules.push_str(&format!(
+            "group h{i} {{ name == {q} or dept contains {q} or name starts_with {q} or name ends_with {q} or name in [{q}, \"x\"] }}\n",
+            q = quote(text)
+        ));
+    }
+    let case = Case {
+        tables,
+        rules: dyngroups::parse_rules(&rules).unwrap(),
+        previous: BTreeMap::new(),
+    };
+    for (dialect, script, available) in [
+        (Dialect::DuckDb, "duckdb_members.py", has_python_module("duckdb")),
+        (Dialect::Postgres, "postgres_members.py", postgres_reachable()),
+    ] {
+        if !available {
+            continue;
+        }
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join("case");
+        let (_, expected) = prepare(&case, dialect, &dir);
+        for i in 0..HOSTILE.len() {
+            assert!(
+                expected.contains(&(format!("h{i}"), i as u32 + 1)),
+                "each group holds its user"
+            );
+        }
+        let actual = run_engine(script, std::slice::from_ref(&dir));
+        assert_eq!(actual[&dir].as_ref().unwrap(), &expected, "{dialect:?}");
+    }
 }
