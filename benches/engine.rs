@@ -1,7 +1,9 @@
 //! What's measured: the stages of a run on a generated population —
 //! parse+check of many rules, evaluation of 100 rules of each rule family,
-//! and a full evaluation of a mixed rules file. Data loading is done once,
-//! outside the timings.
+//! a full evaluation of a mixed rules file, the diff of that evaluation
+//! against the one a month earlier, and committing it to the state (first
+//! commit, and the month-later commit on top of it). Data loading is done
+//! once, outside the timings.
 //!
 //! Run with: `cargo bench --bench engine` (users: `DYNGROUPS_BENCH_USERS`,
 //! default 200,000; rules for the full run: `DYNGROUPS_BENCH_RULES`, default
@@ -77,6 +79,105 @@ fn benches(c: &mut Criterion) {
         );
     }
     evaluate(&format!("mixed_x{rule_count}"), rules(&spec(users, rule_count)), 10);
+    diff_and_commit(c, &paths, users, rule_count);
+}
+
+/// The same rules evaluated as of a month earlier and as of today: the
+/// relative-date rules move, the rest stays, as between two real runs.
+fn diff_and_commit(c: &mut Criterion, paths: &InputPaths, users: u32, rule_count: usize) {
+    use dyngroups::state::State;
+    use roaring::RoaringBitmap;
+    let text = rules(&spec(users, rule_count));
+    let file = dyngroups::parse_rules(&text).unwrap();
+    let month_earlier = as_of() - chrono::Months::new(1);
+    let members_as_of = |day| -> Vec<(String, RoaringBitmap)> {
+        let inputs = OpenInputs::open(paths).unwrap();
+        let checked = dyngroups::check(&file, &inputs.schema(), day).unwrap().rules;
+        let data = inputs.load(&checked).unwrap();
+        dyngroups::eval::evaluate(&checked, &data, None)
+            .groups
+            .into_iter()
+            .map(|g| (g.key, g.members))
+            .collect()
+    };
+    let before = members_as_of(month_earlier);
+    let after = members_as_of(as_of());
+    let keys: Vec<String> = before.iter().map(|(k, _)| k.clone()).collect();
+    let before_of: std::collections::HashMap<&str, &RoaringBitmap> =
+        before.iter().map(|(k, m)| (k.as_str(), m)).collect();
+    let after_refs: Vec<(&str, &RoaringBitmap)> = after.iter().map(|(k, m)| (k.as_str(), m)).collect();
+
+    let mut group = c.benchmark_group("diff");
+    group.sample_size(10);
+    group.bench_function(BenchmarkId::new(format!("month_x{rule_count}"), users), |b| {
+        b.iter(|| {
+            dyngroups::diff::changes::<std::convert::Infallible>(
+                &keys,
+                |key| Ok(before_of[key].clone()),
+                black_box(&after_refs),
+            )
+            .unwrap()
+        })
+    });
+    group.finish();
+
+    let mut group = c.benchmark_group("state_commit");
+    group.sample_size(10);
+    group.bench_function(BenchmarkId::new(format!("first_x{rule_count}"), users), |b| {
+        b.iter_batched(
+            || tempfile::tempdir().unwrap(),
+            |dir| {
+                let state = State::open_or_create(dir.path()).unwrap();
+                state.commit(new_run(&before, month_earlier), 10).unwrap();
+                dir
+            },
+            criterion::BatchSize::PerIteration,
+        )
+    });
+    group.bench_function(BenchmarkId::new(format!("month_later_x{rule_count}"), users), |b| {
+        b.iter_batched(
+            || {
+                let dir = tempfile::tempdir().unwrap();
+                State::open_or_create(dir.path())
+                    .unwrap()
+                    .commit(new_run(&before, month_earlier), 10)
+                    .unwrap();
+                dir
+            },
+            |dir| {
+                let state = State::open_or_create(dir.path()).unwrap();
+                state.commit(new_run(&after, as_of()), 10).unwrap();
+                dir
+            },
+            criterion::BatchSize::PerIteration,
+        )
+    });
+    group.finish();
+}
+
+/// A run committing `groups` as they are, as of `day`.
+fn new_run(groups: &[(String, roaring::RoaringBitmap)], day: chrono::NaiveDate) -> dyngroups::state::NewRun<'_> {
+    let groups = groups
+        .iter()
+        .map(|(key, members)| {
+            let record = dyngroups::state::GroupRecord {
+                key: key.clone(),
+                name: key.clone(),
+                kind: "rule".into(),
+                status: "active".into(),
+                members: members.len(),
+                added: 0,
+                removed: 0,
+            };
+            (record, members)
+        })
+        .collect();
+    dyngroups::state::NewRun {
+        as_of: day.to_string(),
+        inputs: Vec::new(),
+        groups,
+        carry_over: false,
+    }
 }
 
 criterion_group!(engine, benches);
