@@ -1,0 +1,194 @@
+"""Side-by-side comparison of dyngroups with DuckDB on the same generated
+population and rules, end to end: load the Parquet files, evaluate every
+group, hand back the members (dyngroups also diffs and commits its state).
+
+Every contender runs in its own process, so its wall time and peak RSS are
+its own; each is run --repeat times and the median wall time is reported,
+with the ratio to dyngroups' median from the same run. DuckDB runs the SQL
+that `dyngroups sql` writes: one query per group, and one wide query for all.
+Every contender's member count per group must equal dyngroups', or the
+table says so.
+
+Run through compare.sh, which installs the pinned peers into their own
+virtual environment.
+"""
+import argparse
+import json
+import os
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+
+AS_OF = "2026-11-22"
+TABLES = ["users", "enrollments", "org"]
+
+
+def data_args(data):
+    return [
+        "--users", f"{data}/users.parquet",
+        "--enrollments", f"{data}/enrollments.parquet",
+        "--org", f"{data}/org.parquet",
+        "--as-of", AS_OF,
+    ]
+
+
+def split_queries(sql):
+    """The per-group queries of `dyngroups sql` output, by group key."""
+    queries = {}
+    for block in sql.split("\n\n"):
+        match = re.match(r"-- group (\S+)\n(.*);\s*$", block, re.S)
+        if match:
+            queries[match.group(1)] = match.group(2)
+    return queries
+
+
+def worker(args):
+    """One contender, in this process: prints {group: member count} as JSON."""
+    if args.contender == "dyngroups":
+        state = tempfile.mkdtemp(prefix="dyngroups-state-")
+        subprocess.run(
+            [args.dyngroups, "run", "--rules", f"{args.data}/rules.rules", *data_args(args.data), "--state", state],
+            check=True,
+            stdout=subprocess.DEVNULL,
+        )
+        subprocess.run(
+            [args.dyngroups, "groups", "--state", state, "--out", f"{state}/groups.jsonl"],
+            check=True,
+            stdout=subprocess.DEVNULL,
+        )
+        counts = {}
+        with open(f"{state}/groups.jsonl", encoding="utf-8") as f:
+            for line in f:
+                row = json.loads(line)
+                counts[row["group"]] = int(row["members"])
+        shutil.rmtree(state)
+        print(json.dumps(counts))
+        return
+    import duckdb
+
+    con = duckdb.connect()
+    con.execute(f"SET threads = {os.cpu_count()}")
+    for table in TABLES:
+        con.execute(f"CREATE TABLE {table} AS SELECT * FROM read_parquet('{args.data}/{table}.parquet')")
+    con.execute('CREATE TABLE committed ("group" VARCHAR, user_id UINTEGER)')
+    with open(args.sql, encoding="utf-8") as f:
+        sql = f.read()
+    counts = {}
+    if args.contender == "duckdb-per-rule":
+        for key, query in split_queries(sql).items():
+            counts[key] = con.execute(query).fetch_arrow_table().num_rows
+    else:
+        combined = sql.split("-- every group a run commits, as (group, user_id)\n", 1)[1].rstrip().rstrip(";")
+        table = con.execute(combined).fetch_arrow_table()
+        # A group without members has no rows in the wide result.
+        counts = {key: 0 for key in split_queries(sql)}
+        for key, n in zip(*table.group_by("group").aggregate([("user_id", "count")]).to_pydict().values()):
+            counts[key] = n
+    print(json.dumps(counts))
+
+
+def human_bytes(n):
+    return f"{n / 2**30:.1f} GB" if n >= 2**30 else f"{n / 2**20:.0f} MB"
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--users", type=int, default=1_000_000)
+    parser.add_argument("--rules", type=int, default=100)
+    parser.add_argument("--data", help="population directory (default: generated under /tmp)")
+    parser.add_argument("--dyngroups", default="target/release/dyngroups")
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--timeout", type=float, default=900, help="seconds per contender run")
+    parser.add_argument(
+        "--contenders", default="dyngroups,duckdb-per-rule,duckdb-wide", help="comma-separated"
+    )
+    parser.add_argument("--worker", dest="contender", help=argparse.SUPPRESS)
+    parser.add_argument("--sql", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.contender:
+        worker(args)
+        return
+
+    data = args.data or f"/tmp/dyngroups-peers-{args.users}-{args.rules}"
+    if not os.path.exists(f"{data}/rules.rules"):
+        subprocess.run(
+            [args.dyngroups, "gen", "--users", str(args.users), "--rules", str(args.rules),
+             "--as-of", AS_OF, "--out", data],
+            check=True,
+        )
+    sql_path = f"{data}/rules.duckdb.sql"
+    with open(sql_path, "w", encoding="utf-8") as f:
+        subprocess.run(
+            [args.dyngroups, "sql", "--rules", f"{data}/rules.rules", *data_args(data), "--dialect", "duckdb"],
+            check=True,
+            stdout=f,
+        )
+
+    results = {}
+    expected = None
+    for contender in args.contenders.split(","):
+        runs, counts = [], None
+        for _ in range(args.repeat):
+            # A fresh process per run, so RUSAGE_CHILDREN holds this run only.
+            command = [sys.executable, __file__, "--worker", contender, "--data", data,
+                       "--dyngroups", args.dyngroups, "--sql", sql_path]
+            outcome = measured(command, args.timeout)
+            if outcome is None:
+                runs = None
+                break
+            wall, peak, stdout = outcome
+            runs.append((wall, peak))
+            counts = json.loads(stdout)
+        if contender == "dyngroups":
+            expected = counts
+        agrees = "—" if counts is None or expected is None else ("yes" if counts == expected else "NO")
+        results[contender] = (runs, agrees)
+        print(f"{contender}: {runs}", file=sys.stderr)
+
+    dyngroups_runs = results.get("dyngroups", (None, None))[0]
+    base = statistics.median(w for w, _ in dyngroups_runs) if dyngroups_runs else None
+    print(f"\n{args.users:,} users, {args.rules:,} rules, medians of {args.repeat} runs\n")
+    print("| contender | wall (median) | runs | peak RSS | × dyngroups | same members |")
+    print("|---|---|---|---|---|---|")
+    for contender, (runs, agrees) in results.items():
+        if runs is None:
+            print(f"| {contender} | did not finish in {args.timeout:.0f} s | | | | |")
+            continue
+        median = statistics.median(w for w, _ in runs)
+        spread = ", ".join(f"{w:.2f}" for w, _ in runs)
+        ratio = f"{median / base:.1f}×" if base else "—"
+        print(f"| {contender} | {median:.2f} s | {spread} | {human_bytes(max(p for _, p in runs))} | {ratio} | {agrees} |")
+    if any(agrees == "NO" for _, agrees in results.values()):
+        sys.exit("a contender's members differ from dyngroups'")
+
+
+def measured(command, timeout):
+    """(wall seconds, peak RSS bytes, stdout) of command, or None when it runs
+    past timeout. It runs under a fresh Python parent, so the peak RSS of the
+    children is this command's alone."""
+    probe = (
+        "import resource, subprocess, sys, time, json\n"
+        "t = time.monotonic()\n"
+        "p = subprocess.run(sys.argv[2:], capture_output=True, timeout=float(sys.argv[1]))\n"
+        "w = time.monotonic() - t\n"
+        "sys.stderr.write(p.stderr.decode())\n"
+        "if p.returncode: sys.exit(p.returncode)\n"
+        "print(json.dumps([w, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024, p.stdout.decode()]))\n"
+    )
+    try:
+        done = subprocess.run([sys.executable, "-c", probe, str(timeout), *command], capture_output=True)
+    except subprocess.TimeoutExpired:
+        return None
+    if done.returncode != 0:
+        if b"TimeoutExpired" in done.stderr:
+            return None
+        sys.exit(f"{' '.join(command)} failed:\n{done.stderr.decode()}")
+    wall, peak, stdout = json.loads(done.stdout)
+    return wall, peak, stdout
+
+
+if __name__ == "__main__":
+    main()
