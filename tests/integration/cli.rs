@@ -295,15 +295,12 @@ fn sql_refuses_what_a_dialect_would_read_differently() {
         ("users.csv", "user_id,code\n1,A1\n"),
         ("digits.rules", "group g { code matches \"\\\\d\" }\n"),
     ]);
-    let out = w.dyngroups(&[
-        "sql",
-        "--rules",
-        "digits.rules",
-        "--users",
-        "users.csv",
-        "--dialect",
-        "postgres",
-    ]);
+    let sql = |extra: &[&str]| {
+        let mut args = vec!["sql", "--rules", "digits.rules", "--users", "users.csv"];
+        args.extend_from_slice(extra);
+        w.dyngroups(&args)
+    };
+    let out = sql(&["--dialect", "postgres"]);
     assert_eq!(out.status.code(), Some(1));
     let error = text(&out.stderr);
     assert!(
@@ -311,14 +308,6 @@ fn sql_refuses_what_a_dialect_would_read_differently() {
         "{error}"
     );
 
-    let out = w.dyngroups(&[
-        "sql",
-        "--rules",
-        "digits.rules",
-        "--users",
-        "users.csv",
-        "--group",
-        "nope",
-    ]);
+    let out = sql(&["--group", "nope"]);
     assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
 }

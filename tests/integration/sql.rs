@@ -269,35 +269,41 @@ fn differential(dialect: Dialect, script: &str, n: u32, seed: u8) {
 /// `DYNGROUPS_REQUIRE_DUCKDB`); elsewhere the test says it skipped.
 #[test]
 fn duckdb_agrees_with_the_engine() {
-    if !has_python_module("duckdb") {
-        assert!(
-            std::env::var_os("DYNGROUPS_REQUIRE_DUCKDB").is_none(),
-            "duckdb is required: python3 -m pip install duckdb"
-        );
-        eprintln!("skipped: python3 with duckdb is not installed");
-        return;
+    if usable(
+        has_python_module("duckdb"),
+        "DYNGROUPS_REQUIRE_DUCKDB",
+        "python3 with duckdb",
+    ) {
+        differential(Dialect::DuckDb, "duckdb_members.py", cases(400), 1);
     }
-    differential(Dialect::DuckDb, "duckdb_members.py", cases(400), 1);
+}
+
+/// Whether an engine a test needs is there; when it is not, fails if CI
+/// (`require`) asks for it, else says the test skipped.
+fn usable(present: bool, require: &str, what: &str) -> bool {
+    if !present {
+        assert!(
+            std::env::var_os(require).is_none(),
+            "{what} is required here ({require} is set)"
+        );
+        eprintln!("skipped: {what} is not available");
+    }
+    present
 }
 
 /// PostgreSQL through `psql`, on the server `.ci/run` installs and starts
 /// (it sets `DYNGROUPS_REQUIRE_POSTGRES`); elsewhere the test says it skipped.
 #[test]
 fn postgres_agrees_with_the_engine() {
-    if !postgres_reachable() {
-        assert!(
-            std::env::var_os("DYNGROUPS_REQUIRE_POSTGRES").is_none(),
-            "a PostgreSQL server reachable by `psql -d postgres`, and python3 with duckdb, are required"
-        );
-        eprintln!("skipped: no PostgreSQL server reachable with `psql -d postgres`, or no duckdb");
-        return;
+    let what = "a PostgreSQL server reachable by `psql -d postgres`, and python3 with duckdb,";
+    if usable(postgres_reachable(), "DYNGROUPS_REQUIRE_POSTGRES", what) {
+        differential(Dialect::Postgres, "postgres_members.py", cases(60), 2);
     }
-    differential(Dialect::Postgres, "postgres_members.py", cases(60), 2);
 }
 
 /// Text that would end a literal, start a comment or a second statement
-/// in a careless translation stays text: the queries run, match exactly
-/// the users holding that text, and leave every table in place.
+/// in a careless translation stays text: the queries run and match exactly
+/// the users holding that text.
 #[test]
 fn hostile_text_stays_text() {
     const HOSTILE: &[&str] = &[
