@@ -136,8 +136,8 @@ def main():
             command = [sys.executable, __file__, "--worker", contender, "--data", data,
                        "--dyngroups", args.dyngroups, "--sql", sql_path]
             outcome = measured(command, args.timeout)
-            if outcome is None:
-                runs = None
+            if not isinstance(outcome, tuple):
+                runs = outcome
                 break
             wall, peak, stdout = outcome
             runs.append((wall, peak))
@@ -149,13 +149,16 @@ def main():
         print(f"{contender}: {runs}", file=sys.stderr)
 
     dyngroups_runs = results.get("dyngroups", (None, None))[0]
-    base = statistics.median(w for w, _ in dyngroups_runs) if dyngroups_runs else None
+    base = statistics.median(w for w, _ in dyngroups_runs) if isinstance(dyngroups_runs, list) else None
     print(f"\n{args.users:,} users, {args.rules:,} rules, medians of {args.repeat} runs\n")
     print("| contender | wall (median) | runs | peak RSS | × dyngroups | same members |")
     print("|---|---|---|---|---|---|")
     for contender, (runs, agrees) in results.items():
         if runs is None:
             print(f"| {contender} | did not finish in {args.timeout:.0f} s | | | | |")
+            continue
+        if isinstance(runs, str):
+            print(f"| {contender} | failed: {runs} | | | | |")
             continue
         median = statistics.median(w for w, _ in runs)
         spread = ", ".join(f"{w:.2f}" for w, _ in runs)
@@ -166,8 +169,8 @@ def main():
 
 
 def measured(command, timeout):
-    """(wall seconds, peak RSS bytes, stdout) of command, or None when it runs
-    past timeout. It runs under a fresh Python parent, so the peak RSS of the
+    """(wall seconds, peak RSS bytes, stdout) of command, None when it runs
+    past timeout, or the last line of its error output when it fails. It runs under a fresh Python parent, so the peak RSS of the
     children is this command's alone."""
     probe = (
         "import resource, subprocess, sys, time, json\n"
@@ -185,7 +188,8 @@ def measured(command, timeout):
     if done.returncode != 0:
         if b"TimeoutExpired" in done.stderr:
             return None
-        sys.exit(f"{' '.join(command)} failed:\n{done.stderr.decode()}")
+        sys.stderr.write(done.stderr.decode())
+        return done.stderr.decode().strip().splitlines()[-1]
     wall, peak, stdout = json.loads(done.stdout)
     return wall, peak, stdout
 
