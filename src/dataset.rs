@@ -7,6 +7,7 @@ use crate::data::{Column, DataError, OpenTable, Table};
 pub use crate::import::MatchBy;
 use crate::import::{ImportReport, MembershipRows};
 use crate::schema::{Schema, ValueType};
+use rayon::prelude::*;
 use roaring::RoaringBitmap;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::PathBuf;
@@ -72,25 +73,53 @@ enum RowIndex {
     Identity(usize),
     /// Any other ids; `ascending` when ids grow with the row, so mapping a
     /// set of rows keeps their order.
-    Map { rows: HashMap<u32, u32>, ascending: bool },
+    Map { rows: IdTable, ascending: bool },
 }
+
+/// The users row of each id.
+enum IdTable {
+    /// Indexed by id ([`NO_USER`] where no user has it): ids no larger than
+    /// a few times the number of users, as most systems number them.
+    Dense(Vec<u32>),
+    /// Sparse ids.
+    Hashed(HashMap<u32, u32>),
+}
+
+/// A dense id table may have this many slots per user.
+const DENSE_SLOTS_PER_USER: usize = 4;
 
 impl RowIndex {
     fn new(ids: &[u32]) -> RowIndex {
         if ids.iter().enumerate().all(|(row, &id)| row as u64 == u64::from(id)) {
-            RowIndex::Identity(ids.len())
-        } else {
-            RowIndex::Map {
-                rows: ids.iter().enumerate().map(|(row, &id)| (id, row as u32)).collect(),
-                ascending: ids.windows(2).all(|w| w[0] < w[1]),
+            return RowIndex::Identity(ids.len());
+        }
+        let slots = ids.iter().max().map_or(0, |&max| max as usize + 1);
+        let rows = if slots <= ids.len().saturating_mul(DENSE_SLOTS_PER_USER).max(1024) {
+            let mut table = vec![NO_USER; slots];
+            for (row, &id) in ids.iter().enumerate() {
+                table[id as usize] = row as u32;
             }
+            IdTable::Dense(table)
+        } else {
+            IdTable::Hashed(ids.iter().enumerate().map(|(row, &id)| (id, row as u32)).collect())
+        };
+        RowIndex::Map {
+            rows,
+            ascending: ids.is_sorted(),
         }
     }
 
     fn row(&self, id: u32) -> Option<u32> {
         match self {
             RowIndex::Identity(n) => ((id as usize) < *n).then_some(id),
-            RowIndex::Map { rows, .. } => rows.get(&id).copied(),
+            RowIndex::Map {
+                rows: IdTable::Dense(table),
+                ..
+            } => table.get(id as usize).copied().filter(|&row| row != NO_USER),
+            RowIndex::Map {
+                rows: IdTable::Hashed(rows),
+                ..
+            } => rows.get(&id).copied(),
         }
     }
 }
@@ -211,12 +240,30 @@ impl OpenInputs {
         };
         wanted.sort_unstable();
         wanted.dedup();
-        let users = self.users.load(&wanted)?;
-        let user_ids = validate_user_ids(&users, self.user_id_column)?;
-        let row_of_id = RowIndex::new(&user_ids);
+        // The users and enrollments decode side by side; enrollments are
+        // tied to users rows once both are in.
         let enrollments = self
             .enrollments
-            .map(|table| load_enrollments(table, enrollment_columns, &row_of_id))
+            .map(|table| -> Result<(OpenTable, Vec<usize>, usize), DataError> {
+                let user_id_column = table.required("user_id", ValueType::Number)?;
+                let mut wanted: Vec<usize> = enrollment_columns.into_iter().collect();
+                wanted.push(user_id_column);
+                Ok((table, wanted, user_id_column))
+            })
+            .transpose()?;
+        let (users, enrollments) = rayon::join(
+            || self.users.load(&wanted),
+            || {
+                enrollments
+                    .map(|(table, wanted, user_id_column)| Ok((table.load(&wanted)?, user_id_column)))
+                    .transpose()
+            },
+        );
+        let users = users?;
+        let user_ids = validate_user_ids(&users, self.user_id_column)?;
+        let row_of_id = RowIndex::new(&user_ids);
+        let enrollments = enrollments?
+            .map(|(table, user_id_column)| tie_enrollments(table, user_id_column, &row_of_id))
             .transpose()?;
         let (static_groups, import_report) = match self.memberships {
             Some(memberships) => {
@@ -278,6 +325,8 @@ fn validate_user_ids(users: &Table, column: usize) -> Result<Vec<u32>, DataError
     let Column::Number(values) = users.column(column) else {
         unreachable!("user_id was checked to be a number column");
     };
+    // Ids that ascend are distinct; only others are checked for repeats.
+    let ascending = values.is_sorted_by(|a, b| a < b);
     let mut seen = RoaringBitmap::new();
     let mut ids = Vec::with_capacity(values.len());
     for (row, &value) in values.iter().enumerate() {
@@ -290,7 +339,7 @@ fn validate_user_ids(users: &Table, column: usize) -> Result<Vec<u32>, DataError
                 "`{value}` is not a user id (a whole number from 0 to 4294967295)"
             ))
         })?;
-        if !seen.insert(id) {
+        if !ascending && !seen.insert(id) {
             return Err(error(format!("user id {id} appears twice")));
         }
         ids.push(id);
@@ -298,31 +347,26 @@ fn validate_user_ids(users: &Table, column: usize) -> Result<Vec<u32>, DataError
     Ok(ids)
 }
 
-fn load_enrollments(table: OpenTable, columns: BTreeSet<usize>, users: &RowIndex) -> Result<Enrollments, DataError> {
-    let user_id_column = table.required("user_id", ValueType::Number)?;
-    let mut wanted: Vec<usize> = columns.into_iter().collect();
-    wanted.push(user_id_column);
-    let table = table.load(&wanted)?;
+/// Ties each enrollment row to its users row, in parallel.
+fn tie_enrollments(table: Table, user_id_column: usize, users: &RowIndex) -> Result<Enrollments, DataError> {
     let Column::Number(values) = table.column(user_id_column) else {
         unreachable!("user_id was checked to be a number column");
     };
-    let mut unknown_users = 0;
-    let mut user_rows = Vec::with_capacity(values.len());
-    for (row, &value) in values.iter().enumerate() {
-        let user_row = if value.is_nan() {
-            None
-        } else {
+    let user_rows = values
+        .par_iter()
+        .enumerate()
+        .map(|(row, &value)| {
+            if value.is_nan() {
+                return Ok(NO_USER);
+            }
             let id = user_id_value(value).ok_or_else(|| {
                 DataError::column(&table.path, "user_id", format!("`{value}` is not a user id"))
                     .at_row(table.row_label(row))
             })?;
-            users.row(id)
-        };
-        user_rows.push(user_row.unwrap_or_else(|| {
-            unknown_users += 1;
-            NO_USER
-        }));
-    }
+            Ok(users.row(id).unwrap_or(NO_USER))
+        })
+        .collect::<Result<Vec<u32>, DataError>>()?;
+    let unknown_users = user_rows.par_iter().filter(|&&u| u == NO_USER).count();
     Ok(Enrollments {
         table,
         user_rows,
@@ -432,5 +476,37 @@ fn text_cells(table: &Table, column: usize) -> Vec<Option<String>> {
     match table.column(column) {
         Column::Text(t) => (0..t.codes.len()).map(|r| t.get(r).map(str::to_string)).collect(),
         _ => unreachable!("column was checked to be text"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rows_are_found_by_dense_and_sparse_ids() {
+        for ids in [vec![7, 3, 12, 0], vec![4_000_000_000, 5, 90_000_000]] {
+            let index = RowIndex::new(&ids);
+            for (row, &id) in ids.iter().enumerate() {
+                assert_eq!(index.row(id), Some(row as u32), "id {id} of {ids:?}");
+            }
+            for absent in [1, 4, 13, 6, 4_000_000_001, u32::MAX] {
+                assert_eq!(index.row(absent), None, "id {absent} of {ids:?}");
+            }
+        }
+        assert!(matches!(
+            RowIndex::new(&[7, 3, 12, 0]),
+            RowIndex::Map {
+                rows: IdTable::Dense(_),
+                ..
+            }
+        ));
+        assert!(matches!(
+            RowIndex::new(&[4_000_000_000, 5]),
+            RowIndex::Map {
+                rows: IdTable::Hashed(_),
+                ..
+            }
+        ));
     }
 }

@@ -1,12 +1,11 @@
 //! Decoded columns. Text is dictionary-encoded, so a text test runs once per
 //! distinct value, not once per row.
 
+use hashbrown::HashTable;
+use hashbrown::hash_table::Entry;
+use rayon::prelude::*;
 use roaring::RoaringBitmap;
 use std::sync::OnceLock;
-
-/// Text interning is hashing-bound; ahash is several times faster than the
-/// standard SipHash on short strings, and the input is not adversarial.
-type HashMap<K, V> = ahash::AHashMap<K, V>;
 
 /// The code of a missing text value.
 pub const NULL_CODE: u32 = u32::MAX;
@@ -118,31 +117,40 @@ impl TextColumn {
         if self.values.is_empty() || self.codes.len() / self.values.len() < MIN_ROWS_PER_VALUE_FOR_POSTINGS {
             return None;
         }
-        Some(self.postings.get_or_init(|| {
-            // A counting sort of rows by code: rows of each code come out
-            // ascending, ready for `from_sorted_iter`.
-            let mut starts = vec![0usize; self.values.len() + 1];
-            for &code in self.codes.iter().filter(|&&c| c != NULL_CODE) {
-                starts[code as usize + 1] += 1;
-            }
-            for i in 1..starts.len() {
-                starts[i] += starts[i - 1];
-            }
-            let mut next = starts.clone();
-            let mut rows = vec![0u32; starts[self.values.len()]];
-            for (row, &code) in self.codes.iter().enumerate().filter(|(_, c)| **c != NULL_CODE) {
-                rows[next[code as usize]] = row as u32;
-                next[code as usize] += 1;
-            }
-            // Sequential on purpose: a parallel init inside `get_or_init` could
-            // let this thread steal a task that waits on this same lock.
-            (0..self.values.len())
-                .map(|code| {
-                    RoaringBitmap::from_sorted_iter(rows[starts[code]..starts[code + 1]].iter().copied())
-                        .expect("rows ascend")
-                })
-                .collect()
-        }))
+        if let Some(built) = self.postings.get() {
+            return Some(built);
+        }
+        // Built outside the lock, in parallel: a parallel build inside
+        // `get_or_init` could let this thread steal a task that waits on
+        // this same lock. Two threads racing here both build; one result
+        // is kept.
+        let _ = self.postings.set(self.build_postings());
+        self.postings.get().map(Vec::as_slice)
+    }
+
+    fn build_postings(&self) -> Vec<RoaringBitmap> {
+        // A counting sort of rows by code: rows of each code come out
+        // ascending, ready for `from_sorted_iter`.
+        let mut starts = vec![0usize; self.values.len() + 1];
+        for &code in self.codes.iter().filter(|&&c| c != NULL_CODE) {
+            starts[code as usize + 1] += 1;
+        }
+        for i in 1..starts.len() {
+            starts[i] += starts[i - 1];
+        }
+        let mut next = starts.clone();
+        let mut rows = vec![0u32; starts[self.values.len()]];
+        for (row, &code) in self.codes.iter().enumerate().filter(|(_, c)| **c != NULL_CODE) {
+            rows[next[code as usize]] = row as u32;
+            next[code as usize] += 1;
+        }
+        (0..self.values.len())
+            .into_par_iter()
+            .map(|code| {
+                RoaringBitmap::from_sorted_iter(rows[starts[code]..starts[code + 1]].iter().copied())
+                    .expect("rows ascend")
+            })
+            .collect()
     }
 
     /// The value at `row` as stored, or `None` if missing.
@@ -169,7 +177,12 @@ impl FromIterator<Option<String>> for TextColumn {
 pub struct TextColumnBuilder {
     codes: Vec<u32>,
     values: Vec<String>,
-    index: HashMap<String, u32>,
+    /// Codes, found by their value's hash: each value is stored once, in
+    /// `values`, which matters for columns of a million distinct emails.
+    index: HashTable<u32>,
+    /// Interning is hashing-bound; ahash is several times faster than the
+    /// standard SipHash on short strings, and the input is not adversarial.
+    hasher: ahash::RandomState,
 }
 
 impl TextColumnBuilder {
@@ -194,18 +207,38 @@ impl TextColumnBuilder {
 
     /// The code of `value`, adding it to the dictionary if new.
     pub fn intern(&mut self, value: &str) -> u32 {
-        if let Some(&code) = self.index.get(value) {
-            return code;
+        let TextColumnBuilder {
+            values, index, hasher, ..
+        } = self;
+        let entry = index.entry(
+            hasher.hash_one(value),
+            |&code| values[code as usize] == value,
+            |&code| hasher.hash_one(values[code as usize].as_str()),
+        );
+        match entry {
+            Entry::Occupied(found) => *found.get(),
+            Entry::Vacant(slot) => {
+                let code = u32::try_from(values.len()).expect("fewer than 2^32 distinct values");
+                values.push(value.to_string());
+                slot.insert(code);
+                code
+            }
         }
-        let code = u32::try_from(self.values.len()).expect("fewer than 2^32 distinct values");
-        self.values.push(value.to_string());
-        self.index.insert(value.to_string(), code);
-        code
     }
 
     /// The finished column.
     pub fn finish(self) -> TextColumn {
-        let lowercase = self.values.iter().map(|v| v.to_lowercase()).collect();
+        let lowercase = self
+            .values
+            .par_iter()
+            .map(|v| {
+                if v.is_ascii() {
+                    v.to_ascii_lowercase()
+                } else {
+                    v.to_lowercase()
+                }
+            })
+            .collect();
         TextColumn {
             codes: self.codes,
             values: self.values,

@@ -2,17 +2,19 @@
 //! wanted columns (a projection), batch by batch.
 
 use super::DataError;
-use super::column::{Column, TextColumnBuilder};
+use super::column::{Column, TextColumn, TextColumnBuilder};
 use crate::schema::{ColumnSchema, ColumnType, TableSchema, ValueType};
-use arrow_array::Array;
 use arrow_array::cast::AsArray;
 use arrow_array::types::*;
-use arrow_schema::{DataType, TimeUnit};
+use arrow_array::{Array, ArrayRef};
+use arrow_schema::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use parquet::arrow::ProjectionMask;
-use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use parquet::arrow::arrow_reader::{ArrowReaderOptions, ParquetRecordBatchReaderBuilder};
+use parquet::basic::Encoding;
 use rayon::prelude::*;
 use std::fs::File;
 use std::path::Path;
+use std::sync::Arc;
 
 const BATCH_ROWS: usize = 64 * 1024;
 
@@ -54,7 +56,9 @@ pub(super) fn read_schema(path: &Path) -> Result<(TableSchema, usize), DataError
 }
 
 enum Decoder {
-    Text(TextColumnBuilder),
+    /// Text, and the codes of the last dictionary seen: batches of one
+    /// column chunk share their dictionary.
+    Text(TextColumnBuilder, Option<Box<DictionaryCodes>>),
     Number(Vec<f64>),
     Date(Vec<Option<i32>>),
     Boolean(Vec<Option<bool>>),
@@ -69,7 +73,7 @@ pub(super) fn decode(path: &Path, schema: &TableSchema, wanted: &[usize]) -> Res
 fn decode_column(path: &Path, schema: &TableSchema, index: usize) -> Result<Column, DataError> {
     let column = &schema.columns[index];
     let mut decoder = match &column.column_type {
-        ColumnType::Usable(ValueType::Text) => Decoder::Text(TextColumnBuilder::default()),
+        ColumnType::Usable(ValueType::Text) => Decoder::Text(TextColumnBuilder::default(), None),
         ColumnType::Usable(ValueType::Number) => Decoder::Number(Vec::new()),
         ColumnType::Usable(ValueType::Date) => Decoder::Date(Vec::new()),
         ColumnType::Usable(ValueType::Boolean) => Decoder::Boolean(Vec::new()),
@@ -81,7 +85,10 @@ fn decode_column(path: &Path, schema: &TableSchema, index: usize) -> Result<Colu
             ));
         }
     };
-    let builder = builder(path)?;
+    let mut builder = builder(path)?;
+    if matches!(decoder, Decoder::Text(..)) && all_pages_dictionary_encoded(&builder, index) {
+        builder = dictionary_reader(path, builder.schema(), index)?;
+    }
     let mask = ProjectionMask::roots(builder.parquet_schema(), [index]);
     let reader = builder
         .with_projection(mask)
@@ -94,41 +101,108 @@ fn decode_column(path: &Path, schema: &TableSchema, index: usize) -> Result<Colu
         append(&mut decoder, batch.column(0).as_ref());
     }
     Ok(match decoder {
-        Decoder::Text(b) => Column::Text(b.finish()),
+        Decoder::Text(b, _) => Column::Text(b.finish()),
         Decoder::Number(v) => Column::Number(v),
         Decoder::Date(v) => Column::Date(v),
         Decoder::Boolean(v) => Column::Boolean(v),
     })
 }
 
+/// Whether every data page of the column is dictionary-encoded, as the
+/// footer's page statistics say (unknown counts as no).
+fn all_pages_dictionary_encoded(builder: &ParquetRecordBatchReaderBuilder<File>, index: usize) -> bool {
+    let Some(leaf) = builder
+        .parquet_schema()
+        .columns()
+        .iter()
+        .position(|c| c.path().parts()[0] == *builder.schema().field(index).name())
+    else {
+        return false;
+    };
+    builder.metadata().row_groups().iter().all(|group| {
+        let column = group.column(leaf);
+        column.dictionary_page_offset().is_some()
+            && column
+                .page_encoding_stats_mask()
+                .is_some_and(|mask| mask.is_only(Encoding::RLE_DICTIONARY) || mask.is_only(Encoding::PLAIN_DICTIONARY))
+    })
+}
+
+/// A reader that hands the text column at `index` over as dictionary keys
+/// and values, as stored, instead of one string per row: each distinct value
+/// is then interned once per batch, not once per row.
+fn dictionary_reader(
+    path: &Path,
+    schema: &SchemaRef,
+    index: usize,
+) -> Result<ParquetRecordBatchReaderBuilder<File>, DataError> {
+    let fields: Vec<Field> = schema
+        .fields()
+        .iter()
+        .enumerate()
+        .map(|(i, f)| match f.data_type() {
+            DataType::Utf8 | DataType::LargeUtf8 if i == index => f.as_ref().clone().with_data_type(
+                DataType::Dictionary(Box::new(DataType::Int32), Box::new(f.data_type().clone())),
+            ),
+            _ => f.as_ref().clone(),
+        })
+        .collect();
+    let options = ArrowReaderOptions::new().with_schema(Arc::new(Schema::new(fields)));
+    let file = File::open(path).map_err(|e| DataError::file(path, format!("cannot open the file: {e}")))?;
+    ParquetRecordBatchReaderBuilder::try_new_with_options(file, options)
+        .map_err(|e| DataError::file(path, format!("not a readable Parquet file: {e}")))
+}
+
 fn append(decoder: &mut Decoder, array: &dyn Array) {
     match decoder {
-        Decoder::Text(builder) => append_text(builder, array),
+        Decoder::Text(builder, dictionary) => append_text(builder, dictionary, array),
         Decoder::Number(out) => append_numbers(out, array),
         Decoder::Date(out) => append_dates(out, array),
         Decoder::Boolean(out) => out.extend(array.as_boolean().iter()),
     }
 }
 
-fn append_text(builder: &mut TextColumnBuilder, array: &dyn Array) {
+/// A batch's dictionary values, and the column code of each, interned when
+/// a row first uses it (a dictionary may hold values no row refers to).
+struct DictionaryCodes {
+    values: ArrayRef,
+    texts: TextColumn,
+    codes: Vec<Option<u32>>,
+}
+
+fn append_text(builder: &mut TextColumnBuilder, last_dictionary: &mut Option<Box<DictionaryCodes>>, array: &dyn Array) {
     match array.data_type() {
         DataType::Utf8 => array.as_string::<i32>().iter().for_each(|v| builder.push(v)),
         DataType::LargeUtf8 => array.as_string::<i64>().iter().for_each(|v| builder.push(v)),
         DataType::Utf8View => array.as_string_view().iter().for_each(|v| builder.push(v)),
         _ => {
-            // A dictionary: intern each distinct value once, then map keys.
             let dictionary = array.as_any_dictionary();
             let values = dictionary.values();
-            let mut value_texts = TextColumnBuilder::default();
-            append_text(&mut value_texts, values.as_ref());
-            let value_texts = value_texts.finish();
-            let codes: Vec<Option<u32>> = (0..values.len())
-                .map(|i| value_texts.get(i).map(|v| builder.intern(v)))
-                .collect();
+            let dictionary_codes = match last_dictionary {
+                Some(last) if Arc::ptr_eq(&last.values, values) => last,
+                _ => {
+                    let mut texts = TextColumnBuilder::default();
+                    append_text(&mut texts, &mut None, values.as_ref());
+                    last_dictionary.insert(Box::new(DictionaryCodes {
+                        values: values.clone(),
+                        texts: texts.finish(),
+                        codes: vec![None; values.len()],
+                    }))
+                }
+            };
             for (row, key) in dictionary.normalized_keys().into_iter().enumerate() {
-                match codes.get(key).copied().flatten() {
-                    Some(code) if array.is_valid(row) => builder.push_code(code),
-                    _ => builder.push(None),
+                let value = if array.is_valid(row) { key } else { usize::MAX };
+                match dictionary_codes.codes.get_mut(value) {
+                    Some(Some(code)) => builder.push_code(*code),
+                    Some(unseen) => match dictionary_codes.texts.get(value) {
+                        Some(text) => {
+                            let code = builder.intern(text);
+                            *unseen = Some(code);
+                            builder.push_code(code);
+                        }
+                        None => builder.push(None),
+                    },
+                    None => builder.push(None),
                 }
             }
         }
@@ -181,5 +255,57 @@ fn append_dates(out: &mut Vec<Option<i32>>, array: &dyn Array) {
             out.extend(values.into_iter().map(|v| v.and_then(|v| days(v, per_day))));
         }
         other => unreachable!("not a date type: {other}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow_array::{RecordBatch, StringArray};
+    use parquet::arrow::ArrowWriter;
+    use parquet::file::properties::WriterProperties;
+
+    /// Writes `values` as one text column under three writer settings and
+    /// reads it back: dictionary pages over several row groups and batches,
+    /// a dictionary that overflows into plain pages, and plain pages only.
+    #[test]
+    fn text_decodes_alike_from_dictionary_and_plain_pages() {
+        let values: Vec<Option<String>> = (0..150_000u32)
+            .map(|i| match i % 7 {
+                0 => None,
+                1 => Some(format!("unique-{i}")),
+                _ => Some(format!("Value {}", i % 13)),
+            })
+            .collect();
+        let settings = [
+            WriterProperties::builder()
+                .set_max_row_group_row_count(Some(40_000))
+                .build(),
+            WriterProperties::builder().set_dictionary_page_size_limit(512).build(),
+            WriterProperties::builder().set_dictionary_enabled(false).build(),
+        ];
+        let dir = tempfile::tempdir().unwrap();
+        for (i, props) in settings.into_iter().enumerate() {
+            let path = dir.path().join(format!("t{i}.parquet"));
+            let column: ArrayRef = Arc::new(StringArray::from(values.clone()));
+            let batch = RecordBatch::try_from_iter([("name", column)]).unwrap();
+            let mut writer = ArrowWriter::try_new(File::create(&path).unwrap(), batch.schema(), Some(props)).unwrap();
+            writer.write(&batch).unwrap();
+            writer.close().unwrap();
+
+            let (schema, _) = read_schema(&path).unwrap();
+            let decoded = decode(&path, &schema, &[0]).unwrap();
+            let Column::Text(text) = &decoded[0] else {
+                panic!("a text column")
+            };
+            let read: Vec<Option<String>> = (0..text.codes.len()).map(|r| text.get(r).map(String::from)).collect();
+            assert_eq!(read, values, "writer setting {i}");
+            let distinct: std::collections::HashSet<&String> = values.iter().flatten().collect();
+            assert_eq!(
+                text.values.len(),
+                distinct.len(),
+                "each value interned once, setting {i}"
+            );
+        }
     }
 }
