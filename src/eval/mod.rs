@@ -10,14 +10,17 @@ mod plan;
 
 pub use plan::dependency_closure;
 
+use crate::ast::CmpOp;
 use crate::ast::GroupStatus;
 use crate::checked::CheckedRules;
+use crate::checked::{ColumnTest, Test};
+use crate::data::{Column, TextColumn};
 use crate::dataset::{Dataset, NO_USER};
-use atoms::{all_rows, branch_rows, column_rows, rows_where};
+use atoms::{all_rows, branch_rows, codes_containing, column_rows, rows_with_code_set};
 use plan::{Atom, Node, Plan};
 use rayon::prelude::*;
 use roaring::{MultiOps, RoaringBitmap};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
 /// The members of one rule group.
@@ -94,39 +97,72 @@ pub fn evaluate_after(
     let no_groups: Vec<RoaringBitmap> = Vec::new();
     let statics = &data.static_groups;
 
+    let trace = std::env::var_os("DYNGROUPS_TRACE_ATOMS").is_some();
+    let started = Instant::now();
+    let phase_done = |phase: &str| {
+        if trace {
+            eprintln!("{:>10.3} ms  {phase} done", started.elapsed().as_secs_f64() * 1e3);
+        }
+    };
     // Phase 0: the per-value postings that equality and `in` tests use, one
-    // column per task, before any atom waits on them.
-    let mut indexed: Vec<&crate::data::TextColumn> = Vec::new();
-    for atom in &plan.atoms {
-        let (table, test) = match atom {
-            Atom::UserColumn(test) => (Some(&data.users), test),
-            Atom::EnrollmentColumn(test) => (data.enrollments.as_ref().map(|e| &e.table), test),
-            _ => continue,
+    // column per task, before any atom waits on them; and every `contains`
+    // literal of a column matched against its values in one pass.
+    let mut indexed: Vec<&TextColumn> = Vec::new();
+    let mut containing: Vec<(&TextColumn, Vec<(usize, &str)>)> = Vec::new();
+    for (a, atom) in plan.atoms.iter().enumerate() {
+        let Some((Column::Text(text), test)) = column_test(atom, data) else {
+            continue;
         };
-        if let (Some(table), crate::checked::Test::Compare(crate::ast::CmpOp::Eq, _) | crate::checked::Test::In(_)) =
-            (table, &test.test)
-            && let crate::data::Column::Text(text) = table.column(test.column)
-            && !indexed.iter().any(|t| std::ptr::eq(*t, text))
-        {
-            indexed.push(text);
+        match &test.test {
+            Test::Compare(CmpOp::Eq, _) | Test::In(_) if !indexed.iter().any(|t| std::ptr::eq(*t, text)) => {
+                indexed.push(text);
+            }
+            Test::Contains(literal) => match containing.iter_mut().find(|(t, _)| std::ptr::eq(*t, text)) {
+                Some((_, literals)) => literals.push((a, literal)),
+                None => containing.push((text, vec![(a, literal)])),
+            },
+            _ => {}
         }
     }
-    indexed.par_iter().for_each(|text| {
-        text.postings();
-    });
+    let (_, contains_codes) = rayon::join(
+        || {
+            indexed.par_iter().for_each(|text| {
+                text.postings();
+            })
+        },
+        || -> HashMap<usize, RoaringBitmap> {
+            containing
+                .par_iter()
+                .flat_map_iter(|(text, literals)| {
+                    let texts: Vec<&str> = literals.iter().map(|(_, l)| *l).collect();
+                    literals.iter().map(|(a, _)| *a).zip(codes_containing(text, &texts))
+                })
+                .collect()
+        },
+    );
 
+    phase_done("phase 0 (postings, contains)");
     // Phase 1: column and branch atoms. Phase 2: enrollment atoms, which
     // combine enrollment-column atoms of phase 1.
     let mut results: Vec<Option<(RoaringBitmap, Duration)>> = plan
         .atoms
         .par_iter()
-        .map(|atom| (!atom.is_enrollment()).then(|| timed(|| leaf_atom(atom, data))))
+        .enumerate()
+        .map(|(a, atom)| (!atom.is_enrollment()).then(|| timed(|| leaf_atom(atom, contains_codes.get(&a), data))))
         .collect();
-    let enrollment_results: Vec<Option<(RoaringBitmap, Duration)>> = plan
-        .atoms
+    phase_done("phase 1 (column and branch atoms)");
+    // Atoms that differ only in their count share the rows and counts of
+    // their condition.
+    let mut by_condition: HashMap<Option<&Node>, Vec<usize>> = HashMap::new();
+    for (a, atom) in plan.atoms.iter().enumerate() {
+        if let Atom::Enrollment { condition, .. } = atom {
+            by_condition.entry(condition.as_ref()).or_default().push(a);
+        }
+    }
+    let enrollment_results: Vec<(usize, (RoaringBitmap, Duration))> = by_condition
         .par_iter()
-        .map(|atom| match atom {
-            Atom::Enrollment { condition, count } => Some(timed(|| {
+        .flat_map_iter(|(condition, atoms)| {
+            let (enrolled, shared) = timed(|| {
                 let context = Context {
                     universe: &enrollment_universe,
                     atoms: &results,
@@ -137,24 +173,30 @@ pub fn evaluate_after(
                     Some(c) => context.combine(c),
                     None => enrollment_universe.clone(),
                 };
-                enrollment_users(data, &rows, *count)
-            })),
-            _ => None,
+                EnrolledUsers::new(data, &rows)
+            });
+            let (users, atom_list) = (&users, &plan.atoms);
+            atoms.iter().map(move |&a| {
+                let Atom::Enrollment { count, .. } = &atom_list[a] else {
+                    unreachable!("grouped enrollment atoms")
+                };
+                let (members, took) = timed(|| enrolled.users(*count, users));
+                (a, (members, took + shared))
+            })
         })
         .collect();
-    if std::env::var_os("DYNGROUPS_TRACE_ATOMS").is_some() {
+    for (a, result) in enrollment_results {
+        results[a] = Some(result);
+    }
+    if trace {
         for (atom, result) in plan.atoms.iter().zip(&results) {
             if let Some((_, took)) = result {
                 eprintln!("{:>10.3} ms  {atom:?}", took.as_secs_f64() * 1e3);
             }
         }
     }
-    for (slot, result) in results.iter_mut().zip(enrollment_results) {
-        if result.is_some() {
-            *slot = result;
-        }
-    }
 
+    phase_done("phase 2 (enrollment atoms)");
     // Phase 3: groups, batch by batch.
     let mut group_rows: Vec<RoaringBitmap> = vec![RoaringBitmap::new(); rules.groups.len()];
     // The evaluated members, where the status makes them differ from what
@@ -237,6 +279,7 @@ pub fn evaluate_after(
         }
     }
 
+    phase_done("phase 3 (groups)");
     let groups = plan
         .groups
         .iter()
@@ -284,47 +327,99 @@ fn timed<T>(f: impl FnOnce() -> T) -> (T, Duration) {
     (value, start.elapsed())
 }
 
-fn leaf_atom(atom: &Atom<'_>, data: &Dataset) -> RoaringBitmap {
+/// The column and test of a column atom.
+fn column_test<'d>(atom: &Atom<'d>, data: &'d Dataset) -> Option<(&'d Column, &'d ColumnTest)> {
     match atom {
-        Atom::UserColumn(test) => column_rows(data.users.column(test.column), test),
-        Atom::EnrollmentColumn(test) => match &data.enrollments {
-            Some(e) => column_rows(e.table.column(test.column), test),
-            None => RoaringBitmap::new(),
-        },
-        Atom::Branch(test) => match &data.org {
-            Some(org) => branch_rows(data.users.column(test.column), org, test),
-            None => RoaringBitmap::new(),
-        },
-        Atom::Enrollment { .. } => unreachable!("enrollment atoms are evaluated in their own phase"),
+        Atom::UserColumn(test) => Some((data.users.column(test.column), test)),
+        Atom::EnrollmentColumn(test) => data.enrollments.as_ref().map(|e| (e.table.column(test.column), *test)),
+        Atom::Branch(_) | Atom::Enrollment { .. } => None,
     }
 }
 
-/// Users (rows) with a matching enrollment row, or whose number of matching
-/// rows satisfies `count` (users with none count 0).
-fn enrollment_users(data: &Dataset, rows: &RoaringBitmap, count: Option<(crate::ast::CmpOp, u64)>) -> RoaringBitmap {
-    let Some(enrollments) = &data.enrollments else {
-        return RoaringBitmap::new();
-    };
-    match count {
-        None => {
-            let mut users: Vec<u32> = rows
-                .iter()
-                .map(|e| enrollments.user_rows[e as usize])
-                .filter(|&u| u != NO_USER)
-                .collect();
-            users.par_sort_unstable();
-            users.dedup();
-            RoaringBitmap::from_sorted_iter(users).expect("sorted, distinct rows")
+/// A column or branch atom; `contains_codes` are the distinct values a
+/// `contains` atom matches, when phase 0 found them.
+fn leaf_atom(atom: &Atom<'_>, contains_codes: Option<&RoaringBitmap>, data: &Dataset) -> RoaringBitmap {
+    match (atom, column_test(atom, data), contains_codes) {
+        (_, Some((Column::Text(text), _)), Some(codes)) => rows_with_code_set(text, codes),
+        (_, Some((column, test)), _) => column_rows(column, test),
+        (Atom::Branch(test), ..) => match &data.org {
+            Some(org) => branch_rows(data.users.column(test.column), org, test),
+            None => RoaringBitmap::new(),
+        },
+        _ => RoaringBitmap::new(),
+    }
+}
+
+/// Enrollment rows per parallel task when tallying users, as a power of two.
+const ROWS_PER_TASK_BITS: u32 = 20;
+
+/// The users (rows) with matching enrollment rows, and how many each has.
+struct EnrolledUsers {
+    /// Ascending users rows.
+    users: Vec<u32>,
+    /// `counts[i]`: the matching rows of `users[i]`.
+    counts: Vec<u32>,
+}
+
+impl EnrolledUsers {
+    /// Tallies the users of the enrollment `rows` (rows of unknown users
+    /// are ignored).
+    fn new(data: &Dataset, rows: &RoaringBitmap) -> EnrolledUsers {
+        let Some(enrollments) = &data.enrollments else {
+            return EnrolledUsers {
+                users: Vec::new(),
+                counts: Vec::new(),
+            };
+        };
+        let ranges = (rows.max().unwrap_or(0) >> ROWS_PER_TASK_BITS) + 1;
+        let mut row_users: Vec<u32> = (0..ranges)
+            .into_par_iter()
+            .flat_map_iter(|range| {
+                // Not `Iter::next_many`: roaring 0.12.0 overflows on a full
+                // run container there and, in release builds, skips it.
+                let start = range << ROWS_PER_TASK_BITS;
+                rows.range(start..start.saturating_add(1 << ROWS_PER_TASK_BITS))
+                    .map(|e| enrollments.user_rows[e as usize])
+                    .filter(|&u| u != NO_USER)
+            })
+            .collect();
+        // Enrollments are usually stored user by user: then the sort is a check.
+        if !row_users.is_sorted() {
+            row_users.par_sort_unstable();
         }
-        Some((op, n)) => {
-            let mut counts = vec![0u32; data.user_count()];
-            for e in rows {
-                let u = enrollments.user_rows[e as usize];
-                if u != NO_USER {
-                    counts[u as usize] += 1;
-                }
+        let mut users = Vec::new();
+        let mut counts: Vec<u32> = Vec::new();
+        for u in row_users {
+            if users.last() == Some(&u) {
+                *counts.last_mut().expect("a count per user") += 1;
+            } else {
+                users.push(u);
+                counts.push(1);
             }
-            rows_where(counts.len(), |u| op.holds(u64::from(counts[u]), n))
+        }
+        EnrolledUsers { users, counts }
+    }
+
+    /// The users with a matching row, or whose number of matching rows
+    /// satisfies `count`; users without rows count 0, so when 0 satisfies
+    /// it the result starts from `universe`.
+    fn users(&self, count: Option<(CmpOp, u64)>, universe: &RoaringBitmap) -> RoaringBitmap {
+        let Some((op, n)) = count else {
+            return RoaringBitmap::from_sorted_iter(self.users.iter().copied()).expect("users ascend");
+        };
+        let with_count = |wanted: bool| {
+            let users = self.users.iter().zip(&self.counts);
+            RoaringBitmap::from_sorted_iter(
+                users
+                    .filter(|(_, c)| op.holds(u64::from(**c), n) == wanted)
+                    .map(|(u, _)| *u),
+            )
+            .expect("users ascend")
+        };
+        if op.holds(0, n) {
+            universe - with_count(false)
+        } else {
+            with_count(true)
         }
     }
 }
@@ -379,5 +474,52 @@ impl Context<'_> {
                 out
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::data::OpenTable;
+    use crate::dataset::OpenInputs;
+    use std::collections::BTreeSet;
+
+    /// Enrollments of more rows than one tallying task takes, stored out
+    /// of user order: every row counts once.
+    #[test]
+    fn enrolled_users_count_every_row_over_several_tasks() {
+        let users = 5u32;
+        let rows = (1usize << ROWS_PER_TASK_BITS) + 4321;
+        let user_of = |e: usize| ((e * 7) % 6) as f64; // user 5 is unknown
+        let users_table = OpenTable::from_columns(
+            "users",
+            vec![("user_id".into(), Column::Number((0..users).map(f64::from).collect()))],
+        );
+        let enrollments = OpenTable::from_columns(
+            "enrollments",
+            vec![
+                ("user_id".into(), Column::Number((0..rows).map(user_of).collect())),
+                (
+                    "course".into(),
+                    Column::Text((0..rows).map(|_| Some("C".to_string())).collect()),
+                ),
+                ("status".into(), Column::Text((0..rows).map(|_| None).collect())),
+            ],
+        );
+        let data = OpenInputs::from_tables(users_table, Some(enrollments), None, None)
+            .unwrap()
+            .load_all(&BTreeSet::new())
+            .unwrap();
+        let mut expected = [0u32; 6];
+        for e in 0..rows {
+            expected[user_of(e) as usize] += 1;
+        }
+        let enrolled = EnrolledUsers::new(&data, &all_rows(rows));
+        assert_eq!(enrolled.users, vec![0, 1, 2, 3, 4]);
+        assert_eq!(enrolled.counts, expected[..5]);
+        let universe = all_rows(users as usize);
+        let at_least = enrolled.users(Some((CmpOp::Ge, u64::from(expected[1]))), &universe);
+        let expected_at_least: Vec<u32> = (0..users).filter(|&u| expected[u as usize] >= expected[1]).collect();
+        assert_eq!(at_least.iter().collect::<Vec<_>>(), expected_at_least);
     }
 }

@@ -7,7 +7,7 @@ use crate::checked::{BranchTest, CheckedRules, ColumnTest, GroupRef, Predicate};
 use std::collections::HashMap;
 
 /// A boolean tree over atoms and groups.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub(super) enum Node {
     Const(bool),
     And(Vec<Node>),
