@@ -177,9 +177,10 @@ impl FromIterator<Option<String>> for TextColumn {
 pub struct TextColumnBuilder {
     codes: Vec<u32>,
     values: Vec<String>,
-    /// Codes, found by their value's hash: each value is stored once, in
-    /// `values`, which matters for columns of a million distinct emails.
-    index: HashTable<u32>,
+    /// (hash, code) of every value: each value is stored once, in `values`,
+    /// which matters for columns of a million distinct emails, and growing
+    /// the table reuses the hashes instead of reading the values again.
+    index: HashTable<(u64, u32)>,
     /// Interning is hashing-bound; ahash is several times faster than the
     /// standard SipHash on short strings, and the input is not adversarial.
     hasher: ahash::RandomState,
@@ -210,17 +211,18 @@ impl TextColumnBuilder {
         let TextColumnBuilder {
             values, index, hasher, ..
         } = self;
+        let hash = hasher.hash_one(value);
         let entry = index.entry(
-            hasher.hash_one(value),
-            |&code| values[code as usize] == value,
-            |&code| hasher.hash_one(values[code as usize].as_str()),
+            hash,
+            |&(h, code)| h == hash && values[code as usize] == value,
+            |&(h, _)| h,
         );
         match entry {
-            Entry::Occupied(found) => *found.get(),
+            Entry::Occupied(found) => found.get().1,
             Entry::Vacant(slot) => {
                 let code = u32::try_from(values.len()).expect("fewer than 2^32 distinct values");
                 values.push(value.to_string());
-                slot.insert(code);
+                slot.insert((hash, code));
                 code
             }
         }
