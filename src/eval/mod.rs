@@ -371,30 +371,38 @@ impl EnrolledUsers {
                 counts: Vec::new(),
             };
         };
+        // Each task tallies its range of rows into runs of one user; rows
+        // stored user by user give one run per user and no sort.
         let ranges = (rows.max().unwrap_or(0) >> ROWS_PER_TASK_BITS) + 1;
-        let mut row_users: Vec<u32> = (0..ranges)
+        let mut runs: Vec<(u32, u32)> = (0..ranges)
             .into_par_iter()
             .flat_map_iter(|range| {
                 // Not `Iter::next_many`: roaring 0.12.0 overflows on a full
                 // run container there and, in release builds, skips it.
                 let start = range << ROWS_PER_TASK_BITS;
-                rows.range(start..start.saturating_add(1 << ROWS_PER_TASK_BITS))
-                    .map(|e| enrollments.user_rows[e as usize])
-                    .filter(|&u| u != NO_USER)
+                let mut runs: Vec<(u32, u32)> = Vec::new();
+                for e in rows.range(start..start.saturating_add(1 << ROWS_PER_TASK_BITS)) {
+                    let user = enrollments.user_rows[e as usize];
+                    match runs.last_mut() {
+                        _ if user == NO_USER => {}
+                        Some((last, count)) if *last == user => *count += 1,
+                        _ => runs.push((user, 1)),
+                    }
+                }
+                runs
             })
             .collect();
-        // Enrollments are usually stored user by user: then the sort is a check.
-        if !row_users.is_sorted() {
-            row_users.par_sort_unstable();
+        if !runs.is_sorted_by_key(|&(user, _)| user) {
+            runs.par_sort_unstable_by_key(|&(user, _)| user);
         }
-        let mut users = Vec::new();
-        let mut counts: Vec<u32> = Vec::new();
-        for u in row_users {
-            if users.last() == Some(&u) {
-                *counts.last_mut().expect("a count per user") += 1;
+        let mut users: Vec<u32> = Vec::with_capacity(runs.len());
+        let mut counts: Vec<u32> = Vec::with_capacity(runs.len());
+        for (user, count) in runs {
+            if users.last() == Some(&user) {
+                *counts.last_mut().expect("a count per user") += count;
             } else {
-                users.push(u);
-                counts.push(1);
+                users.push(user);
+                counts.push(count);
             }
         }
         EnrolledUsers { users, counts }
@@ -484,13 +492,20 @@ mod tests {
     use crate::dataset::OpenInputs;
     use std::collections::BTreeSet;
 
-    /// Enrollments of more rows than one tallying task takes, stored out
-    /// of user order: every row counts once.
+    /// Enrollments of more rows than one tallying task takes, stored out of
+    /// user order, or user by user with a user across a task boundary:
+    /// every row counts once.
     #[test]
     fn enrolled_users_count_every_row_over_several_tasks() {
-        let users = 5u32;
         let rows = (1usize << ROWS_PER_TASK_BITS) + 4321;
-        let user_of = |e: usize| ((e * 7) % 6) as f64; // user 5 is unknown
+        let shuffled = |e: usize| ((e * 7) % 6) as f64; // user 5 is unknown
+        let user_by_user = |e: usize| (e * 5 / rows) as f64; // user 4 spans two tasks
+        check_tally(rows, &shuffled);
+        check_tally(rows, &user_by_user);
+    }
+
+    fn check_tally(rows: usize, user_of: &dyn Fn(usize) -> f64) {
+        let users = 5u32;
         let users_table = OpenTable::from_columns(
             "users",
             vec![("user_id".into(), Column::Number((0..users).map(f64::from).collect()))],
