@@ -11,6 +11,7 @@
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use dyngroups::dataset::{InputPaths, OpenInputs};
+use dyngroups::state::{GroupToCommit, State};
 use dyngroups::synth::{FAMILIES, SynthSpec, family_rules, generate, rules};
 use std::hint::black_box;
 
@@ -85,7 +86,6 @@ fn benches(c: &mut Criterion) {
 /// The same rules evaluated as of a month earlier and as of today: the
 /// relative-date rules move, the rest stays, as between two real runs.
 fn diff_and_commit(c: &mut Criterion, paths: &InputPaths, users: u32, rule_count: usize) {
-    use dyngroups::state::State;
     use roaring::RoaringBitmap;
     let text = rules(&spec(users, rule_count));
     let file = dyngroups::parse_rules(&text).unwrap();
@@ -128,7 +128,7 @@ fn diff_and_commit(c: &mut Criterion, paths: &InputPaths, users: u32, rule_count
             || tempfile::tempdir().unwrap(),
             |dir| {
                 let state = State::open_or_create(dir.path()).unwrap();
-                state.commit(new_run(&before, month_earlier), 10).unwrap();
+                commit(&state, &before, month_earlier);
                 dir
             },
             criterion::BatchSize::PerIteration,
@@ -138,15 +138,12 @@ fn diff_and_commit(c: &mut Criterion, paths: &InputPaths, users: u32, rule_count
         b.iter_batched(
             || {
                 let dir = tempfile::tempdir().unwrap();
-                State::open_or_create(dir.path())
-                    .unwrap()
-                    .commit(new_run(&before, month_earlier), 10)
-                    .unwrap();
+                commit(&State::open_or_create(dir.path()).unwrap(), &before, month_earlier);
                 dir
             },
             |dir| {
                 let state = State::open_or_create(dir.path()).unwrap();
-                state.commit(new_run(&after, as_of()), 10).unwrap();
+                commit(&state, &after, as_of());
                 dir
             },
             criterion::BatchSize::PerIteration,
@@ -155,29 +152,22 @@ fn diff_and_commit(c: &mut Criterion, paths: &InputPaths, users: u32, rule_count
     group.finish();
 }
 
-/// A run committing `groups` as they are, as of `day`.
-fn new_run(groups: &[(String, roaring::RoaringBitmap)], day: chrono::NaiveDate) -> dyngroups::state::NewRun<'_> {
-    let groups = groups
+/// Commits `groups` as they are, as of `day`: each diffed against the last
+/// run and stored, then the run committed.
+fn commit(state: &State, groups: &[(String, roaring::RoaringBitmap)], day: chrono::NaiveDate) {
+    let groups: Vec<GroupToCommit> = groups
         .iter()
-        .map(|(key, members)| {
-            let record = dyngroups::state::GroupRecord {
-                key: key.clone(),
-                name: key.clone(),
-                kind: "rule".into(),
-                status: "active".into(),
-                members: members.len(),
-                added: 0,
-                removed: 0,
-            };
-            (record, members)
+        .map(|(key, members)| GroupToCommit {
+            key,
+            name: key,
+            kind: "rule",
+            status: "active",
+            members,
         })
         .collect();
-    dyngroups::state::NewRun {
-        as_of: day.to_string(),
-        inputs: Vec::new(),
-        groups,
-        carry_over: false,
-    }
+    let mut run = state.begin_run(false).unwrap();
+    run.add(&groups).unwrap();
+    run.commit(&day.to_string(), Vec::new(), 10).unwrap();
 }
 
 criterion_group!(engine, benches);

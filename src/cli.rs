@@ -7,14 +7,14 @@ use clap::{Args, Parser, Subcommand};
 use dyngroups::ast::GroupStatus;
 use dyngroups::dataset::{InputPaths, OpenInputs};
 use dyngroups::diagnostic::render_all;
-use dyngroups::diff::{GroupChange, RemovalGuard};
-use dyngroups::eval::{GroupMembers, dependency_closure, evaluate, evaluate_after};
+use dyngroups::diff::{ChangeCount, GroupChange, RemovalGuard};
+use dyngroups::eval::{EvaluationSummary, GroupMembers, dependency_closure, evaluate, evaluate_each};
 use dyngroups::import::{BadRowLimit, ImportReport, MatchBy};
 use dyngroups::output::TextTable;
-use dyngroups::state::{GroupRecord, InputFingerprint, NewRun, RunRecord, State, StateError};
+use dyngroups::state::{GroupRecord, GroupToCommit, InputFingerprint, RunRecord, RunWriter, State, StateError};
 use dyngroups::{Diagnostic, SourceFile, check, check_without_data, parse_rules};
 use roaring::RoaringBitmap;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -538,81 +538,134 @@ fn run_run(args: RunArgs) -> Result<(), Failure> {
     }
     let fingerprints = fingerprints.map_err(|e| Failure::Data(e.to_string()))?;
     let loaded = started.elapsed();
-    let evaluation = stage(format!("evaluating {} groups", rules.groups.len()), || {
-        evaluate_after(&rules, &data, selected.as_deref(), &previous)
-    });
-    let evaluated = started.elapsed() - loaded;
 
-    let shown: Vec<&GroupMembers> = evaluation
-        .groups
-        .iter()
-        .filter(|g| args.groups.is_empty() || args.groups.contains(&g.key))
-        .collect();
-    print_data_warnings(&evaluation, &data);
+    // Each batch of groups is diffed and stored as soon as it is evaluated,
+    // then dropped: only what the outputs asked for is kept.
+    let carry_over = !args.groups.is_empty();
+    let writer = match &state {
+        Some(state) if args.dry_run => Some(state.begin_dry_run(carry_over)),
+        Some(state) => Some(state.begin_run(carry_over)),
+        None => None,
+    };
+    let mut sink = RunSink {
+        writer: writer.transpose().map_err(state_failure)?,
+        // A dry run before any commit: everything would be added.
+        finds_changes: state.is_some() || args.dry_run,
+        keeps_changes: args.diff_out.is_some() || args.scim_out.is_some(),
+        counts: Vec::new(),
+        changes: Vec::new(),
+        took: std::time::Duration::ZERO,
+    };
+    let preview = args.dry_run || state.is_none();
+    let mut lines: Vec<(usize, RunLine)> = Vec::new();
+    let mut kept_members: Vec<(String, RoaringBitmap)> = Vec::new();
+    let summary = stage(format!("evaluating {} groups", rules.groups.len()), || {
+        evaluate_each(&rules, &data, selected.as_deref(), &previous, |batch| {
+            let shown: Vec<GroupMembers> = batch
+                .into_iter()
+                .filter(|g| args.groups.is_empty() || args.groups.contains(&g.key))
+                .collect();
+            let to_commit: Vec<GroupToCommit> = shown
+                .iter()
+                .filter_map(|g| {
+                    Some(GroupToCommit {
+                        key: &g.key,
+                        name: &g.name,
+                        kind: "rule",
+                        status: g.status.keyword(),
+                        members: g.committed()?,
+                    })
+                })
+                .collect();
+            sink.add(&to_commit)?;
+            for g in &shown {
+                // What each group commits; drafts only in previews, never in
+                // a run that commits.
+                let written = g.committed().or(preview.then_some(&g.members));
+                if let (Some(_), Some(members)) = (&args.members_out, written) {
+                    kept_members.push((g.key.clone(), members.clone()));
+                }
+                lines.push((g.position, RunLine::of_group(g)));
+            }
+            Ok(())
+        })
+    })?;
     // Static groups are committed too, by a run of every group.
-    let statics: Vec<(&str, &RoaringBitmap)> = if args.groups.is_empty() {
-        evaluation.static_groups.iter().map(|(k, m)| (k.as_str(), m)).collect()
+    let statics: Vec<GroupToCommit> = if args.groups.is_empty() {
+        summary
+            .static_groups
+            .iter()
+            .map(|(key, members)| GroupToCommit {
+                key,
+                name: key,
+                kind: "static",
+                status: GroupStatus::Active.keyword(),
+                members,
+            })
+            .collect()
     } else {
         Vec::new()
     };
-    let committed: Vec<(&str, &RoaringBitmap)> = shown
-        .iter()
-        .filter_map(|g| g.committed().map(|members| (g.key.as_str(), members)))
-        .chain(statics.iter().copied())
-        .collect();
-    let diff_started = Instant::now();
-    let changes = match &state {
-        Some(state) => Some(
-            state
-                .changes_since_last(&committed, !args.groups.is_empty())
-                .map_err(state_failure)?,
-        ),
-        // A dry run before any commit: everything would be added.
-        None if args.dry_run => Some(dyngroups::diff::first_run(&committed)),
-        None => None,
-    };
-    let diff_elapsed = diff_started.elapsed();
-    print_run_table(&shown, &statics, changes.as_deref());
+    sink.add(&statics)?;
+    let gone = sink.add_gone()?;
+    let evaluated = started.elapsed() - loaded - sink.took;
+    lines.sort_by_key(|(position, _)| *position);
+    let mut lines: Vec<RunLine> = lines.into_iter().map(|(_, line)| line).collect();
+    lines.extend(statics.iter().map(|g| RunLine {
+        key: g.key.to_string(),
+        name: "(static)".into(),
+        members: g.members.len(),
+        time: String::new(),
+    }));
+    lines.extend(gone.iter().map(|key| RunLine {
+        key: key.clone(),
+        name: "(gone from the rules)".into(),
+        members: 0,
+        time: String::new(),
+    }));
+    print_data_warnings(&summary, &data);
+    let counts = sink.finds_changes.then_some(sink.counts.as_slice());
+    print_run_table(&lines, counts);
     let enrollment_rows = data.enrollments.as_ref().map_or(0, |e| e.user_rows.len());
     println!(
         "{} groups over {} users and {} enrollments; {} distinct atoms of {}; loaded in {:.1} ms, evaluated in {:.1} ms",
-        shown.len(),
+        lines.len() - statics.len() - gone.len(),
         data.user_count(),
         enrollment_rows,
-        evaluation.distinct_atoms,
-        evaluation.atom_uses,
+        summary.distinct_atoms,
+        summary.atom_uses,
         loaded.as_secs_f64() * 1e3,
         evaluated.as_secs_f64() * 1e3
     );
-    if let Some(changes) = &changes {
-        let changed = changes.iter().filter(|c| !c.is_empty()).count();
-        let added: u64 = changes.iter().map(|c| c.added.len()).sum();
-        let removed: u64 = changes.iter().map(|c| c.removed.len()).sum();
+    if let Some(counts) = counts {
+        let changed = counts.iter().filter(|c| c.added + c.removed > 0).count();
+        let added: u64 = counts.iter().map(|c| c.added).sum();
+        let removed: u64 = counts.iter().map(|c| c.removed).sum();
         println!(
             "changes since the last committed run: +{added} -{removed} in {changed} groups, found in {:.1} ms",
-            diff_elapsed.as_secs_f64() * 1e3
+            sink.took.as_secs_f64() * 1e3
         );
     }
-    if let (Some(state), Some(changes)) = (&state, &changes) {
-        guard_removals(state, changes, &committed, &args)?;
+    if let Some(state) = &state {
+        let now: HashSet<&str> = lines[..lines.len() - gone.len()]
+            .iter()
+            .map(|l| l.key.as_str())
+            .collect();
+        guard_removals(state, &sink.counts, |key| now.contains(key), &args)?;
     }
     if let Some(path) = &args.members_out {
-        // What each group commits; drafts only in previews, never in a run
-        // that commits.
-        let preview = args.dry_run || state.is_none();
-        let members = shown.iter().filter_map(|g| {
-            let members = g.committed().or(preview.then_some(&g.members))?;
-            Some((g.key.as_str(), members))
-        });
+        let members = kept_members.iter().map(|(key, members)| (key.as_str(), members));
         dyngroups::output::write_members(path, members).map_err(|e| Failure::Output(e.to_string()))?;
         println!("members written to {}", path.display());
     }
-    if let (Some(path), Some(changes)) = (&args.diff_out, &changes) {
-        dyngroups::output::write_changes(path, changes).map_err(|e| Failure::Output(e.to_string()))?;
+    let mut changes = std::mem::take(&mut sink.changes);
+    changes.sort_by(|a, b| a.key.cmp(&b.key));
+    if let Some(path) = &args.diff_out {
+        dyngroups::output::write_changes(path, &changes).map_err(|e| Failure::Output(e.to_string()))?;
         println!("changes written to {}", path.display());
     }
-    if let (Some(dir), Some(changes)) = (&args.scim_out, &changes) {
-        let requests = dyngroups::scim::patch_requests(changes, args.scim_batch as usize);
+    if let Some(dir) = &args.scim_out {
+        let requests = dyngroups::scim::patch_requests(&changes, args.scim_batch as usize);
         let mut files: Vec<(String, Vec<u8>)> = requests
             .iter()
             .map(|r| (r.file.clone(), pretty_json(&r.body)))
@@ -637,41 +690,12 @@ fn run_run(args: RunArgs) -> Result<(), Failure> {
         println!("dry run: nothing committed");
         return Ok(());
     }
-    let changes = changes.expect("computed with a state");
-    let change_of: HashMap<&str, &GroupChange> = changes.iter().map(|c| (c.key.as_str(), c)).collect();
-    let record = |key: &str, name: &str, kind: &str, status: GroupStatus, members: &RoaringBitmap| {
-        let change = change_of.get(key);
-        GroupRecord {
-            key: key.to_string(),
-            name: name.to_string(),
-            kind: kind.to_string(),
-            status: status.keyword().to_string(),
-            members: members.len(),
-            added: change.map_or(0, |c| c.added.len()),
-            removed: change.map_or(0, |c| c.removed.len()),
-        }
-    };
-    let groups = shown
-        .iter()
-        .filter_map(|g| {
-            let members = g.committed()?;
-            Some((record(&g.key, &g.name, "rule", g.status, members), members))
-        })
-        .chain(
-            statics
-                .iter()
-                .map(|(key, members)| (record(key, key, "static", GroupStatus::Active, members), *members)),
-        )
-        .collect();
+    let writer = sink.writer.expect("a writer when committing");
     let commit_started = Instant::now();
     let record = stage("committing".into(), || {
-        state.commit(
-            NewRun {
-                as_of: as_of.to_string(),
-                inputs: fingerprints.expect("fingerprinted when committing"),
-                groups,
-                carry_over: !args.groups.is_empty(),
-            },
+        writer.commit(
+            &as_of.to_string(),
+            fingerprints.expect("fingerprinted when committing"),
             args.keep as usize,
         )
     })
@@ -685,26 +709,77 @@ fn run_run(args: RunArgs) -> Result<(), Failure> {
     Ok(())
 }
 
+/// Where a run's groups go as they are evaluated: diffed against the last
+/// committed run and stored (or, in a dry run before any commit, all
+/// added), keeping every group's change counts and, when the outputs need
+/// them, the changes themselves.
+struct RunSink<'s> {
+    writer: Option<RunWriter<'s>>,
+    finds_changes: bool,
+    keeps_changes: bool,
+    counts: Vec<ChangeCount>,
+    changes: Vec<GroupChange>,
+    /// Time spent diffing and storing.
+    took: std::time::Duration,
+}
+
+impl RunSink<'_> {
+    fn add(&mut self, groups: &[GroupToCommit<'_>]) -> Result<(), Failure> {
+        let started = Instant::now();
+        let changes = match &mut self.writer {
+            Some(writer) => writer.add(groups).map_err(state_failure)?,
+            None if self.finds_changes => groups
+                .iter()
+                .map(|g| GroupChange::between(g.key, &RoaringBitmap::new(), g.members))
+                .collect(),
+            None => Vec::new(),
+        };
+        self.keep(changes);
+        self.took += started.elapsed();
+        Ok(())
+    }
+
+    /// Adds the groups of the last run that this run does not have; returns
+    /// their keys.
+    fn add_gone(&mut self) -> Result<Vec<String>, Failure> {
+        let started = Instant::now();
+        let gone = match &self.writer {
+            Some(writer) => writer.gone().map_err(state_failure)?,
+            None => Vec::new(),
+        };
+        let keys = gone.iter().map(|c| c.key.clone()).collect();
+        self.keep(gone);
+        self.took += started.elapsed();
+        Ok(keys)
+    }
+
+    fn keep(&mut self, changes: Vec<GroupChange>) {
+        self.counts.extend(changes.iter().map(GroupChange::count));
+        if self.keeps_changes {
+            self.changes.extend(changes);
+        }
+    }
+}
+
 /// Stops the run before the diff is written or anything committed when a
 /// group would lose too many members, unless allowed.
 fn guard_removals(
     state: &State,
-    changes: &[GroupChange],
-    committed: &[(&str, &RoaringBitmap)],
+    counts: &[ChangeCount],
+    still_committed: impl Fn(&str) -> bool,
     args: &RunArgs,
 ) -> Result<(), Failure> {
     let Some(last) = state.last_run().map_err(state_failure)? else {
         return Ok(());
     };
     let before: HashMap<&str, u64> = last.groups.iter().map(|g| (g.key.as_str(), g.members)).collect();
-    let now: std::collections::HashSet<&str> = committed.iter().map(|(k, _)| *k).collect();
     let guard = RemovalGuard {
         share: args.mass_removal_share / 100.0,
         min: args.mass_removal_min,
     };
     let allowed = |key: &str| args.allow_mass_removal.iter().any(|a| a == "*" || a == key);
     let trips: Vec<_> = guard
-        .check(changes, |k| before.get(k).copied().unwrap_or(0), |k| now.contains(k))
+        .check(counts, |k| before.get(k).copied().unwrap_or(0), still_committed)
         .into_iter()
         .filter(|trip| !allowed(&trip.key))
         .collect();
@@ -776,8 +851,8 @@ fn fingerprints(inputs: &RulesAndData) -> std::io::Result<Vec<InputFingerprint>>
         .collect()
 }
 
-fn print_data_warnings(evaluation: &dyngroups::eval::Evaluation, data: &dyngroups::dataset::Dataset) {
-    for (key, ids) in &evaluation.unknown_listed_ids {
+fn print_data_warnings(summary: &EvaluationSummary, data: &dyngroups::dataset::Dataset) {
+    for (key, ids) in &summary.unknown_listed_ids {
         let ids: Vec<String> = ids.iter().map(u32::to_string).collect();
         eprintln!(
             "warning: group `{key}` lists user ids not in the users table (ignored): {}",
@@ -794,59 +869,36 @@ fn print_data_warnings(evaluation: &dyngroups::eval::Evaluation, data: &dyngroup
     }
 }
 
-/// One line per group: committed members (evaluated ones for a draft), and
-/// with a state the changes since the last run, groups gone from the rules
-/// included.
-fn print_run_table(shown: &[&GroupMembers], statics: &[(&str, &RoaringBitmap)], changes: Option<&[GroupChange]>) {
-    struct Line {
-        key: String,
-        name: String,
-        members: u64,
-        change: Option<(u64, u64)>,
-        time: String,
-    }
-    let by_key: HashMap<&str, &GroupChange> = changes
-        .unwrap_or_default()
-        .iter()
-        .map(|c| (c.key.as_str(), c))
-        .collect();
-    let change_of = |key: &str| changes.map(|_| by_key.get(key).map_or((0, 0), |c| (c.added.len(), c.removed.len())));
-    let mut lines: Vec<Line> = shown
-        .iter()
-        .map(|g| Line {
+/// One line of the run table.
+struct RunLine {
+    key: String,
+    name: String,
+    members: u64,
+    time: String,
+}
+
+impl RunLine {
+    /// A rule group's line: committed members (evaluated ones for a draft).
+    fn of_group(g: &GroupMembers) -> RunLine {
+        RunLine {
             key: g.key.clone(),
             name: match g.status {
                 GroupStatus::Active => g.name.clone(),
                 status => format!("{} [{}]", g.name, status.keyword()),
             },
             members: g.committed().unwrap_or(&g.members).len(),
-            change: change_of(&g.key),
             time: format!("{:.2} ms", g.elapsed.as_secs_f64() * 1e3),
-        })
-        .collect();
-    lines.extend(statics.iter().map(|(key, members)| Line {
-        key: key.to_string(),
-        name: "(static)".into(),
-        members: members.len(),
-        change: change_of(key),
-        time: String::new(),
-    }));
-    let shown_keys: std::collections::HashSet<&str> = shown
-        .iter()
-        .map(|g| g.key.as_str())
-        .chain(statics.iter().map(|(k, _)| *k))
-        .collect();
-    for change in changes.unwrap_or_default() {
-        if !shown_keys.contains(change.key.as_str()) {
-            lines.push(Line {
-                key: change.key.clone(),
-                name: "(gone from the rules)".into(),
-                members: 0,
-                change: Some((change.added.len(), change.removed.len())),
-                time: String::new(),
-            });
         }
     }
+}
+
+/// One line per group, and with a state the changes since the last run.
+fn print_run_table(lines: &[RunLine], changes: Option<&[ChangeCount]>) {
+    let by_key: HashMap<&str, &ChangeCount> = changes
+        .unwrap_or_default()
+        .iter()
+        .map(|c| (c.key.as_str(), c))
+        .collect();
     let key_width = lines.iter().map(|l| l.key.chars().count()).max().unwrap_or(0).max(5);
     let name_width = lines.iter().map(|l| l.name.chars().count()).max().unwrap_or(0).max(4);
     let change_columns = |added: &dyn std::fmt::Display, removed: &dyn std::fmt::Display| {
@@ -864,8 +916,8 @@ fn print_run_table(shown: &[&GroupMembers], statics: &[(&str, &RoaringBitmap)], 
         change_columns(&"added", &"removed"),
         "time"
     );
-    for line in &lines {
-        let (added, removed) = line.change.unwrap_or_default();
+    for line in lines {
+        let (added, removed) = by_key.get(line.key.as_str()).map_or((0, 0), |c| (c.added, c.removed));
         let row = format!(
             "{:<key_width$}  {:<name_width$}  {:>9}{}  {:>10}",
             line.key,

@@ -314,6 +314,15 @@ impl Dataset {
             }
         }
     }
+
+    /// Like [`Dataset::rows_to_ids`], taking the rows: when every id is its
+    /// row they are returned as they are, with no copy.
+    pub fn rows_into_ids(&self, rows: RoaringBitmap) -> RoaringBitmap {
+        match self.row_of_id {
+            RowIndex::Identity(_) => rows,
+            RowIndex::Map { .. } => self.rows_to_ids(&rows),
+        }
+    }
 }
 
 /// A user id cell: a whole number in `0..2^32`.

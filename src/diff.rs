@@ -27,6 +27,15 @@ impl GroupChange {
         }
     }
 
+    /// How many members were added and removed.
+    pub fn count(&self) -> ChangeCount {
+        ChangeCount {
+            key: self.key.clone(),
+            added: self.added.len(),
+            removed: self.removed.len(),
+        }
+    }
+
     /// Whether nothing changed.
     pub fn is_empty(&self) -> bool {
         self.added.is_empty() && self.removed.is_empty()
@@ -43,6 +52,18 @@ impl GroupChange {
             (None, None) => None,
         })
     }
+}
+
+/// How many members one group gained and lost: what a run reports and
+/// guards when it does not write the changes out.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ChangeCount {
+    /// The group's key.
+    pub key: String,
+    /// Users added.
+    pub added: u64,
+    /// Users removed.
+    pub removed: u64,
 }
 
 /// The changes from the groups of one run to those of the next, in key
@@ -110,17 +131,17 @@ impl RemovalGuard {
     /// (gone from the rules, or now drafts) are removed on purpose and pass.
     pub fn check(
         &self,
-        changes: &[GroupChange],
+        changes: &[ChangeCount],
         before: impl Fn(&str) -> u64,
         still_committed: impl Fn(&str) -> bool,
     ) -> Vec<MassRemoval> {
         changes
             .iter()
-            .filter(|c| !c.removed.is_empty() && still_committed(&c.key))
+            .filter(|c| c.removed > 0 && still_committed(&c.key))
             .filter_map(|c| {
                 let count = before(&c.key);
-                let removed = c.removed.len();
-                let after = count + c.added.len() - removed;
+                let removed = c.removed;
+                let after = count + c.added - removed;
                 let too_many = removed >= self.min && removed as f64 > self.share * count as f64;
                 (too_many || (after == 0 && count > 0)).then(|| MassRemoval {
                     key: c.key.clone(),
@@ -131,12 +152,6 @@ impl RemovalGuard {
             })
             .collect()
     }
-}
-
-/// The changes of a first run: every group adds all its members.
-pub fn first_run(after: &[(&str, &RoaringBitmap)]) -> Vec<GroupChange> {
-    changes(&[], |_| Ok::<_, std::convert::Infallible>(RoaringBitmap::new()), after)
-        .unwrap_or_else(|never| match never {})
 }
 
 #[cfg(test)]
@@ -179,7 +194,8 @@ mod tests {
             GroupChange::between("fine", &range(0, 500), &range(0, 450)), // 50: under min
             GroupChange::between("small", &range(0, 20), &RoaringBitmap::new()), // emptied
             GroupChange::between("gone", &range(0, 500), &RoaringBitmap::new()),
-        ];
+        ]
+        .map(|c| c.count());
         let trips = RemovalGuard::default().check(&changes, before, |k| k != "gone");
         let keys: Vec<&str> = trips.iter().map(|t| t.key.as_str()).collect();
         assert_eq!(keys, ["big", "small"]);

@@ -14,7 +14,7 @@ use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, Tab
 use roaring::RoaringBitmap;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, Write};
 use std::path::{Path, PathBuf};
@@ -77,6 +77,12 @@ pub enum StateError {
         dir: String,
         /// The id asked for.
         id: u64,
+    },
+    /// A dry run was asked to commit.
+    #[error("a dry run of the state in {dir} commits nothing")]
+    DryRun {
+        /// The state directory.
+        dir: String,
     },
     /// The database or a stored bitmap cannot be read.
     #[error("the state in {dir} is corrupt: {reason}")]
@@ -178,19 +184,20 @@ pub struct RunRecord {
     pub groups: Vec<GroupRecord>,
 }
 
-/// A run to commit: its record (the id and time are filled in by
-/// [`State::commit`]) and the members of every group it commits.
-pub struct NewRun<'a> {
-    /// The date `today` meant (YYYY-MM-DD).
-    pub as_of: String,
-    /// The input files, the rules file first.
-    pub inputs: Vec<InputFingerprint>,
-    /// Every group the run commits, with its members. A group of the previous
-    /// run that is missing here is gone, unless `carry_over` keeps it.
-    pub groups: Vec<(GroupRecord, &'a RoaringBitmap)>,
-    /// Keep the previous run's groups that are not in `groups`, unchanged
-    /// (a run of only some groups).
-    pub carry_over: bool,
+/// One group a run commits.
+#[derive(Clone, Copy, Debug)]
+pub struct GroupToCommit<'a> {
+    /// The group's key.
+    pub key: &'a str,
+    /// Its display name.
+    pub name: &'a str,
+    /// `rule` for a group of the rules file, `static` for one of the
+    /// memberships input.
+    pub kind: &'a str,
+    /// Its status keyword.
+    pub status: &'a str,
+    /// The members it commits.
+    pub members: &'a RoaringBitmap,
 }
 
 /// An open state directory, held by this process until dropped.
@@ -365,28 +372,48 @@ impl State {
         Ok(out)
     }
 
-    /// The changes from the last committed run to the groups in `after`.
-    /// With `only_these`, groups of the last run missing from `after` are
-    /// left out (a run of some groups) instead of counted as gone.
-    pub fn changes_since_last(
-        &self,
-        after: &[(&str, &RoaringBitmap)],
-        only_these: bool,
-    ) -> Result<Vec<GroupChange>, StateError> {
-        let Some(last) = self.last_run()? else {
-            return Ok(crate::diff::first_run(after));
-        };
-        let before: Vec<String> = last
-            .groups
-            .into_iter()
-            .map(|g| g.key)
-            .filter(|key| !only_these || after.iter().any(|(k, _)| k == key))
-            .collect();
-        changes(
-            &before,
-            |key| Ok(self.members(last.id, key)?.unwrap_or_default()),
-            after,
-        )
+    /// Starts the next run: groups are added to it a batch at a time, each
+    /// diffed against the last committed run and stored, and nothing is
+    /// visible until [`RunWriter::commit`]. With `carry_over`, the last
+    /// run's groups that this run does not add are kept as they were (a run
+    /// of only some groups); otherwise they are gone.
+    pub fn begin_run(&self, carry_over: bool) -> Result<RunWriter<'_>, StateError> {
+        self.start_run(carry_over, true)
+    }
+
+    /// Like [`State::begin_run`], but nothing is stored: the changes are
+    /// found as a real run would find them (`--dry-run`), and the run cannot
+    /// be committed.
+    pub fn begin_dry_run(&self, carry_over: bool) -> Result<RunWriter<'_>, StateError> {
+        self.start_run(carry_over, false)
+    }
+
+    fn start_run(&self, carry_over: bool, storing: bool) -> Result<RunWriter<'_>, StateError> {
+        let last = self.last_run()?;
+        let write = storing
+            .then(|| self.db.begin_write().map_err(|e| self.error(e)))
+            .transpose()?;
+        let (mut id, mut next_blob) = (1, 1);
+        if let Some(write) = &write {
+            let meta = write.open_table(META).map_err(|e| self.error(e))?;
+            let counter = |name: &str| -> Result<u64, StateError> {
+                Ok(meta.get(name).map_err(|e| self.error(e))?.map_or(1, |v| v.value()))
+            };
+            (id, next_blob) = (counter("next_run")?, counter("next_blob")?);
+        }
+        Ok(RunWriter {
+            state: self,
+            last_keys: last
+                .iter()
+                .flat_map(|l| l.groups.iter().map(|g| g.key.clone()))
+                .collect(),
+            last,
+            write,
+            id,
+            next_blob,
+            groups: BTreeMap::new(),
+            carry_over,
+        })
     }
 
     /// The changes from retained run `from` to retained run `to`.
@@ -405,86 +432,136 @@ impl State {
             &after,
         )
     }
+}
 
-    /// Commits `run` atomically as the newest run, and drops the oldest runs
-    /// beyond the newest `keep`. Returns the committed record.
-    pub fn commit(&self, run: NewRun<'_>, keep: usize) -> Result<RunRecord, StateError> {
-        let previous = self.last_run()?;
-        // Serialise changed bitmaps in parallel before the (serial) write.
-        let previous_keys: std::collections::HashSet<&str> = previous
-            .iter()
-            .flat_map(|p| p.groups.iter().map(|g| g.key.as_str()))
-            .collect();
-        let unchanged = |record: &GroupRecord| {
-            record.added == 0 && record.removed == 0 && previous_keys.contains(record.key.as_str())
-        };
-        let serialized: Vec<Option<Vec<u8>>> = {
-            use rayon::prelude::*;
-            run.groups
-                .par_iter()
-                .map(|(record, members)| (!unchanged(record)).then(|| serialize(members)))
-                .collect()
-        };
+/// A run being written: each group is diffed against the last committed run
+/// and stored as it is added, so a run never holds every group's members
+/// at once. Dropped without [`RunWriter::commit`], it leaves the state as
+/// it was.
+pub struct RunWriter<'s> {
+    state: &'s State,
+    /// The last committed run, if any.
+    last: Option<RunRecord>,
+    last_keys: HashSet<String>,
+    /// `None` in a dry run.
+    write: Option<redb::WriteTransaction>,
+    /// The id this run commits as.
+    id: u64,
+    next_blob: u64,
+    /// The groups added so far, by key.
+    groups: BTreeMap<String, GroupRecord>,
+    carry_over: bool,
+}
 
-        let write = self.db.begin_write().map_err(|e| self.error(e))?;
-        let record = {
-            let mut meta = write.open_table(META).map_err(|e| self.error(e))?;
-            let mut runs = write.open_table(RUNS).map_err(|e| self.error(e))?;
-            let mut members = write.open_table(MEMBERS).map_err(|e| self.error(e))?;
-            let mut blobs = write.open_table(BLOBS).map_err(|e| self.error(e))?;
-            let mut refs = write.open_table(BLOB_REFS).map_err(|e| self.error(e))?;
-            let counter = |meta: &redb::Table<&str, u64>, name: &str| -> Result<u64, StateError> {
-                Ok(meta.get(name).map_err(|e| self.error(e))?.map_or(1, |v| v.value()))
-            };
-            let id = counter(&meta, "next_run")?;
-            let mut next_blob = counter(&meta, "next_blob")?;
-            let previous_blob =
-                |members: &redb::Table<(u64, &str), u64>, key: &str| -> Result<Option<u64>, StateError> {
-                    let Some(previous) = &previous else { return Ok(None) };
-                    Ok(members
-                        .get((previous.id, key))
-                        .map_err(|e| self.error(e))?
-                        .map(|v| v.value()))
+impl RunWriter<'_> {
+    /// Adds groups to the run (each key once per run) and returns how each
+    /// changed since the last committed run. The previous members are read
+    /// and the changed bitmaps serialised in parallel; a group whose
+    /// members did not change shares the stored bitmap of the last run.
+    pub fn add(&mut self, groups: &[GroupToCommit<'_>]) -> Result<Vec<GroupChange>, StateError> {
+        use rayon::prelude::*;
+        let state = self.state;
+        let (last, last_keys, storing) = (self.last.as_ref(), &self.last_keys, self.write.is_some());
+        let empty = RoaringBitmap::new();
+        let diffed: Vec<(GroupChange, Option<Vec<u8>>)> = groups
+            .par_iter()
+            .map(|group| {
+                let before = match last {
+                    Some(last) if last_keys.contains(group.key) => state.members(last.id, group.key)?,
+                    _ => None,
                 };
-            let add_ref = |refs: &mut redb::Table<u64, u64>, blob: u64| -> Result<(), StateError> {
-                let count = refs.get(blob).map_err(|e| self.error(e))?.map_or(0, |v| v.value());
-                refs.insert(blob, count + 1).map_err(|e| self.error(e))?;
-                Ok(())
-            };
-
-            let mut groups: BTreeMap<String, GroupRecord> = BTreeMap::new();
-            for ((record, bitmap), bytes) in run.groups.iter().zip(serialized) {
-                let blob = match (bytes, previous_blob(&members, &record.key)?) {
-                    (None, Some(blob)) => blob,
-                    (bytes, _) => {
-                        let bytes = bytes.unwrap_or_else(|| serialize(bitmap));
-                        let blob = next_blob;
-                        next_blob += 1;
-                        blobs.insert(blob, bytes.as_slice()).map_err(|e| self.error(e))?;
+                let change = GroupChange::between(group.key, before.as_ref().unwrap_or(&empty), group.members);
+                let changed = before.is_none() || !change.is_empty();
+                Ok((change, (storing && changed).then(|| serialize(group.members))))
+            })
+            .collect::<Result<_, StateError>>()?;
+        if let Some(write) = &self.write {
+            let mut members = write.open_table(MEMBERS).map_err(|e| state.error(e))?;
+            let mut blobs = write.open_table(BLOBS).map_err(|e| state.error(e))?;
+            let mut refs = write.open_table(BLOB_REFS).map_err(|e| state.error(e))?;
+            let id = self.id;
+            for (group, (_, bytes)) in groups.iter().zip(&diffed) {
+                let blob = match bytes {
+                    Some(bytes) => {
+                        let blob = self.next_blob;
+                        self.next_blob += 1;
+                        blobs.insert(blob, bytes.as_slice()).map_err(|e| state.error(e))?;
                         count_write();
                         blob
                     }
+                    None => state.last_blob(&members, self.last.as_ref(), group.key)?,
                 };
-                add_ref(&mut refs, blob)?;
-                members
-                    .insert((id, record.key.as_str()), blob)
-                    .map_err(|e| self.error(e))?;
+                state.add_ref(&mut refs, blob)?;
+                members.insert((id, group.key), blob).map_err(|e| state.error(e))?;
                 count_write();
-                groups.insert(record.key.clone(), record.clone());
             }
-            if run.carry_over
-                && let Some(previous) = &previous
+        }
+        let mut changes = Vec::with_capacity(groups.len());
+        for (group, (change, _)) in groups.iter().zip(diffed) {
+            self.groups.insert(
+                group.key.to_string(),
+                GroupRecord {
+                    key: group.key.to_string(),
+                    name: group.name.to_string(),
+                    kind: group.kind.to_string(),
+                    status: group.status.to_string(),
+                    members: group.members.len(),
+                    added: change.added.len(),
+                    removed: change.removed.len(),
+                },
+            );
+            changes.push(change);
+        }
+        Ok(changes)
+    }
+
+    /// The groups of the last committed run that this run has not added,
+    /// each losing every member; none when the run carries them over.
+    /// Call it once every group is added.
+    pub fn gone(&self) -> Result<Vec<GroupChange>, StateError> {
+        use rayon::prelude::*;
+        let Some(last) = self.last.as_ref().filter(|_| !self.carry_over) else {
+            return Ok(Vec::new());
+        };
+        let empty = RoaringBitmap::new();
+        last.groups
+            .par_iter()
+            .filter(|g| !self.groups.contains_key(&g.key))
+            .map(|g| {
+                let before = self.state.members(last.id, &g.key)?.unwrap_or_default();
+                Ok(GroupChange::between(&g.key, &before, &empty))
+            })
+            .collect()
+    }
+
+    /// Commits the run atomically as the newest run, as of `as_of`
+    /// (YYYY-MM-DD) from `inputs` (the rules file first), and drops the
+    /// oldest runs beyond the newest `keep`. Returns the committed record.
+    pub fn commit(self, as_of: &str, inputs: Vec<InputFingerprint>, keep: usize) -> Result<RunRecord, StateError> {
+        let state = self.state;
+        let Some(write) = self.write else {
+            return Err(StateError::DryRun { dir: state.dir_name() });
+        };
+        let mut groups = self.groups;
+        let record = {
+            let mut meta = write.open_table(META).map_err(|e| state.error(e))?;
+            let mut runs = write.open_table(RUNS).map_err(|e| state.error(e))?;
+            let mut members = write.open_table(MEMBERS).map_err(|e| state.error(e))?;
+            let mut blobs = write.open_table(BLOBS).map_err(|e| state.error(e))?;
+            let mut refs = write.open_table(BLOB_REFS).map_err(|e| state.error(e))?;
+            let id = self.id;
+            if self.carry_over
+                && let Some(last) = &self.last
             {
-                for group in &previous.groups {
+                for group in &last.groups {
                     if groups.contains_key(&group.key) {
                         continue;
                     }
-                    let blob = previous_blob(&members, &group.key)?
-                        .ok_or_else(|| self.corrupt(format_args!("run {} lacks group `{}`", previous.id, group.key)))?;
-                    add_ref(&mut refs, blob)?;
+                    let blob = state.last_blob(&members, Some(last), &group.key)?;
+                    state.add_ref(&mut refs, blob)?;
                     members
                         .insert((id, group.key.as_str()), blob)
-                        .map_err(|e| self.error(e))?;
+                        .map_err(|e| state.error(e))?;
                     count_write();
                     groups.insert(
                         group.key.clone(),
@@ -498,55 +575,90 @@ impl State {
             }
             let record = RunRecord {
                 id,
-                as_of: run.as_of,
+                as_of: as_of.to_string(),
                 committed_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
-                inputs: run.inputs,
+                inputs,
                 groups: groups.into_values().collect(),
             };
             let json = serde_json::to_string(&record).expect("a run record serialises");
-            runs.insert(id, json.as_str()).map_err(|e| self.error(e))?;
+            runs.insert(id, json.as_str()).map_err(|e| state.error(e))?;
             count_write();
-            meta.insert("next_run", id + 1).map_err(|e| self.error(e))?;
-            meta.insert("next_blob", next_blob).map_err(|e| self.error(e))?;
-
-            // Drop the oldest runs beyond `keep`, and bitmaps no run uses.
-            let retained = runs.len().map_err(|e| self.error(e))?;
-            let surplus = retained.saturating_sub(keep.max(1) as u64);
-            let old: Vec<u64> = runs
-                .iter()
-                .map_err(|e| self.error(e))?
-                .take(surplus as usize)
-                .map(|entry| entry.map(|(k, _)| k.value()).map_err(|e| self.error(e)))
-                .collect::<Result<_, _>>()?;
-            for old_id in old {
-                let entries: Vec<(String, u64)> = members
-                    .range((old_id, "")..(old_id + 1, ""))
-                    .map_err(|e| self.error(e))?
-                    .map(|entry| {
-                        entry
-                            .map(|(k, v)| (k.value().1.to_string(), v.value()))
-                            .map_err(|e| self.error(e))
-                    })
-                    .collect::<Result<_, _>>()?;
-                for (key, blob) in entries {
-                    members.remove((old_id, key.as_str())).map_err(|e| self.error(e))?;
-                    let count = refs.get(blob).map_err(|e| self.error(e))?.map_or(0, |v| v.value());
-                    if count <= 1 {
-                        refs.remove(blob).map_err(|e| self.error(e))?;
-                        blobs.remove(blob).map_err(|e| self.error(e))?;
-                    } else {
-                        refs.insert(blob, count - 1).map_err(|e| self.error(e))?;
-                    }
-                    count_write();
-                }
-                runs.remove(old_id).map_err(|e| self.error(e))?;
-            }
+            meta.insert("next_run", id + 1).map_err(|e| state.error(e))?;
+            meta.insert("next_blob", self.next_blob).map_err(|e| state.error(e))?;
+            state.prune(&mut runs, &mut members, &mut blobs, &mut refs, keep)?;
             record
         };
         count_write();
-        write.commit().map_err(|e| self.error(e))?;
+        write.commit().map_err(|e| state.error(e))?;
         count_write();
         Ok(record)
+    }
+}
+
+impl State {
+    /// The blob the last run stored for `key`.
+    fn last_blob(
+        &self,
+        members: &redb::Table<(u64, &str), u64>,
+        last: Option<&RunRecord>,
+        key: &str,
+    ) -> Result<u64, StateError> {
+        let last = last.ok_or_else(|| self.corrupt(format_args!("group `{key}` has no earlier run")))?;
+        members
+            .get((last.id, key))
+            .map_err(|e| self.error(e))?
+            .map(|v| v.value())
+            .ok_or_else(|| self.corrupt(format_args!("run {} lacks group `{key}`", last.id)))
+    }
+
+    fn add_ref(&self, refs: &mut redb::Table<u64, u64>, blob: u64) -> Result<(), StateError> {
+        let count = refs.get(blob).map_err(|e| self.error(e))?.map_or(0, |v| v.value());
+        refs.insert(blob, count + 1).map_err(|e| self.error(e))?;
+        Ok(())
+    }
+
+    /// Drops the oldest runs beyond the newest `keep`, and bitmaps no run
+    /// uses.
+    fn prune(
+        &self,
+        runs: &mut redb::Table<u64, &str>,
+        members: &mut redb::Table<(u64, &str), u64>,
+        blobs: &mut redb::Table<u64, &[u8]>,
+        refs: &mut redb::Table<u64, u64>,
+        keep: usize,
+    ) -> Result<(), StateError> {
+        let retained = runs.len().map_err(|e| self.error(e))?;
+        let surplus = retained.saturating_sub(keep.max(1) as u64);
+        let old: Vec<u64> = runs
+            .iter()
+            .map_err(|e| self.error(e))?
+            .take(surplus as usize)
+            .map(|entry| entry.map(|(k, _)| k.value()).map_err(|e| self.error(e)))
+            .collect::<Result<_, _>>()?;
+        for old_id in old {
+            let entries: Vec<(String, u64)> = members
+                .range((old_id, "")..(old_id + 1, ""))
+                .map_err(|e| self.error(e))?
+                .map(|entry| {
+                    entry
+                        .map(|(k, v)| (k.value().1.to_string(), v.value()))
+                        .map_err(|e| self.error(e))
+                })
+                .collect::<Result<_, _>>()?;
+            for (key, blob) in entries {
+                members.remove((old_id, key.as_str())).map_err(|e| self.error(e))?;
+                let count = refs.get(blob).map_err(|e| self.error(e))?.map_or(0, |v| v.value());
+                if count <= 1 {
+                    refs.remove(blob).map_err(|e| self.error(e))?;
+                    blobs.remove(blob).map_err(|e| self.error(e))?;
+                } else {
+                    refs.insert(blob, count - 1).map_err(|e| self.error(e))?;
+                }
+                count_write();
+            }
+            runs.remove(old_id).map_err(|e| self.error(e))?;
+        }
+        Ok(())
     }
 }
 

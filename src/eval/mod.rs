@@ -32,6 +32,8 @@ pub struct GroupMembers {
     pub name: String,
     /// Its status.
     pub status: GroupStatus,
+    /// Its place in the rules file (0 for the first group).
+    pub position: usize,
     /// Member user ids, as the rule and `include`/`exclude` evaluate now.
     pub members: RoaringBitmap,
     /// What a `paused`, `add_only` or `remove_only` group commits; see
@@ -59,6 +61,13 @@ impl GroupMembers {
 pub struct Evaluation {
     /// The evaluated rule groups, in rules-file order.
     pub groups: Vec<GroupMembers>,
+    /// Everything else it found.
+    pub summary: EvaluationSummary,
+}
+
+/// What an evaluation found besides the members of rule groups.
+#[derive(Debug, Clone)]
+pub struct EvaluationSummary {
     /// Members of static groups (user ids), by key.
     pub static_groups: BTreeMap<String, RoaringBitmap>,
     /// Atoms in the evaluated rules, counting repeats.
@@ -87,16 +96,37 @@ pub fn evaluate_after(
     selected: Option<&[bool]>,
     previous: &BTreeMap<String, RoaringBitmap>,
 ) -> Evaluation {
+    let mut groups = Vec::new();
+    let summary = evaluate_each(rules, data, selected, previous, |batch| {
+        groups.extend(batch);
+        Ok::<(), std::convert::Infallible>(())
+    });
+    let Ok(summary) = summary;
+    groups.sort_by_key(|g| g.position);
+    Evaluation { groups, summary }
+}
+
+/// Groups evaluated side by side in one batch: enough to keep every core
+/// busy, few enough that a batch's members are a small part of memory.
+const GROUPS_PER_BATCH: usize = 64;
+
+/// Evaluates like [`evaluate_after`], but hands the groups to `on_batch` a
+/// batch at a time, in `member_of` order (a group comes after the groups it
+/// refers to), and keeps only the members later groups refer to. A run over
+/// millions of users and thousands of groups then holds the shared atoms
+/// and one batch of members, never every group's members at once. An error
+/// from `on_batch` stops the evaluation and is returned.
+pub fn evaluate_each<E>(
+    rules: &CheckedRules,
+    data: &Dataset,
+    selected: Option<&[bool]>,
+    previous: &BTreeMap<String, RoaringBitmap>,
+    mut on_batch: impl FnMut(Vec<GroupMembers>) -> Result<(), E>,
+) -> Result<EvaluationSummary, E> {
     let all = vec![true; rules.groups.len()];
     let plan = Plan::new(rules, selected.unwrap_or(&all));
     let users = all_rows(data.user_count());
-    let enrollment_universe = data
-        .enrollments
-        .as_ref()
-        .map_or_else(RoaringBitmap::new, |e| all_rows(e.user_rows.len()));
-    let no_groups: Vec<RoaringBitmap> = Vec::new();
     let statics = &data.static_groups;
-
     let trace = std::env::var_os("DYNGROUPS_TRACE_ATOMS").is_some();
     let started = Instant::now();
     let phase_done = |phase: &str| {
@@ -104,6 +134,125 @@ pub fn evaluate_after(
             eprintln!("{:>10.3} ms  {phase} done", started.elapsed().as_secs_f64() * 1e3);
         }
     };
+    let results = evaluate_atoms(&plan, data, trace, &phase_done);
+
+    // Phase 3: groups, batch by batch. Members are kept past their batch
+    // only for groups that `member_of` refers to.
+    let referenced = plan.referenced_groups();
+    let mut group_rows: Vec<RoaringBitmap> = vec![RoaringBitmap::new(); rules.groups.len()];
+    let mut unknown_listed_ids = BTreeMap::new();
+    for level in &plan.levels {
+        for batch in level.chunks(GROUPS_PER_BATCH) {
+            let done: Vec<(GroupMembers, Option<RoaringBitmap>, Vec<u32>)> = batch
+                .par_iter()
+                .map(|&g| {
+                    let context = Context {
+                        universe: &users,
+                        atoms: &results,
+                        groups: &group_rows,
+                        statics,
+                    };
+                    evaluate_group(&plan, g, rules, data, previous, &context, referenced[g])
+                })
+                .collect();
+            let mut members = Vec::with_capacity(done.len());
+            for (group, kept_rows, unknown) in done {
+                if let Some(rows) = kept_rows {
+                    group_rows[group.position] = rows;
+                }
+                if !unknown.is_empty() {
+                    unknown_listed_ids.insert(group.key.clone(), unknown);
+                }
+                members.push(group);
+            }
+            on_batch(members)?;
+        }
+    }
+    phase_done("phase 3 (groups)");
+    Ok(EvaluationSummary {
+        static_groups: statics
+            .iter()
+            .map(|(k, rows)| (k.clone(), data.rows_to_ids(rows)))
+            .collect(),
+        atom_uses: plan.atom_uses,
+        distinct_atoms: plan.atoms.len(),
+        unknown_listed_ids,
+    })
+}
+
+/// One group's members; with `keep_rows`, also the rows `member_of` sees
+/// (what the group commits); and the `include`/`exclude` ids not in the
+/// users table.
+fn evaluate_group(
+    plan: &Plan<'_>,
+    g: usize,
+    rules: &CheckedRules,
+    data: &Dataset,
+    previous: &BTreeMap<String, RoaringBitmap>,
+    context: &Context<'_>,
+    keep_rows: bool,
+) -> (GroupMembers, Option<RoaringBitmap>, Vec<u32>) {
+    let node = plan.groups[g].as_ref().expect("selected groups are planned");
+    let (mut rows, took) = timed(|| context.combine(node));
+    let group = &rules.groups[g];
+    let mut unknown = Vec::new();
+    let mut listed_rows = |ids: &[u32]| -> RoaringBitmap {
+        ids.iter()
+            .filter_map(|&id| {
+                data.row_of(id).or_else(|| {
+                    unknown.push(id);
+                    None
+                })
+            })
+            .collect()
+    };
+    rows |= listed_rows(&group.include);
+    rows -= listed_rows(&group.exclude);
+    let previous_rows = || -> RoaringBitmap {
+        previous
+            .get(&group.key)
+            .map(|ids| ids.iter().filter_map(|id| data.row_of(id)).collect())
+            .unwrap_or_default()
+    };
+    let status_adjusted = match group.status {
+        GroupStatus::Active | GroupStatus::Draft => None,
+        GroupStatus::Paused => Some(previous_rows()),
+        GroupStatus::AddOnly => Some(previous_rows() | &rows),
+        GroupStatus::RemoveOnly => Some(previous_rows() & &rows),
+    };
+    let atom_time: Duration = atom_ids(node)
+        .iter()
+        .filter_map(|&a| context.atoms[a].as_ref().map(|r| r.1))
+        .sum();
+    // `member_of` sees what a group commits. Only drafts refer to drafts,
+    // and they preview the evaluated members.
+    let kept_rows = keep_rows.then(|| status_adjusted.as_ref().unwrap_or(&rows).clone());
+    let members = GroupMembers {
+        key: group.key.clone(),
+        name: group.name.clone(),
+        status: group.status,
+        position: g,
+        members: data.rows_into_ids(rows),
+        status_adjusted: status_adjusted.map(|rows| data.rows_into_ids(rows)),
+        elapsed: took + atom_time,
+    };
+    (members, kept_rows, unknown)
+}
+
+/// Phases 0 to 2: every distinct atom of the plan, by atom id.
+fn evaluate_atoms(
+    plan: &Plan<'_>,
+    data: &Dataset,
+    trace: bool,
+    phase_done: &dyn Fn(&str),
+) -> Vec<Option<(RoaringBitmap, Duration)>> {
+    let enrollment_universe = data
+        .enrollments
+        .as_ref()
+        .map_or_else(RoaringBitmap::new, |e| all_rows(e.user_rows.len()));
+    let users = all_rows(data.user_count());
+    let no_groups: Vec<RoaringBitmap> = Vec::new();
+    let statics = &data.static_groups;
     // Phase 0: the per-value postings that equality and `in` tests use, one
     // column per task, before any atom waits on them; and every `contains`
     // literal of a column matched against its values in one pass.
@@ -197,128 +346,7 @@ pub fn evaluate_after(
     }
 
     phase_done("phase 2 (enrollment atoms)");
-    // Phase 3: groups, batch by batch.
-    let mut group_rows: Vec<RoaringBitmap> = vec![RoaringBitmap::new(); rules.groups.len()];
-    // The evaluated members, where the status makes them differ from what
-    // the group commits.
-    let mut evaluated_rows: Vec<Option<RoaringBitmap>> = vec![None; rules.groups.len()];
-    let mut elapsed = vec![Duration::ZERO; rules.groups.len()];
-    let mut unknown_listed_ids = BTreeMap::new();
-    for level in &plan.levels {
-        let done: Vec<LevelResult> = level
-            .par_iter()
-            .map(|&g| {
-                let node = plan.groups[g].as_ref().expect("selected groups are planned");
-                let context = Context {
-                    universe: &users,
-                    atoms: &results,
-                    groups: &group_rows,
-                    statics,
-                };
-                let (mut rows, took) = timed(|| context.combine(node));
-                let group = &rules.groups[g];
-                let mut unknown = Vec::new();
-                let mut listed_rows = |ids: &[u32]| -> RoaringBitmap {
-                    ids.iter()
-                        .filter_map(|&id| {
-                            data.row_of(id).or_else(|| {
-                                unknown.push(id);
-                                None
-                            })
-                        })
-                        .collect()
-                };
-                rows |= listed_rows(&group.include);
-                rows -= listed_rows(&group.exclude);
-                let previous_rows = || -> RoaringBitmap {
-                    previous
-                        .get(&group.key)
-                        .map(|ids| ids.iter().filter_map(|id| data.row_of(id)).collect())
-                        .unwrap_or_default()
-                };
-                let status_adjusted = match group.status {
-                    GroupStatus::Active | GroupStatus::Draft => None,
-                    GroupStatus::Paused => Some(previous_rows()),
-                    GroupStatus::AddOnly => Some(previous_rows() | &rows),
-                    GroupStatus::RemoveOnly => Some(previous_rows() & &rows),
-                };
-                let atom_time: Duration = atom_ids(node)
-                    .iter()
-                    .filter_map(|&a| results[a].as_ref().map(|r| r.1))
-                    .sum();
-                LevelResult {
-                    group: g,
-                    rows,
-                    status_adjusted,
-                    took: took + atom_time,
-                    unknown,
-                }
-            })
-            .collect();
-        for LevelResult {
-            group: g,
-            rows,
-            status_adjusted,
-            took,
-            unknown,
-        } in done
-        {
-            // `member_of` sees what a group commits. Only drafts refer to
-            // drafts, and they preview the evaluated members.
-            match status_adjusted {
-                Some(adjusted) => {
-                    group_rows[g] = adjusted;
-                    evaluated_rows[g] = Some(rows);
-                }
-                None => group_rows[g] = rows,
-            }
-            elapsed[g] = took;
-            if !unknown.is_empty() {
-                unknown_listed_ids.insert(rules.groups[g].key.clone(), unknown);
-            }
-        }
-    }
-
-    phase_done("phase 3 (groups)");
-    let groups = plan
-        .groups
-        .iter()
-        .enumerate()
-        .filter(|(_, node)| node.is_some())
-        .map(|(g, _)| {
-            let group = &rules.groups[g];
-            GroupMembers {
-                key: group.key.clone(),
-                name: group.name.clone(),
-                status: group.status,
-                members: data.rows_to_ids(evaluated_rows[g].as_ref().unwrap_or(&group_rows[g])),
-                status_adjusted: evaluated_rows[g].as_ref().map(|_| data.rows_to_ids(&group_rows[g])),
-                elapsed: elapsed[g],
-            }
-        })
-        .collect();
-    Evaluation {
-        groups,
-        static_groups: statics
-            .iter()
-            .map(|(k, rows)| (k.clone(), data.rows_to_ids(rows)))
-            .collect(),
-        atom_uses: plan.atom_uses,
-        distinct_atoms: plan.atoms.len(),
-        unknown_listed_ids,
-    }
-}
-
-/// One group evaluated within a `member_of` level.
-struct LevelResult {
-    group: usize,
-    /// The evaluated rows.
-    rows: RoaringBitmap,
-    /// What the group commits, when its status makes that differ from `rows`.
-    status_adjusted: Option<RoaringBitmap>,
-    took: Duration,
-    /// `include`/`exclude` ids not in the users table.
-    unknown: Vec<u32>,
+    results
 }
 
 fn timed<T>(f: impl FnOnce() -> T) -> (T, Duration) {

@@ -140,6 +140,19 @@ impl<'r> Plan<'r> {
     }
 }
 
+impl Plan<'_> {
+    /// Per rule group, whether a planned group refers to it by `member_of`.
+    pub(super) fn referenced_groups(&self) -> Vec<bool> {
+        let mut referenced = vec![false; self.groups.len()];
+        for node in self.groups.iter().flatten() {
+            for g in referenced_groups(node) {
+                referenced[g] = true;
+            }
+        }
+        referenced
+    }
+}
+
 impl Node {
     /// Calls `visit` on every leaf (constants, atoms, groups), without
     /// recursion.

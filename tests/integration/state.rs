@@ -453,10 +453,11 @@ mod history {
     //! run reads back exactly, and the changes between any two kept runs
     //! are the set differences, whatever pruning and bitmap sharing did.
 
-    use dyngroups::state::{GroupRecord, NewRun, State};
+    use dyngroups::diff::GroupChange;
+    use dyngroups::state::{GroupToCommit, RunWriter, State, StateError};
     use proptest::prelude::*;
     use roaring::RoaringBitmap;
-    use std::collections::BTreeMap;
+    use std::collections::{BTreeMap, BTreeSet};
 
     type Run = BTreeMap<String, RoaringBitmap>;
 
@@ -482,32 +483,49 @@ mod history {
         })
     }
 
-    fn commit(state: &State, run: &Run, keep: usize) {
-        let after: Vec<(&str, &RoaringBitmap)> = run.iter().map(|(k, v)| (k.as_str(), v)).collect();
-        let changes = state.changes_since_last(&after, false).unwrap();
-        let groups = run
+    /// Commits `run` in two batches after a dry run of it. Both find the
+    /// set differences from `last` for every group of either run; the dry
+    /// run stores nothing and cannot commit.
+    fn commit(state: &State, last: Option<&Run>, run: &Run, keep: usize) {
+        let groups: Vec<GroupToCommit> = run
             .iter()
-            .map(|(key, members)| {
-                let change = changes.iter().find(|c| &c.key == key).unwrap();
-                let record = GroupRecord {
-                    key: key.clone(),
-                    name: key.clone(),
-                    kind: "rule".into(),
-                    status: "active".into(),
-                    members: members.len(),
-                    added: change.added.len(),
-                    removed: change.removed.len(),
-                };
-                (record, members)
+            .map(|(key, members)| GroupToCommit {
+                key,
+                name: key,
+                kind: "rule",
+                status: "active",
+                members,
             })
             .collect();
-        let new_run = NewRun {
-            as_of: "2026-11-22".into(),
-            inputs: Vec::new(),
-            groups,
-            carry_over: false,
-        };
-        state.commit(new_run, keep).unwrap();
+        fn changes_of<'s>(mut writer: RunWriter<'s>, groups: &[GroupToCommit]) -> (Vec<GroupChange>, RunWriter<'s>) {
+            let (first, second) = groups.split_at(groups.len() / 2);
+            let mut changes = writer.add(first).unwrap();
+            changes.extend(writer.add(second).unwrap());
+            changes.extend(writer.gone().unwrap());
+            (changes, writer)
+        }
+        let (dry_changes, dry) = changes_of(state.begin_dry_run(false).unwrap(), &groups);
+        assert!(matches!(
+            dry.commit("2026-11-22", Vec::new(), keep),
+            Err(StateError::DryRun { .. })
+        ));
+        let (changes, writer) = changes_of(state.begin_run(false).unwrap(), &groups);
+        assert_eq!(dry_changes, changes);
+        let none = RoaringBitmap::new();
+        let last = last.cloned().unwrap_or_default();
+        let keys: BTreeSet<&String> = run.keys().chain(last.keys()).collect();
+        assert_eq!(changes.len(), keys.len());
+        for change in &changes {
+            let before = last.get(&change.key).unwrap_or(&none);
+            let after = run.get(&change.key).unwrap_or(&none);
+            assert_eq!(change.added, after - before, "group {}", change.key);
+            assert_eq!(change.removed, before - after, "group {}", change.key);
+        }
+        let record = writer.commit("2026-11-22", Vec::new(), keep).unwrap();
+        for group in &record.groups {
+            let change = changes.iter().find(|c| c.key == group.key).unwrap();
+            assert_eq!((group.added, group.removed), (change.added.len(), change.removed.len()));
+        }
     }
 
     proptest! {
@@ -517,8 +535,8 @@ mod history {
         fn kept_runs_read_back_and_diff_exactly(history in runs(), keep in 1usize..4) {
             let dir = tempfile::tempdir().unwrap();
             let state = State::open_or_create(dir.path()).unwrap();
-            for run in &history {
-                commit(&state, run, keep);
+            for (i, run) in history.iter().enumerate() {
+                commit(&state, i.checked_sub(1).map(|p| &history[p]), run, keep);
             }
             let kept = state.runs().unwrap();
             prop_assert_eq!(kept.len(), history.len().min(keep));
