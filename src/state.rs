@@ -20,8 +20,10 @@ use std::io::{Read, Seek, Write};
 use std::path::{Path, PathBuf};
 
 /// The layout of the tables below. A state written with a higher number is
-/// refused, never misread.
-pub const FORMAT_VERSION: u64 = 1;
+/// refused, never misread. Version 2 stores bitmaps in parts
+/// ([`BLOB_PARTS`]); the whole bitmaps of version 1 are still read, and a
+/// version-1 state becomes version 2 with its next commit.
+pub const FORMAT_VERSION: u64 = 2;
 
 /// The database file inside the state directory.
 pub const DATABASE_FILE: &str = "state.redb";
@@ -34,8 +36,15 @@ const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 const RUNS: TableDefinition<u64, &str> = TableDefinition::new("runs");
 /// (run id, group key) → the blob holding the members it committed.
 const MEMBERS: TableDefinition<(u64, &str), u64> = TableDefinition::new("members");
-/// Blob id → a bitmap in the roaring portable format.
+/// Blob id → a bitmap in the roaring portable format, whole (version 1).
 const BLOBS: TableDefinition<u64, &[u8]> = TableDefinition::new("blobs");
+/// (Blob id, part) → the bitmap's bytes from `part * PART_BYTES` on, at most
+/// `PART_BYTES` of them (version 2).
+const BLOB_PARTS: TableDefinition<(u64, u32), &[u8]> = TableDefinition::new("blob_parts");
+/// The bytes of one blob part. redb gives a value a power-of-two number of
+/// pages: a 1.2 MB bitmap (10M users) stored whole takes 2 MiB of file and
+/// of writes, while parts just under 256 KiB fill their pages.
+const PART_BYTES: usize = 256 * 1024 - 1024;
 /// Blob id → how many `MEMBERS` entries point at it.
 const BLOB_REFS: TableDefinition<u64, u64> = TableDefinition::new("blob_refs");
 
@@ -288,6 +297,7 @@ impl State {
                     write.open_table(RUNS).map_err(|e| self.error(e))?;
                     write.open_table(MEMBERS).map_err(|e| self.error(e))?;
                     write.open_table(BLOBS).map_err(|e| self.error(e))?;
+                    write.open_table(BLOB_PARTS).map_err(|e| self.error(e))?;
                     write.open_table(BLOB_REFS).map_err(|e| self.error(e))?;
                 }
                 write.commit().map_err(|e| self.error(e))
@@ -335,12 +345,34 @@ impl State {
         let Some(blob) = members.get((id, key)).map_err(|e| self.error(e))? else {
             return Ok(None);
         };
-        let blobs = read.open_table(BLOBS).map_err(|e| self.error(e))?;
-        let bytes = blobs
-            .get(blob.value())
-            .map_err(|e| self.error(e))?
+        let bytes = self
+            .blob_bytes(&read, blob.value())?
             .ok_or_else(|| self.corrupt(format_args!("run {id} group `{key}` points at a missing bitmap")))?;
-        Ok(Some(bytes.value().to_vec()))
+        Ok(Some(bytes))
+    }
+
+    /// A stored bitmap's bytes: its parts in order, or the whole bitmap a
+    /// version-1 state stored.
+    fn blob_bytes(&self, read: &redb::ReadTransaction, blob: u64) -> Result<Option<Vec<u8>>, StateError> {
+        let mut bytes = Vec::new();
+        match read.open_table(BLOB_PARTS) {
+            Ok(parts) => {
+                for part in parts.range((blob, 0)..=(blob, u32::MAX)).map_err(|e| self.error(e))? {
+                    let (_, value) = part.map_err(|e| self.error(e))?;
+                    bytes.extend_from_slice(value.value());
+                }
+            }
+            Err(redb::TableError::TableDoesNotExist(_)) => {}
+            Err(e) => return Err(self.error(e)),
+        }
+        if !bytes.is_empty() {
+            return Ok(Some(bytes));
+        }
+        match read.open_table(BLOBS) {
+            Ok(blobs) => Ok(blobs.get(blob).map_err(|e| self.error(e))?.map(|v| v.value().to_vec())),
+            Err(redb::TableError::TableDoesNotExist(_)) => Ok(None),
+            Err(e) => Err(self.error(e)),
+        }
     }
 
     /// The members group `key` committed in run `id`; `None` if that run did
@@ -477,7 +509,7 @@ impl RunWriter<'_> {
             .collect::<Result<_, StateError>>()?;
         if let Some(write) = &self.write {
             let mut members = write.open_table(MEMBERS).map_err(|e| state.error(e))?;
-            let mut blobs = write.open_table(BLOBS).map_err(|e| state.error(e))?;
+            let mut parts = write.open_table(BLOB_PARTS).map_err(|e| state.error(e))?;
             let mut refs = write.open_table(BLOB_REFS).map_err(|e| state.error(e))?;
             let id = self.id;
             for (group, (_, bytes)) in groups.iter().zip(&diffed) {
@@ -485,8 +517,10 @@ impl RunWriter<'_> {
                     Some(bytes) => {
                         let blob = self.next_blob;
                         self.next_blob += 1;
-                        blobs.insert(blob, bytes.as_slice()).map_err(|e| state.error(e))?;
-                        count_write();
+                        for (part, chunk) in (0u32..).zip(bytes.chunks(PART_BYTES)) {
+                            parts.insert((blob, part), chunk).map_err(|e| state.error(e))?;
+                            count_write();
+                        }
                         blob
                     }
                     None => state.last_blob(&members, self.last.as_ref(), group.key)?,
@@ -548,6 +582,7 @@ impl RunWriter<'_> {
             let mut runs = write.open_table(RUNS).map_err(|e| state.error(e))?;
             let mut members = write.open_table(MEMBERS).map_err(|e| state.error(e))?;
             let mut blobs = write.open_table(BLOBS).map_err(|e| state.error(e))?;
+            let mut parts = write.open_table(BLOB_PARTS).map_err(|e| state.error(e))?;
             let mut refs = write.open_table(BLOB_REFS).map_err(|e| state.error(e))?;
             let id = self.id;
             if self.carry_over
@@ -585,7 +620,9 @@ impl RunWriter<'_> {
             count_write();
             meta.insert("next_run", id + 1).map_err(|e| state.error(e))?;
             meta.insert("next_blob", self.next_blob).map_err(|e| state.error(e))?;
-            state.prune(&mut runs, &mut members, &mut blobs, &mut refs, keep)?;
+            meta.insert("format_version", FORMAT_VERSION)
+                .map_err(|e| state.error(e))?;
+            state.prune(&mut runs, &mut members, (&mut blobs, &mut parts), &mut refs, keep)?;
             record
         };
         count_write();
@@ -623,7 +660,7 @@ impl State {
         &self,
         runs: &mut redb::Table<u64, &str>,
         members: &mut redb::Table<(u64, &str), u64>,
-        blobs: &mut redb::Table<u64, &[u8]>,
+        (blobs, parts): (&mut redb::Table<u64, &[u8]>, &mut redb::Table<(u64, u32), &[u8]>),
         refs: &mut redb::Table<u64, u64>,
         keep: usize,
     ) -> Result<(), StateError> {
@@ -651,6 +688,9 @@ impl State {
                 if count <= 1 {
                     refs.remove(blob).map_err(|e| self.error(e))?;
                     blobs.remove(blob).map_err(|e| self.error(e))?;
+                    parts
+                        .retain_in((blob, 0)..=(blob, u32::MAX), |_, _| false)
+                        .map_err(|e| self.error(e))?;
                 } else {
                     refs.insert(blob, count - 1).map_err(|e| self.error(e))?;
                 }
@@ -747,4 +787,87 @@ fn take_lock(dir: &Path) -> Result<File, StateError> {
         .and_then(|()| file.write_all(description.as_bytes()))
         .map_err(|e| io_error(dir, &e))?;
     Ok(file)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A version-1 state (each bitmap whole in `BLOBS`) reads back; its next
+    /// run shares an unchanged group's bitmap, stores a changed one in parts,
+    /// and pruning the first run drops only the bitmap no run uses.
+    #[test]
+    fn a_version_1_state_is_read_and_carried_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let kept: RoaringBitmap = (0..100_000).step_by(3).collect();
+        let before: RoaringBitmap = (5..9).collect();
+        {
+            let db = Database::create(dir.path().join(DATABASE_FILE)).unwrap();
+            let write = db.begin_write().unwrap();
+            {
+                let mut meta = write.open_table(META).unwrap();
+                for (name, value) in [("format_version", 1), ("next_run", 2), ("next_blob", 3)] {
+                    meta.insert(name, value).unwrap();
+                }
+                let group = |key: &str, members: &RoaringBitmap| GroupRecord {
+                    key: key.into(),
+                    name: key.into(),
+                    kind: "rule".into(),
+                    status: "active".into(),
+                    members: members.len(),
+                    added: members.len(),
+                    removed: 0,
+                };
+                let record = RunRecord {
+                    id: 1,
+                    as_of: "2026-11-21".into(),
+                    committed_at: "2026-11-21T00:00:00Z".into(),
+                    inputs: Vec::new(),
+                    groups: vec![group("changed", &before), group("kept", &kept)],
+                };
+                let json = serde_json::to_string(&record).unwrap();
+                write.open_table(RUNS).unwrap().insert(1, json.as_str()).unwrap();
+                let mut members = write.open_table(MEMBERS).unwrap();
+                let mut blobs = write.open_table(BLOBS).unwrap();
+                let mut refs = write.open_table(BLOB_REFS).unwrap();
+                for (blob, key, bitmap) in [(1, "kept", &kept), (2, "changed", &before)] {
+                    members.insert((1, key), blob).unwrap();
+                    blobs.insert(blob, serialize(bitmap).as_slice()).unwrap();
+                    refs.insert(blob, 1).unwrap();
+                }
+            }
+            write.commit().unwrap();
+        }
+
+        let state = State::open(dir.path()).unwrap();
+        assert_eq!(state.members(1, "kept").unwrap(), Some(kept.clone()));
+        // Half of five million ids: three parts.
+        let changed: RoaringBitmap = (0..5_000_000).step_by(2).collect();
+        assert!(changed.serialized_size() > 2 * PART_BYTES);
+        let group = |key, members| GroupToCommit {
+            key,
+            name: key,
+            kind: "rule",
+            status: "active",
+            members,
+        };
+        let mut run = state.begin_run(false).unwrap();
+        let changes = run.add(&[group("kept", &kept), group("changed", &changed)]).unwrap();
+        assert!(changes[0].is_empty());
+        assert_eq!(
+            (&changes[1].added, &changes[1].removed),
+            (&(&changed - &before), &(&before - &changed))
+        );
+        run.commit("2026-11-22", Vec::new(), 1).unwrap();
+
+        assert_eq!(state.runs().unwrap().iter().map(|r| r.id).collect::<Vec<_>>(), [2]);
+        assert_eq!(state.members(2, "kept").unwrap(), Some(kept));
+        assert_eq!(state.members(2, "changed").unwrap(), Some(changed));
+        let read = state.db.begin_read().unwrap();
+        let blobs = read.open_table(BLOBS).unwrap();
+        assert!(blobs.get(1).unwrap().is_some(), "shared with run 2");
+        assert!(blobs.get(2).unwrap().is_none(), "used by run 1 only");
+        let meta = read.open_table(META).unwrap();
+        assert_eq!(meta.get("format_version").unwrap().unwrap().value(), FORMAT_VERSION);
+    }
 }
