@@ -25,6 +25,9 @@ use std::path::{Path, PathBuf};
 /// version-1 state becomes version 2 with its next commit.
 pub const FORMAT_VERSION: u64 = 2;
 
+/// The read cache and write buffer of the database.
+const STATE_CACHE_BYTES: usize = 128 << 20;
+
 /// The database file inside the state directory.
 pub const DATABASE_FILE: &str = "state.redb";
 /// The lock file that names the process holding the state.
@@ -237,7 +240,13 @@ impl State {
 
     fn open_in(dir: &Path) -> Result<State, StateError> {
         let lock = take_lock(dir)?;
-        let db = Database::create(dir.join(DATABASE_FILE)).map_err(|e| db_error(dir, e))?;
+        // redb caches 1 GiB by default; a run reads each stored bitmap once
+        // and writes each once, so a small cache loses little and spares
+        // memory for the evaluation.
+        let db = Database::builder()
+            .set_cache_size(STATE_CACHE_BYTES)
+            .create(dir.join(DATABASE_FILE))
+            .map_err(|e| db_error(dir, e))?;
         let state = State {
             dir: dir.to_path_buf(),
             db,
@@ -581,8 +590,6 @@ impl RunWriter<'_> {
             let mut meta = write.open_table(META).map_err(|e| state.error(e))?;
             let mut runs = write.open_table(RUNS).map_err(|e| state.error(e))?;
             let mut members = write.open_table(MEMBERS).map_err(|e| state.error(e))?;
-            let mut blobs = write.open_table(BLOBS).map_err(|e| state.error(e))?;
-            let mut parts = write.open_table(BLOB_PARTS).map_err(|e| state.error(e))?;
             let mut refs = write.open_table(BLOB_REFS).map_err(|e| state.error(e))?;
             let id = self.id;
             if self.carry_over
@@ -622,7 +629,7 @@ impl RunWriter<'_> {
             meta.insert("next_blob", self.next_blob).map_err(|e| state.error(e))?;
             meta.insert("format_version", FORMAT_VERSION)
                 .map_err(|e| state.error(e))?;
-            state.prune(&mut runs, &mut members, (&mut blobs, &mut parts), &mut refs, keep)?;
+            state.prune(&mut runs, &mut members, &write, &mut refs, keep)?;
             record
         };
         count_write();
@@ -660,10 +667,12 @@ impl State {
         &self,
         runs: &mut redb::Table<u64, &str>,
         members: &mut redb::Table<(u64, &str), u64>,
-        (blobs, parts): (&mut redb::Table<u64, &[u8]>, &mut redb::Table<(u64, u32), &[u8]>),
+        write: &redb::WriteTransaction,
         refs: &mut redb::Table<u64, u64>,
         keep: usize,
     ) -> Result<(), StateError> {
+        let mut blobs = write.open_table(BLOBS).map_err(|e| self.error(e))?;
+        let mut parts = write.open_table(BLOB_PARTS).map_err(|e| self.error(e))?;
         let retained = runs.len().map_err(|e| self.error(e))?;
         let surplus = retained.saturating_sub(keep.max(1) as u64);
         let old: Vec<u64> = runs

@@ -134,39 +134,58 @@ pub fn evaluate_each<E>(
             eprintln!("{:>10.3} ms  {phase} done", started.elapsed().as_secs_f64() * 1e3);
         }
     };
-    let results = evaluate_atoms(&plan, data, trace, &phase_done);
+    let mut results = evaluate_atoms(&plan, data, trace, &phase_done);
 
     // Phase 3: groups, batch by batch. Members are kept past their batch
-    // only for groups that `member_of` refers to.
+    // only for groups that `member_of` refers to, and each atom is dropped
+    // after the last batch that uses it (the enrollment-column atoms
+    // already): in a large run the atoms are most of what memory holds.
+    let batches: Vec<&[usize]> = plan.levels.iter().flat_map(|l| l.chunks(GROUPS_PER_BATCH)).collect();
+    let mut dropped_after: Vec<Vec<usize>> = vec![Vec::new(); batches.len()];
+    let mut last_batch: Vec<Option<usize>> = vec![None; plan.atoms.len()];
+    for (b, batch) in batches.iter().enumerate() {
+        for &g in *batch {
+            for a in atom_ids(plan.groups[g].as_ref().expect("selected groups are planned")) {
+                last_batch[a] = Some(b);
+            }
+        }
+    }
+    for (a, last) in last_batch.into_iter().enumerate() {
+        match last {
+            Some(b) => dropped_after[b].push(a),
+            None => results[a] = None,
+        }
+    }
     let referenced = plan.referenced_groups();
     let mut group_rows: Vec<RoaringBitmap> = vec![RoaringBitmap::new(); rules.groups.len()];
     let mut unknown_listed_ids = BTreeMap::new();
-    for level in &plan.levels {
-        for batch in level.chunks(GROUPS_PER_BATCH) {
-            let done: Vec<(GroupMembers, Option<RoaringBitmap>, Vec<u32>)> = batch
-                .par_iter()
-                .map(|&g| {
-                    let context = Context {
-                        universe: &users,
-                        atoms: &results,
-                        groups: &group_rows,
-                        statics,
-                    };
-                    evaluate_group(&plan, g, rules, data, previous, &context, referenced[g])
-                })
-                .collect();
-            let mut members = Vec::with_capacity(done.len());
-            for (group, kept_rows, unknown) in done {
-                if let Some(rows) = kept_rows {
-                    group_rows[group.position] = rows;
-                }
-                if !unknown.is_empty() {
-                    unknown_listed_ids.insert(group.key.clone(), unknown);
-                }
-                members.push(group);
+    for (batch, dropped) in batches.into_iter().zip(dropped_after) {
+        let done: Vec<(GroupMembers, Option<RoaringBitmap>, Vec<u32>)> = batch
+            .par_iter()
+            .map(|&g| {
+                let context = Context {
+                    universe: &users,
+                    atoms: &results,
+                    groups: &group_rows,
+                    statics,
+                };
+                evaluate_group(&plan, g, rules, data, previous, &context, referenced[g])
+            })
+            .collect();
+        let mut members = Vec::with_capacity(done.len());
+        for (group, kept_rows, unknown) in done {
+            if let Some(rows) = kept_rows {
+                group_rows[group.position] = rows;
             }
-            on_batch(members)?;
+            if !unknown.is_empty() {
+                unknown_listed_ids.insert(group.key.clone(), unknown);
+            }
+            members.push(group);
         }
+        for a in dropped {
+            results[a] = None;
+        }
+        on_batch(members)?;
     }
     phase_done("phase 3 (groups)");
     Ok(EvaluationSummary {
