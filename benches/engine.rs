@@ -157,13 +157,7 @@ fn diff_and_commit(c: &mut Criterion, paths: &InputPaths, users: u32, rule_count
 fn commit(state: &State, groups: &[(String, roaring::RoaringBitmap)], day: chrono::NaiveDate) {
     let groups: Vec<GroupToCommit> = groups
         .iter()
-        .map(|(key, members)| GroupToCommit {
-            key,
-            name: key,
-            kind: "rule",
-            status: "active",
-            members,
-        })
+        .map(|(key, members)| GroupToCommit::active(key, members))
         .collect();
     let mut run = state.begin_run(false).unwrap();
     run.add(&groups).unwrap();

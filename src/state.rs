@@ -212,6 +212,19 @@ pub struct GroupToCommit<'a> {
     pub members: &'a RoaringBitmap,
 }
 
+impl<'a> GroupToCommit<'a> {
+    /// An active rule group whose display name is its key.
+    pub fn active(key: &'a str, members: &'a RoaringBitmap) -> GroupToCommit<'a> {
+        GroupToCommit {
+            key,
+            name: key,
+            kind: "rule",
+            status: "active",
+            members,
+        }
+    }
+}
+
 /// An open state directory, held by this process until dropped.
 pub struct State {
     dir: PathBuf,
@@ -853,15 +866,13 @@ mod tests {
         // Half of five million ids: three parts.
         let changed: RoaringBitmap = (0..5_000_000).step_by(2).collect();
         assert!(changed.serialized_size() > 2 * PART_BYTES);
-        let group = |key, members| GroupToCommit {
-            key,
-            name: key,
-            kind: "rule",
-            status: "active",
-            members,
-        };
         let mut run = state.begin_run(false).unwrap();
-        let changes = run.add(&[group("kept", &kept), group("changed", &changed)]).unwrap();
+        let changes = run
+            .add(&[
+                GroupToCommit::active("kept", &kept),
+                GroupToCommit::active("changed", &changed),
+            ])
+            .unwrap();
         assert!(changes[0].is_empty());
         assert_eq!(
             (&changes[1].added, &changes[1].removed),

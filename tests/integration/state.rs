@@ -489,13 +489,7 @@ mod history {
     fn commit(state: &State, last: Option<&Run>, run: &Run, keep: usize) {
         let groups: Vec<GroupToCommit> = run
             .iter()
-            .map(|(key, members)| GroupToCommit {
-                key,
-                name: key,
-                kind: "rule",
-                status: "active",
-                members,
-            })
+            .map(|(key, members)| GroupToCommit::active(key, members))
             .collect();
         fn changes_of<'s>(mut writer: RunWriter<'s>, groups: &[GroupToCommit]) -> (Vec<GroupChange>, RunWriter<'s>) {
             let (first, second) = groups.split_at(groups.len() / 2);
