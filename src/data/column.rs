@@ -129,26 +129,39 @@ impl TextColumn {
     }
 
     fn build_postings(&self) -> Vec<RoaringBitmap> {
-        // A counting sort of rows by code: rows of each code come out
-        // ascending, ready for `from_sorted_iter`.
-        let mut starts = vec![0usize; self.values.len() + 1];
-        for &code in self.codes.iter().filter(|&&c| c != NULL_CODE) {
-            starts[code as usize + 1] += 1;
-        }
-        for i in 1..starts.len() {
-            starts[i] += starts[i - 1];
-        }
-        let mut next = starts.clone();
-        let mut rows = vec![0u32; starts[self.values.len()]];
-        for (row, &code) in self.codes.iter().enumerate().filter(|(_, c)| **c != NULL_CODE) {
-            rows[next[code as usize]] = row as u32;
-            next[code as usize] += 1;
-        }
+        // A counting sort of rows by code in each chunk of rows, the chunks
+        // side by side; a code's rows are then its rows of each chunk in
+        // chunk order, ascending, ready for `from_sorted_iter`.
+        let chunk_rows = self.codes.len().div_ceil(2 * rayon::current_num_threads()).max(1 << 16);
+        let chunks: Vec<(Vec<usize>, Vec<u32>)> = self
+            .codes
+            .par_chunks(chunk_rows)
+            .enumerate()
+            .map(|(chunk, codes)| {
+                let mut starts = vec![0usize; self.values.len() + 1];
+                for &code in codes.iter().filter(|&&c| c != NULL_CODE) {
+                    starts[code as usize + 1] += 1;
+                }
+                for i in 1..starts.len() {
+                    starts[i] += starts[i - 1];
+                }
+                let mut next = starts.clone();
+                let mut rows = vec![0u32; starts[self.values.len()]];
+                let first_row = chunk * chunk_rows;
+                for (row, &code) in (first_row..).zip(codes).filter(|(_, c)| **c != NULL_CODE) {
+                    rows[next[code as usize]] = row as u32;
+                    next[code as usize] += 1;
+                }
+                (starts, rows)
+            })
+            .collect();
         (0..self.values.len())
             .into_par_iter()
             .map(|code| {
-                RoaringBitmap::from_sorted_iter(rows[starts[code]..starts[code + 1]].iter().copied())
-                    .expect("rows ascend")
+                let rows = chunks
+                    .iter()
+                    .flat_map(|(starts, rows)| rows[starts[code]..starts[code + 1]].iter().copied());
+                RoaringBitmap::from_sorted_iter(rows).expect("rows ascend")
             })
             .collect()
     }
@@ -284,5 +297,22 @@ mod tests {
         assert_eq!(postings[1].len(), 16);
         let unique: TextColumn = (0..40).map(|i| Some(i.to_string())).collect();
         assert!(unique.postings().is_none());
+    }
+
+    #[test]
+    fn postings_hold_each_values_rows_across_chunks() {
+        // Enough rows for several chunks of the parallel counting sort.
+        let rows = 1_000_003;
+        let value_of = |row: usize| (row % 7 != 3).then(|| ["x", "y", "z"][(row * 31 + row / 1000) % 3]);
+        let t: TextColumn = (0..rows).map(|row| value_of(row).map(String::from)).collect();
+        let postings = t.postings().unwrap();
+        for (code, value) in t.values.iter().enumerate() {
+            let expected: RoaringBitmap = (0..rows as u32)
+                .filter(|&r| value_of(r as usize) == Some(value.as_str()))
+                .collect();
+            assert_eq!(postings[code], expected, "value {value}");
+        }
+        let non_null = (0..rows).filter(|&r| value_of(r).is_some()).count() as u64;
+        assert_eq!(postings.iter().map(RoaringBitmap::len).sum::<u64>(), non_null);
     }
 }
