@@ -608,7 +608,7 @@ fn run_run(args: RunArgs) -> Result<(), Failure> {
     };
     sink.add(&statics)?;
     let gone = sink.add_gone()?;
-    let evaluated = started.elapsed() - loaded - sink.took;
+    let evaluated = summary.elapsed;
     lines.sort_by_key(|(position, _)| *position);
     let mut lines: Vec<RunLine> = lines.into_iter().map(|(_, line)| line).collect();
     lines.extend(statics.iter().map(|g| RunLine {
@@ -726,15 +726,24 @@ struct RunSink<'s> {
 impl RunSink<'_> {
     fn add(&mut self, groups: &[GroupToCommit<'_>]) -> Result<(), Failure> {
         let started = Instant::now();
-        let changes = match &mut self.writer {
-            Some(writer) => writer.add(groups).map_err(state_failure)?,
-            None if self.finds_changes => groups
-                .iter()
-                .map(|g| GroupChange::between(g.key, &RoaringBitmap::new(), g.members))
-                .collect(),
-            None => Vec::new(),
-        };
-        self.keep(changes);
+        let empty = RoaringBitmap::new();
+        match &mut self.writer {
+            Some(writer) if self.keeps_changes => {
+                let changes = writer.add_with_changes(groups).map_err(state_failure)?;
+                self.keep(changes);
+            }
+            Some(writer) => self.counts.extend(writer.add(groups).map_err(state_failure)?),
+            None if !self.finds_changes => {}
+            None if self.keeps_changes => self.keep(
+                groups
+                    .iter()
+                    .map(|g| GroupChange::between(g.key, &empty, g.members))
+                    .collect(),
+            ),
+            None => self
+                .counts
+                .extend(groups.iter().map(|g| ChangeCount::between(g.key, &empty, g.members))),
+        }
         self.took += started.elapsed();
         Ok(())
     }

@@ -66,6 +66,25 @@ pub struct ChangeCount {
     pub removed: u64,
 }
 
+impl ChangeCount {
+    /// How many members `after` adds to `before` and removes from it,
+    /// counted without building the changes: a group's first run would
+    /// otherwise copy all its members just to count them.
+    pub fn between(key: &str, before: &RoaringBitmap, after: &RoaringBitmap) -> ChangeCount {
+        let kept = before.intersection_len(after);
+        ChangeCount {
+            key: key.to_string(),
+            added: after.len() - kept,
+            removed: before.len() - kept,
+        }
+    }
+
+    /// Whether nothing changed.
+    pub fn is_empty(&self) -> bool {
+        self.added == 0 && self.removed == 0
+    }
+}
+
 /// The changes from the groups of one run to those of the next, in key
 /// order. `before` lists the keys the earlier run committed and fetches
 /// their members on demand, a few at a time in parallel, so the earlier
@@ -179,6 +198,25 @@ mod tests {
         assert_eq!((out[0].added.len(), out[0].removed.clone()), (0, ids(&[1, 2])));
         assert_eq!((out[1].added.clone(), out[1].removed.clone()), (ids(&[5]), ids(&[3])));
         assert_eq!((out[2].added.clone(), out[2].removed.len()), (ids(&[7]), 0));
+    }
+
+    #[test]
+    fn counted_changes_match_built_changes_over_every_container_kind() {
+        // Sparse (array), dense (bitmap) and run containers, overlapping in
+        // part, and the empty set.
+        let sparse: RoaringBitmap = (0..3_000_000).step_by(97).collect();
+        let dense: RoaringBitmap = (0..3_000_000).step_by(3).collect();
+        let mut runs: RoaringBitmap = (1_000_000..2_500_000).collect();
+        runs.optimize();
+        let empty = RoaringBitmap::new();
+        let sets = [&sparse, &dense, &runs, &empty];
+        for before in sets {
+            for after in sets {
+                let built = GroupChange::between("g", before, after);
+                assert_eq!(ChangeCount::between("g", before, after), built.count());
+                assert_eq!(ChangeCount::between("g", before, after).is_empty(), built.is_empty());
+            }
+        }
     }
 
     #[test]

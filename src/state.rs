@@ -8,7 +8,7 @@
 //! group whose members did not change shares its stored bitmap with the
 //! previous run, so history costs only what changed.
 
-use crate::diff::{GroupChange, changes};
+use crate::diff::{ChangeCount, GroupChange, changes};
 use crate::faults::count_write;
 use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
 use roaring::RoaringBitmap;
@@ -508,25 +508,50 @@ pub struct RunWriter<'s> {
 }
 
 impl RunWriter<'_> {
-    /// Adds groups to the run (each key once per run) and returns how each
-    /// changed since the last committed run. The previous members are read
-    /// and the changed bitmaps serialised in parallel; a group whose
-    /// members did not change shares the stored bitmap of the last run.
-    pub fn add(&mut self, groups: &[GroupToCommit<'_>]) -> Result<Vec<GroupChange>, StateError> {
+    /// Adds groups to the run (each key once per run) and returns how many
+    /// members each gained and lost since the last committed run. The
+    /// previous members are read and the changed bitmaps serialised in
+    /// parallel; a group whose members did not change shares the stored
+    /// bitmap of the last run.
+    pub fn add(&mut self, groups: &[GroupToCommit<'_>]) -> Result<Vec<ChangeCount>, StateError> {
+        Ok(self
+            .add_groups(groups, false)?
+            .into_iter()
+            .map(|(count, _)| count)
+            .collect())
+    }
+
+    /// Adds groups like [`RunWriter::add`], and returns each group's change
+    /// itself: the members it gained and lost.
+    pub fn add_with_changes(&mut self, groups: &[GroupToCommit<'_>]) -> Result<Vec<GroupChange>, StateError> {
+        Ok(self
+            .add_groups(groups, true)?
+            .into_iter()
+            .map(|(_, change)| change.expect("changes asked for"))
+            .collect())
+    }
+
+    fn add_groups(
+        &mut self,
+        groups: &[GroupToCommit<'_>],
+        with_changes: bool,
+    ) -> Result<Vec<(ChangeCount, Option<GroupChange>)>, StateError> {
         use rayon::prelude::*;
         let state = self.state;
         let (last, last_keys, storing) = (self.last.as_ref(), &self.last_keys, self.write.is_some());
         let empty = RoaringBitmap::new();
-        let diffed: Vec<(GroupChange, Option<Vec<u8>>)> = groups
+        let diffed: Vec<(ChangeCount, Option<GroupChange>, Option<Vec<u8>>)> = groups
             .par_iter()
             .map(|group| {
                 let before = match last {
                     Some(last) if last_keys.contains(group.key) => state.members(last.id, group.key)?,
                     _ => None,
                 };
-                let change = GroupChange::between(group.key, before.as_ref().unwrap_or(&empty), group.members);
-                let changed = before.is_none() || !change.is_empty();
-                Ok((change, (storing && changed).then(|| serialize(group.members))))
+                let before_or_empty = before.as_ref().unwrap_or(&empty);
+                let count = ChangeCount::between(group.key, before_or_empty, group.members);
+                let change = with_changes.then(|| GroupChange::between(group.key, before_or_empty, group.members));
+                let changed = before.is_none() || !count.is_empty();
+                Ok((count, change, (storing && changed).then(|| serialize(group.members))))
             })
             .collect::<Result<_, StateError>>()?;
         if let Some(write) = &self.write {
@@ -534,7 +559,7 @@ impl RunWriter<'_> {
             let mut parts = write.open_table(BLOB_PARTS).map_err(|e| state.error(e))?;
             let mut refs = write.open_table(BLOB_REFS).map_err(|e| state.error(e))?;
             let id = self.id;
-            for (group, (_, bytes)) in groups.iter().zip(&diffed) {
+            for (group, (_, _, bytes)) in groups.iter().zip(&diffed) {
                 let blob = match bytes {
                     Some(bytes) => {
                         let blob = self.next_blob;
@@ -553,7 +578,7 @@ impl RunWriter<'_> {
             }
         }
         let mut changes = Vec::with_capacity(groups.len());
-        for (group, (change, _)) in groups.iter().zip(diffed) {
+        for (group, (count, change, _)) in groups.iter().zip(diffed) {
             self.groups.insert(
                 group.key.to_string(),
                 GroupRecord {
@@ -562,11 +587,11 @@ impl RunWriter<'_> {
                     kind: group.kind.to_string(),
                     status: group.status.to_string(),
                     members: group.members.len(),
-                    added: change.added.len(),
-                    removed: change.removed.len(),
+                    added: count.added,
+                    removed: count.removed,
                 },
             );
-            changes.push(change);
+            changes.push((count, change));
         }
         Ok(changes)
     }
@@ -868,7 +893,7 @@ mod tests {
         assert!(changed.serialized_size() > 2 * PART_BYTES);
         let mut run = state.begin_run(false).unwrap();
         let changes = run
-            .add(&[
+            .add_with_changes(&[
                 GroupToCommit::active("kept", &kept),
                 GroupToCommit::active("changed", &changed),
             ])

@@ -76,6 +76,9 @@ pub struct EvaluationSummary {
     pub distinct_atoms: usize,
     /// `include`/`exclude` ids not in the users table (ignored), by group key.
     pub unknown_listed_ids: BTreeMap<String, Vec<u32>>,
+    /// Time spent evaluating, not counting the waits for the caller to take
+    /// a batch.
+    pub elapsed: Duration,
 }
 
 /// Evaluates the groups marked in `selected` (closed under `member_of`; see
@@ -114,7 +117,10 @@ const GROUPS_PER_BATCH: usize = 64;
 /// batch at a time, in `member_of` order (a group comes after the groups it
 /// refers to), and keeps only the members later groups refer to. A run over
 /// millions of users and thousands of groups then holds the shared atoms
-/// and one batch of members, never every group's members at once. An error
+/// and a few batches of members, never every group's members at once.
+///
+/// `on_batch` runs on the calling thread while the next batch is evaluated
+/// on another, so storing one batch overlaps evaluating the next. An error
 /// from `on_batch` stops the evaluation and is returned.
 pub fn evaluate_each<E>(
     rules: &CheckedRules,
@@ -123,6 +129,30 @@ pub fn evaluate_each<E>(
     previous: &BTreeMap<String, RoaringBitmap>,
     mut on_batch: impl FnMut(Vec<GroupMembers>) -> Result<(), E>,
 ) -> Result<EvaluationSummary, E> {
+    std::thread::scope(|scope| {
+        // One batch waits while the caller handles the one before it.
+        let (batches, evaluated) = std::sync::mpsc::sync_channel(1);
+        let evaluation =
+            scope.spawn(move || evaluate_batches(rules, data, selected, previous, |batch| batches.send(batch).is_ok()));
+        let failed = evaluated.iter().find_map(|batch| on_batch(batch).err());
+        // A caller that failed stops the evaluation at its next batch.
+        drop(evaluated);
+        let summary = evaluation
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+        failed.map_or(Ok(summary), Err)
+    })
+}
+
+/// Evaluates the groups and hands each batch to `send`, stopping early when
+/// it returns `false`.
+fn evaluate_batches(
+    rules: &CheckedRules,
+    data: &Dataset,
+    selected: Option<&[bool]>,
+    previous: &BTreeMap<String, RoaringBitmap>,
+    mut send: impl FnMut(Vec<GroupMembers>) -> bool,
+) -> EvaluationSummary {
     let all = vec![true; rules.groups.len()];
     let plan = Plan::new(rules, selected.unwrap_or(&all));
     let users = all_rows(data.user_count());
@@ -159,6 +189,7 @@ pub fn evaluate_each<E>(
     let referenced = plan.referenced_groups();
     let mut group_rows: Vec<RoaringBitmap> = vec![RoaringBitmap::new(); rules.groups.len()];
     let mut unknown_listed_ids = BTreeMap::new();
+    let mut waiting = Duration::ZERO;
     for (batch, dropped) in batches.into_iter().zip(dropped_after) {
         let done: Vec<(GroupMembers, Option<RoaringBitmap>, Vec<u32>)> = batch
             .par_iter()
@@ -185,10 +216,14 @@ pub fn evaluate_each<E>(
         for a in dropped {
             results[a] = None;
         }
-        on_batch(members)?;
+        let (sent, waited) = timed(|| send(members));
+        waiting += waited;
+        if !sent {
+            break;
+        }
     }
     phase_done("phase 3 (groups)");
-    Ok(EvaluationSummary {
+    EvaluationSummary {
         static_groups: statics
             .iter()
             .map(|(k, rows)| (k.clone(), data.rows_to_ids(rows)))
@@ -196,7 +231,8 @@ pub fn evaluate_each<E>(
         atom_uses: plan.atom_uses,
         distinct_atoms: plan.atoms.len(),
         unknown_listed_ids,
-    })
+        elapsed: started.elapsed() - waiting,
+    }
 }
 
 /// One group's members; with `keep_rows`, also the rows `member_of` sees

@@ -454,7 +454,7 @@ mod history {
     //! are the set differences, whatever pruning and bitmap sharing did.
 
     use dyngroups::diff::GroupChange;
-    use dyngroups::state::{GroupToCommit, RunWriter, State, StateError};
+    use dyngroups::state::{GroupToCommit, State, StateError};
     use proptest::prelude::*;
     use roaring::RoaringBitmap;
     use std::collections::{BTreeMap, BTreeSet};
@@ -484,27 +484,28 @@ mod history {
     }
 
     /// Commits `run` in two batches after a dry run of it. Both find the
-    /// set differences from `last` for every group of either run; the dry
-    /// run stores nothing and cannot commit.
+    /// set differences from `last` for every group of either run (the dry
+    /// run counts them, the run builds them); the dry run stores nothing
+    /// and cannot commit.
     fn commit(state: &State, last: Option<&Run>, run: &Run, keep: usize) {
         let groups: Vec<GroupToCommit> = run
             .iter()
             .map(|(key, members)| GroupToCommit::active(key, members))
             .collect();
-        fn changes_of<'s>(mut writer: RunWriter<'s>, groups: &[GroupToCommit]) -> (Vec<GroupChange>, RunWriter<'s>) {
-            let (first, second) = groups.split_at(groups.len() / 2);
-            let mut changes = writer.add(first).unwrap();
-            changes.extend(writer.add(second).unwrap());
-            changes.extend(writer.gone().unwrap());
-            (changes, writer)
-        }
-        let (dry_changes, dry) = changes_of(state.begin_dry_run(false).unwrap(), &groups);
+        let (first, second) = groups.split_at(groups.len() / 2);
+        let mut dry = state.begin_dry_run(false).unwrap();
+        let mut dry_counts = dry.add(first).unwrap();
+        dry_counts.extend(dry.add(second).unwrap());
+        dry_counts.extend(dry.gone().unwrap().iter().map(GroupChange::count));
         assert!(matches!(
             dry.commit("2026-11-22", Vec::new(), keep),
             Err(StateError::DryRun { .. })
         ));
-        let (changes, writer) = changes_of(state.begin_run(false).unwrap(), &groups);
-        assert_eq!(dry_changes, changes);
+        let mut writer = state.begin_run(false).unwrap();
+        let mut changes = writer.add_with_changes(first).unwrap();
+        changes.extend(writer.add_with_changes(second).unwrap());
+        changes.extend(writer.gone().unwrap());
+        assert_eq!(dry_counts, changes.iter().map(GroupChange::count).collect::<Vec<_>>());
         let none = RoaringBitmap::new();
         let last = last.cloned().unwrap_or_default();
         let keys: BTreeSet<&String> = run.keys().chain(last.keys()).collect();
