@@ -16,11 +16,12 @@ use crate::checked::CheckedRules;
 use crate::checked::{ColumnTest, Test};
 use crate::data::{Column, TextColumn};
 use crate::dataset::{Dataset, NO_USER};
-use atoms::{all_rows, branch_rows, codes_containing, column_rows, rows_with_code_set};
+use atoms::{all_rows, branch_rows, codes_containing, column_rows, for_each_member, rows_where, rows_with_code_set};
 use plan::{Atom, Node, Plan};
 use rayon::prelude::*;
 use roaring::{MultiOps, RoaringBitmap};
 use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 /// The members of one rule group.
@@ -437,19 +438,31 @@ fn leaf_atom(atom: &Atom<'_>, contains_codes: Option<&RoaringBitmap>, data: &Dat
 const ROWS_PER_TASK_BITS: u32 = 20;
 
 /// The users (rows) with matching enrollment rows, and how many each has.
-struct EnrolledUsers {
-    /// Ascending users rows.
-    users: Vec<u32>,
-    /// `counts[i]`: the matching rows of `users[i]`.
-    counts: Vec<u32>,
+enum EnrolledUsers {
+    /// Few matching rows: the users that have some, ascending, and
+    /// `counts[i]`, the matching rows of `users[i]`.
+    Listed { users: Vec<u32>, counts: Vec<u32> },
+    /// Many: the matching rows of every user, by users row. Thresholding
+    /// it builds the bitmap a block of users at a time, far faster than
+    /// pushing millions of listed users one by one.
+    Dense(Vec<AtomicU32>),
 }
+
+/// A tally is dense when it has at least one matching row per this many
+/// users.
+const USERS_PER_ROW_FOR_DENSE: u64 = 4;
 
 impl EnrolledUsers {
     /// Tallies the users of the enrollment `rows` (rows of unknown users
     /// are ignored).
     fn new(data: &Dataset, rows: &RoaringBitmap) -> EnrolledUsers {
+        let dense = rows.len() * USERS_PER_ROW_FOR_DENSE >= data.user_count() as u64;
+        EnrolledUsers::tally(data, rows, dense)
+    }
+
+    fn tally(data: &Dataset, rows: &RoaringBitmap, dense: bool) -> EnrolledUsers {
         let Some(enrollments) = &data.enrollments else {
-            return EnrolledUsers {
+            return EnrolledUsers::Listed {
                 users: Vec::new(),
                 counts: Vec::new(),
             };
@@ -457,21 +470,44 @@ impl EnrolledUsers {
         // Each task tallies its range of rows into runs of one user; rows
         // stored user by user give one run per user and no sort.
         let ranges = (rows.max().unwrap_or(0) >> ROWS_PER_TASK_BITS) + 1;
+        let runs_of = |range: u32, on_run: &mut dyn FnMut(u32, u32)| {
+            let start = range << ROWS_PER_TASK_BITS;
+            let mut run: Option<(u32, u32)> = None;
+            for_each_member(rows, start..start.saturating_add(1 << ROWS_PER_TASK_BITS), |members| {
+                for &e in members {
+                    let user = enrollments.user_rows[e as usize];
+                    match &mut run {
+                        _ if user == NO_USER => {}
+                        Some((last, count)) if *last == user => *count += 1,
+                        _ => {
+                            if let Some((last, count)) = run.replace((user, 1)) {
+                                on_run(last, count);
+                            }
+                        }
+                    }
+                }
+            });
+            if let Some((last, count)) = run {
+                on_run(last, count);
+            }
+        };
+        if dense {
+            let counts: Vec<AtomicU32> = (0..data.user_count())
+                .into_par_iter()
+                .map(|_| AtomicU32::new(0))
+                .collect();
+            (0..ranges).into_par_iter().for_each(|range| {
+                runs_of(range, &mut |user, count| {
+                    counts[user as usize].fetch_add(count, Ordering::Relaxed);
+                });
+            });
+            return EnrolledUsers::Dense(counts);
+        }
         let mut runs: Vec<(u32, u32)> = (0..ranges)
             .into_par_iter()
             .flat_map_iter(|range| {
-                // Not `Iter::next_many`: roaring 0.12.0 overflows on a full
-                // run container there and, in release builds, skips it.
-                let start = range << ROWS_PER_TASK_BITS;
-                let mut runs: Vec<(u32, u32)> = Vec::new();
-                for e in rows.range(start..start.saturating_add(1 << ROWS_PER_TASK_BITS)) {
-                    let user = enrollments.user_rows[e as usize];
-                    match runs.last_mut() {
-                        _ if user == NO_USER => {}
-                        Some((last, count)) if *last == user => *count += 1,
-                        _ => runs.push((user, 1)),
-                    }
-                }
+                let mut runs = Vec::new();
+                runs_of(range, &mut |user, count| runs.push((user, count)));
                 runs
             })
             .collect();
@@ -488,26 +524,34 @@ impl EnrolledUsers {
                 counts.push(count);
             }
         }
-        EnrolledUsers { users, counts }
+        EnrolledUsers::Listed { users, counts }
     }
 
     /// The users with a matching row, or whose number of matching rows
     /// satisfies `count`; users without rows count 0, so when 0 satisfies
-    /// it the result starts from `universe`.
+    /// it the result starts from `universe` (every users row).
     fn users(&self, count: Option<(CmpOp, u64)>, universe: &RoaringBitmap) -> RoaringBitmap {
-        let Some((op, n)) = count else {
-            return RoaringBitmap::from_sorted_iter(self.users.iter().copied()).expect("users ascend");
+        let holds = |rows: u32| match count {
+            None => rows > 0,
+            Some((op, n)) => op.holds(u64::from(rows), n),
+        };
+        let (users, counts) = match self {
+            EnrolledUsers::Dense(counts) => {
+                return rows_where(counts.len(), |u| holds(counts[u].load(Ordering::Relaxed)));
+            }
+            EnrolledUsers::Listed { users, counts } => (users, counts),
         };
         let with_count = |wanted: bool| {
-            let users = self.users.iter().zip(&self.counts);
             RoaringBitmap::from_sorted_iter(
                 users
-                    .filter(|(_, c)| op.holds(u64::from(**c), n) == wanted)
+                    .iter()
+                    .zip(counts)
+                    .filter(|(_, c)| holds(**c) == wanted)
                     .map(|(u, _)| *u),
             )
             .expect("users ascend")
         };
-        if op.holds(0, n) {
+        if holds(0) {
             universe - with_count(false)
         } else {
             with_count(true)
@@ -612,12 +656,24 @@ mod tests {
         for e in 0..rows {
             expected[user_of(e) as usize] += 1;
         }
-        let enrolled = EnrolledUsers::new(&data, &all_rows(rows));
-        assert_eq!(enrolled.users, vec![0, 1, 2, 3, 4]);
-        assert_eq!(enrolled.counts, expected[..5]);
         let universe = all_rows(users as usize);
-        let at_least = enrolled.users(Some((CmpOp::Ge, u64::from(expected[1]))), &universe);
-        let expected_at_least: Vec<u32> = (0..users).filter(|&u| expected[u as usize] >= expected[1]).collect();
-        assert_eq!(at_least.iter().collect::<Vec<_>>(), expected_at_least);
+        let expected_users =
+            |holds: &dyn Fn(u32) -> bool| -> Vec<u32> { (0..users).filter(|&u| holds(expected[u as usize])).collect() };
+        for dense in [false, true] {
+            let enrolled = EnrolledUsers::tally(&data, &all_rows(rows), dense);
+            let members = |count| enrolled.users(count, &universe).iter().collect::<Vec<_>>();
+            assert_eq!(members(None), expected_users(&|c| c > 0), "dense: {dense}");
+            let at_least = u64::from(expected[1]);
+            assert_eq!(
+                members(Some((CmpOp::Ge, at_least))),
+                expected_users(&|c| u64::from(c) >= at_least),
+                "dense: {dense}"
+            );
+            assert_eq!(
+                members(Some((CmpOp::Lt, at_least))),
+                expected_users(&|c| u64::from(c) < at_least),
+                "dense: {dense}"
+            );
+        }
     }
 }
