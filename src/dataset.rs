@@ -3,7 +3,7 @@
 //! with only the columns the checked rules use.
 
 use crate::checked::CheckedRules;
-use crate::data::{Column, DataError, OpenTable, Table};
+use crate::data::{Column, DataError, OpenTable, Table, TextColumn};
 pub use crate::import::MatchBy;
 use crate::import::{ImportReport, MembershipRows};
 use crate::schema::{Schema, ValueType};
@@ -290,6 +290,26 @@ impl OpenInputs {
 }
 
 impl Dataset {
+    /// Builds now the per-value postings of every text column that gets
+    /// them, which a rule otherwise builds on its first use of the column:
+    /// an interactive session pays once at load, not on some first rule.
+    pub fn build_postings(&self) {
+        let enrollment_columns = self.enrollments.iter().flat_map(|e| &e.table.columns);
+        let texts: Vec<&TextColumn> = self
+            .users
+            .columns
+            .iter()
+            .chain(enrollment_columns)
+            .filter_map(|c| match c {
+                Some(Column::Text(text)) => Some(text),
+                _ => None,
+            })
+            .collect();
+        texts.par_iter().for_each(|text| {
+            text.postings();
+        });
+    }
+
     /// Number of users.
     pub fn user_count(&self) -> usize {
         self.user_ids.len()

@@ -99,7 +99,8 @@ pub struct Session {
 }
 
 impl Session {
-    /// Loads every usable column of `inputs` once. `rules` is the rules
+    /// Loads every usable column of `inputs` once, with the per-value
+    /// postings of its text columns. `rules` is the rules
     /// file (path and text), whose groups typed rules may refer to and to
     /// which `:save` appends; `state_dir` the committed state to compare with.
     pub fn open(
@@ -128,6 +129,7 @@ impl Session {
         })?;
         let keys: BTreeSet<String> = rules.groups.iter().map(|g| g.key.value.clone()).collect();
         let data = inputs.load_all(&keys)?;
+        data.build_postings();
         Ok(Session {
             data,
             schema,
