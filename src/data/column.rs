@@ -86,6 +86,70 @@ impl Column {
     }
 }
 
+/// Strings kept end to end in one buffer: one search can run over many of
+/// them at once, and each costs no allocation of its own.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Strings {
+    text: String,
+    /// Where each string ends in `text`; each starts where the one before
+    /// ends.
+    ends: Vec<usize>,
+}
+
+impl Strings {
+    /// How many strings there are.
+    pub fn len(&self) -> usize {
+        self.ends.len()
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.ends.is_empty()
+    }
+
+    /// The `i`th string.
+    pub fn get(&self, i: usize) -> &str {
+        &self.text[self.start(i)..self.ends[i]]
+    }
+
+    /// Where the `i`th string starts in [`Strings::text`].
+    pub fn start(&self, i: usize) -> usize {
+        if i == 0 { 0 } else { self.ends[i - 1] }
+    }
+
+    /// Where the `i`th string ends in [`Strings::text`].
+    pub fn end(&self, i: usize) -> usize {
+        self.ends[i]
+    }
+
+    /// Every string, end to end.
+    pub fn text(&self) -> &str {
+        &self.text
+    }
+
+    /// The strings in order, in parallel.
+    pub fn par_iter(&self) -> impl IndexedParallelIterator<Item = &str> {
+        (0..self.len()).into_par_iter().map(|i| self.get(i))
+    }
+
+    fn push_lowercase(&mut self, s: &str) {
+        if s.is_ascii() {
+            let start = self.text.len();
+            self.text.push_str(s);
+            self.text[start..].make_ascii_lowercase();
+        } else {
+            self.text.push_str(&s.to_lowercase());
+        }
+        self.ends.push(self.text.len());
+    }
+
+    fn append(&mut self, other: Strings) {
+        let offset = self.text.len();
+        self.text.push_str(&other.text);
+        self.ends.extend(other.ends.into_iter().map(|end| end + offset));
+    }
+}
+
 /// Text as one code per row into a table of distinct values.
 #[derive(Debug, Clone, Default)]
 pub struct TextColumn {
@@ -94,7 +158,7 @@ pub struct TextColumn {
     /// The distinct values as stored.
     pub values: Vec<String>,
     /// `values[i].to_lowercase()`, computed once.
-    pub lowercase: Vec<String>,
+    pub lowercase: Strings,
     /// Per distinct value, the rows holding it; built on first use.
     postings: OnceLock<Vec<RoaringBitmap>>,
 }
@@ -243,17 +307,17 @@ impl TextColumnBuilder {
 
     /// The finished column.
     pub fn finish(self) -> TextColumn {
-        let lowercase = self
+        let parts: Vec<Strings> = self
             .values
-            .par_iter()
-            .map(|v| {
-                if v.is_ascii() {
-                    v.to_ascii_lowercase()
-                } else {
-                    v.to_lowercase()
-                }
+            .par_chunks(VALUES_PER_LOWERCASE_TASK)
+            .map(|values| {
+                let mut part = Strings::default();
+                values.iter().for_each(|v| part.push_lowercase(v));
+                part
             })
             .collect();
+        let mut lowercase = Strings::default();
+        parts.into_iter().for_each(|part| lowercase.append(part));
         TextColumn {
             codes: self.codes,
             values: self.values,
@@ -262,6 +326,9 @@ impl TextColumnBuilder {
         }
     }
 }
+
+/// Distinct values lowercased per parallel task.
+const VALUES_PER_LOWERCASE_TASK: usize = 1 << 14;
 
 #[cfg(test)]
 mod tests {
@@ -275,7 +342,7 @@ mod tests {
         }
         let t = b.finish();
         assert_eq!(t.codes, vec![0, NULL_CODE, 1, 0]);
-        assert_eq!(t.lowercase, vec!["sales", "sales"]);
+        assert_eq!(t.lowercase.par_iter().collect::<Vec<_>>(), vec!["sales", "sales"]);
         assert_eq!(t.get(1), None);
         assert_eq!(t.get(3), Some("Sales"));
     }

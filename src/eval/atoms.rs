@@ -120,50 +120,92 @@ pub(super) fn rows_with_code_set(text: &TextColumn, codes: &RoaringBitmap) -> Ro
 /// Literals one automaton matches at once: a value's hits fit one `u64`.
 const LITERALS_PER_PASS: usize = 64;
 
+/// Distinct values searched per parallel task.
+const VALUES_PER_SEARCH_TASK: usize = 1 << 14;
+
 /// Per literal, the codes of the distinct values of `text` whose lowercase
-/// form contains it: one Aho-Corasick pass over the values for many
-/// literals, where a search per literal would read every value again.
+/// form contains it: one Aho-Corasick pass over all the values, kept end to
+/// end, for many literals at once, where a search per value or per literal
+/// would start over millions of times.
 pub(super) fn codes_containing(text: &TextColumn, literals: &[&str]) -> Vec<RoaringBitmap> {
+    let lower = &text.lowercase;
     let mut found = Vec::with_capacity(literals.len());
     for batch in literals.chunks(LITERALS_PER_PASS) {
-        let hits: Vec<u64> = match AhoCorasick::builder()
-            .kind(Some(aho_corasick::AhoCorasickKind::DFA))
-            .build(batch)
-        {
-            Ok(automaton) => text
-                .lowercase
-                .par_iter()
-                .map(|v| {
-                    automaton
-                        .find_overlapping_iter(v)
-                        .fold(0, |hits, m| hits | 1 << m.pattern().as_usize())
-                })
-                .collect(),
-            // An automaton too large to build: one search per literal.
-            Err(_) => {
-                let finders: Vec<_> = batch
-                    .iter()
-                    .map(|l| memchr::memmem::Finder::new(l.as_bytes()))
-                    .collect();
-                text.lowercase
-                    .par_iter()
-                    .map(|v| {
-                        finders
-                            .iter()
-                            .enumerate()
-                            .fold(0, |hits, (i, f)| hits | u64::from(f.find(v.as_bytes()).is_some()) << i)
-                    })
-                    .collect()
-            }
+        // The empty literal is in every value; the automaton gets the rest.
+        let everywhere: u64 = (0..batch.len())
+            .filter(|&i| batch[i].is_empty())
+            .fold(0, |b, i| b | 1 << i);
+        let searched: Vec<usize> = (0..batch.len()).filter(|&i| !batch[i].is_empty()).collect();
+        // Building fails only past billions of automaton states. One
+        // literal alone is found faster by memmem's vectorised search.
+        let automaton =
+            AhoCorasick::new(searched.iter().map(|&i| batch[i])).expect("an automaton for a batch of literals");
+        let alone = match searched[..] {
+            [i] => Some(memchr::memmem::Finder::new(batch[i])),
+            _ => None,
         };
+        let hits: Vec<u64> = (0..lower.len().div_ceil(VALUES_PER_SEARCH_TASK))
+            .into_par_iter()
+            .flat_map_iter(|task| {
+                let first = task * VALUES_PER_SEARCH_TASK;
+                let values = first..lower.len().min(first + VALUES_PER_SEARCH_TASK);
+                let mut hits = vec![everywhere; values.len()];
+                let base = lower.start(first);
+                let haystack = &lower.text()[base..lower.end(values.end - 1)];
+                // Matches come by ascending end; one across two values is
+                // no match.
+                let mut value = first;
+                // The value holding the end of a match at `start..end` of
+                // `haystack`: `Ok` if it holds the start too, else `Err`.
+                let mut holding = |start: usize, end: usize| {
+                    while lower.end(value) < base + end {
+                        value += 1;
+                    }
+                    if base + start >= lower.start(value) {
+                        Ok(value)
+                    } else {
+                        Err(value)
+                    }
+                };
+                match &alone {
+                    Some(finder) => {
+                        // After a match the search goes on from the next
+                        // value: its own start, or past the value it found.
+                        let mut from = 0;
+                        while let Some(found) = finder.find(&haystack.as_bytes()[from..]) {
+                            let start = from + found;
+                            let end = start + finder.needle().len();
+                            from = match holding(start, end) {
+                                Ok(v) => {
+                                    hits[v - first] |= 1 << searched[0];
+                                    lower.end(v) - base
+                                }
+                                Err(v) => lower.start(v) - base,
+                            };
+                        }
+                    }
+                    None => {
+                        for m in automaton.find_overlapping_iter(haystack) {
+                            if let Ok(v) = holding(m.start(), m.end()) {
+                                hits[v - first] |= 1 << searched[m.pattern().as_usize()];
+                            }
+                        }
+                    }
+                }
+                hits
+            })
+            .collect();
         found.extend((0..batch.len()).map(|i| rows_where(hits.len(), |code| hits[code] >> i & 1 == 1)));
     }
     found
 }
 
-/// Marks each distinct value of `text` for which `test` holds.
-fn match_codes<'a>(values: &'a [String], test: impl Fn(&'a str) -> bool + Sync) -> Vec<bool> {
-    values.par_iter().map(|v| test(v.as_str())).collect()
+/// Marks each distinct value for which `test` holds.
+fn match_codes<'a>(
+    values: impl IndexedParallelIterator<Item = &'a str>,
+    test: impl Fn(&'a str) -> bool + Sync + Send,
+) -> Vec<bool> {
+    values.map(test).collect()
 }
 
 /// The rows of `column` for which `test` holds.
@@ -209,12 +251,12 @@ fn text_rows(text: &TextColumn, test: &Test) -> RoaringBitmap {
     let lower = &text.lowercase;
     let matched = match test {
         Test::IsEmpty => {
-            let empty = match_codes(&text.values, str::is_empty);
+            let empty = match_codes(text.values.par_iter().map(String::as_str), str::is_empty);
             let mut rows = rows_with_codes(text, &empty);
             rows |= rows_where(text.codes.len(), |r| text.codes[r] == NULL_CODE);
             return rows;
         }
-        Test::Compare(op, Scalar::Text(t)) => match_codes(lower, |v| op.holds(v, t.as_str())),
+        Test::Compare(op, Scalar::Text(t)) => match_codes(lower.par_iter(), |v| op.holds(v, t.as_str())),
         Test::In(items) => {
             let set: HashSet<&str> = items
                 .iter()
@@ -226,12 +268,12 @@ fn text_rows(text: &TextColumn, test: &Test) -> RoaringBitmap {
                     }
                 })
                 .collect();
-            match_codes(lower, |v| set.contains(v))
+            match_codes(lower.par_iter(), |v| set.contains(v))
         }
         Test::Contains(t) => return rows_with_code_set(text, &codes_containing(text, &[t])[0]),
-        Test::StartsWith(t) => match_codes(lower, |v| v.starts_with(t.as_str())),
-        Test::EndsWith(t) => match_codes(lower, |v| v.ends_with(t.as_str())),
-        Test::Matches(regex) => match_codes(&text.values, |v| regex.is_match(v)),
+        Test::StartsWith(t) => match_codes(lower.par_iter(), |v| v.starts_with(t.as_str())),
+        Test::EndsWith(t) => match_codes(lower.par_iter(), |v| v.ends_with(t.as_str())),
+        Test::Matches(regex) => match_codes(text.values.par_iter().map(String::as_str), |v| regex.is_match(v)),
         Test::Compare(..) | Test::IsTrue => return RoaringBitmap::new(),
     };
     rows_with_codes(text, &matched)
@@ -242,7 +284,7 @@ pub(super) fn branch_rows(column: &Column, org: &OrgTree, test: &BranchTest) -> 
     let (Column::Text(text), Some(ancestor)) = (column, org.branch(&test.code)) else {
         return RoaringBitmap::new();
     };
-    let matched = match_codes(&text.values, |v| {
+    let matched = match_codes(text.values.par_iter().map(String::as_str), |v| {
         org.branch(v).is_some_and(|b| org.is_within(b, ancestor))
     });
     rows_with_codes(text, &matched)
@@ -288,20 +330,35 @@ mod tests {
 
     #[test]
     fn every_literal_finds_the_values_containing_it_over_several_passes() {
-        let text: TextColumn = ["Ana@Acme.com", "bob@acme.co.uk", "", "aaa", "ab", "zed"]
-            .iter()
-            .map(|v| Some(v.to_string()))
-            .collect();
-        // More literals than one pass takes, overlapping ones and the empty one.
+        // Values over several search tasks.
+        let values = ["Ana@Acme.com", "bob@acme.co.uk", "", "aaa", "ab", "zed", "xab", "abay"]
+            .map(String::from)
+            .into_iter()
+            .chain((0..3 * VALUES_PER_SEARCH_TASK).map(|i| format!("v{i}x")));
+        let text: TextColumn = values.map(Some).collect();
+        // More literals than one pass takes, overlapping ones, the empty one,
+        // ones found only across two values ("aaa" "ab", "v0x" "v1x"), and
+        // one found across two values and then inside the second ("xab" "abay").
         let mut literals: Vec<String> = (0..LITERALS_PER_PASS + 6).map(|i| format!("x{i}")).collect();
-        literals.extend(["a", "aa", "ab", "@acme.co", "acme.com", "", "z"].map(String::from));
+        literals.extend(
+            [
+                "a", "aa", "ab", "@acme.co", "acme.com", "", "z", "aaab", "bz", "xv1", "9x", "aba",
+            ]
+            .map(String::from),
+        );
         let literal_refs: Vec<&str> = literals.iter().map(String::as_str).collect();
         let found = codes_containing(&text, &literal_refs);
         for (literal, codes) in literals.iter().zip(&found) {
             let expected: Vec<u32> = (0..text.lowercase.len() as u32)
-                .filter(|&c| text.lowercase[c as usize].contains(literal.as_str()))
+                .filter(|&c| text.lowercase.get(c as usize).contains(literal.as_str()))
                 .collect();
             assert_eq!(codes.iter().collect::<Vec<_>>(), expected, "literal {literal:?}");
+            // Alone, a literal takes the memmem path.
+            assert_eq!(
+                &codes_containing(&text, &[literal.as_str()])[0],
+                codes,
+                "literal {literal:?} alone"
+            );
         }
     }
 }
