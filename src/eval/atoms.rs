@@ -123,6 +123,14 @@ const LITERALS_PER_PASS: usize = 64;
 /// Distinct values searched per parallel task.
 const VALUES_PER_SEARCH_TASK: usize = 1 << 14;
 
+/// How a batch of literals is searched for.
+enum Search<'a> {
+    /// One literal.
+    Alone(Box<memchr::memmem::Finder<'a>>),
+    /// Several, at once.
+    Many(AhoCorasick),
+}
+
 /// Per literal, the codes of the distinct values of `text` whose lowercase
 /// form contains it: one Aho-Corasick pass over all the values, kept end to
 /// end, for many literals at once, where a search per value or per literal
@@ -138,11 +146,11 @@ pub(super) fn codes_containing(text: &TextColumn, literals: &[&str]) -> Vec<Roar
         let searched: Vec<usize> = (0..batch.len()).filter(|&i| !batch[i].is_empty()).collect();
         // Building fails only past billions of automaton states. One
         // literal alone is found faster by memmem's vectorised search.
-        let automaton =
-            AhoCorasick::new(searched.iter().map(|&i| batch[i])).expect("an automaton for a batch of literals");
-        let alone = match searched[..] {
-            [i] => Some(memchr::memmem::Finder::new(batch[i])),
-            _ => None,
+        let search = match searched[..] {
+            [i] => Search::Alone(Box::new(memchr::memmem::Finder::new(batch[i]))),
+            _ => Search::Many(
+                AhoCorasick::new(searched.iter().map(|&i| batch[i])).expect("an automaton for a batch of literals"),
+            ),
         };
         let hits: Vec<u64> = (0..lower.len().div_ceil(VALUES_PER_SEARCH_TASK))
             .into_par_iter()
@@ -167,8 +175,8 @@ pub(super) fn codes_containing(text: &TextColumn, literals: &[&str]) -> Vec<Roar
                         Err(value)
                     }
                 };
-                match &alone {
-                    Some(finder) => {
+                match &search {
+                    Search::Alone(finder) => {
                         // After a match the search goes on from the next
                         // value: its own start, or past the value it found.
                         let mut from = 0;
@@ -184,7 +192,7 @@ pub(super) fn codes_containing(text: &TextColumn, literals: &[&str]) -> Vec<Roar
                             };
                         }
                     }
-                    None => {
+                    Search::Many(automaton) => {
                         for m in automaton.find_overlapping_iter(haystack) {
                             if let Ok(v) = holding(m.start(), m.end()) {
                                 hits[v - first] |= 1 << searched[m.pattern().as_usize()];
