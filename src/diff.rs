@@ -27,6 +27,15 @@ impl GroupChange {
         }
     }
 
+    /// No change to group `key`.
+    pub fn none(key: &str) -> GroupChange {
+        GroupChange {
+            key: key.to_string(),
+            added: RoaringBitmap::new(),
+            removed: RoaringBitmap::new(),
+        }
+    }
+
     /// How many members were added and removed.
     pub fn count(&self) -> ChangeCount {
         ChangeCount {
@@ -76,6 +85,15 @@ impl ChangeCount {
             key: key.to_string(),
             added: after.len() - kept,
             removed: before.len() - kept,
+        }
+    }
+
+    /// No change to group `key`.
+    pub fn none(key: &str) -> ChangeCount {
+        ChangeCount {
+            key: key.to_string(),
+            added: 0,
+            removed: 0,
         }
     }
 
