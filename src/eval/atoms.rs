@@ -3,7 +3,7 @@
 //! booleans, in parallel chunks of rows, straight into a bitmap of rows.
 
 use crate::checked::{BranchTest, ColumnTest, Scalar, Test};
-use crate::data::{Column, NULL_CODE, TextColumn};
+use crate::data::{Column, NULL_CODE, Strings, TextColumn};
 use crate::dataset::OrgTree;
 use aho_corasick::AhoCorasick;
 use rayon::prelude::*;
@@ -85,36 +85,24 @@ pub(super) fn for_each_member(rows: &RoaringBitmap, range: std::ops::Range<u32>,
 /// instead of scanning the rows.
 const MAX_CODES_FOR_POSTINGS: usize = 4096;
 
-/// Rows whose dictionary code is marked in `matched`: the union of the
-/// values' postings when few values match (however many rows they cover:
-/// a union of dense postings ORs 8 KiB containers, far cheaper than
-/// scanning every row), otherwise one parallel scan of the codes.
-fn rows_with_codes(text: &TextColumn, matched: &[bool]) -> RoaringBitmap {
-    let codes: Vec<usize> = (0..matched.len())
-        .filter(|&c| matched[c])
-        .take(MAX_CODES_FOR_POSTINGS + 1)
-        .collect();
-    if codes.is_empty() {
-        return RoaringBitmap::new();
-    }
-    if codes.len() <= MAX_CODES_FOR_POSTINGS
+/// Rows whose dictionary code is in `codes`: the union of the values'
+/// postings when there are few, otherwise one parallel scan of the codes
+/// against a bitset of them (1.25 MB for 10M distinct values, where a
+/// `bool` per value would be 10 MB to fill and to miss in cache).
+pub(super) fn rows_with_codes(text: &TextColumn, codes: &RoaringBitmap) -> RoaringBitmap {
+    if codes.len() <= MAX_CODES_FOR_POSTINGS as u64
         && let Some(postings) = text.postings()
     {
-        return codes.iter().map(|&c| &postings[c]).union();
+        return codes.iter().map(|c| &postings[c as usize]).union();
+    }
+    let mut matched = vec![0u64; text.values.len().div_ceil(64)];
+    for code in codes {
+        matched[code as usize / 64] |= 1 << (code % 64);
     }
     rows_where(text.codes.len(), |r| {
         let code = text.codes[r];
-        code != NULL_CODE && matched[code as usize]
+        code != NULL_CODE && matched[code as usize / 64] >> (code % 64) & 1 == 1
     })
-}
-
-/// Rows whose dictionary code is in `codes`.
-pub(super) fn rows_with_code_set(text: &TextColumn, codes: &RoaringBitmap) -> RoaringBitmap {
-    let mut matched = vec![false; text.values.len()];
-    for code in codes {
-        matched[code as usize] = true;
-    }
-    rows_with_codes(text, &matched)
 }
 
 /// Literals one automaton matches at once: a value's hits fit one `u64`.
@@ -139,81 +127,96 @@ pub(super) fn codes_containing(text: &TextColumn, literals: &[&str]) -> Vec<Roar
     let lower = &text.lowercase;
     let mut found = Vec::with_capacity(literals.len());
     for batch in literals.chunks(LITERALS_PER_PASS) {
-        // The empty literal is in every value; the automaton gets the rest.
-        let everywhere: u64 = (0..batch.len())
-            .filter(|&i| batch[i].is_empty())
-            .fold(0, |b, i| b | 1 << i);
+        // The empty literal is in every value; the search gets the rest.
         let searched: Vec<usize> = (0..batch.len()).filter(|&i| !batch[i].is_empty()).collect();
         // Building fails only past billions of automaton states. One
         // literal alone is found faster by memmem's vectorised search.
         let search = match searched[..] {
-            [i] => Search::Alone(Box::new(memchr::memmem::Finder::new(batch[i]))),
-            _ => Search::Many(
+            [] => None,
+            [i] => Some(Search::Alone(Box::new(memchr::memmem::Finder::new(batch[i])))),
+            _ => Some(Search::Many(
                 AhoCorasick::new(searched.iter().map(|&i| batch[i])).expect("an automaton for a batch of literals"),
-            ),
+            )),
         };
-        let hits: Vec<u64> = (0..lower.len().div_ceil(VALUES_PER_SEARCH_TASK))
-            .into_par_iter()
-            .flat_map_iter(|task| {
-                let first = task * VALUES_PER_SEARCH_TASK;
-                let values = first..lower.len().min(first + VALUES_PER_SEARCH_TASK);
-                let mut hits = vec![everywhere; values.len()];
-                let base = lower.start(first);
-                let haystack = &lower.text()[base..lower.end(values.end - 1)];
-                // Matches come by ascending end; one across two values is
-                // no match.
-                let mut value = first;
-                // The value holding the end of a match at `start..end` of
-                // `haystack`: `Ok` if it holds the start too, else `Err`.
-                let mut holding = |start: usize, end: usize| {
-                    while lower.end(value) < base + end {
-                        value += 1;
-                    }
-                    if base + start >= lower.start(value) {
-                        Ok(value)
-                    } else {
-                        Err(value)
-                    }
-                };
-                match &search {
-                    Search::Alone(finder) => {
-                        // After a match the search goes on from the next
-                        // value: its own start, or past the value it found.
-                        let mut from = 0;
-                        while let Some(found) = finder.find(&haystack.as_bytes()[from..]) {
-                            let start = from + found;
-                            let end = start + finder.needle().len();
-                            from = match holding(start, end) {
-                                Ok(v) => {
-                                    hits[v - first] |= 1 << searched[0];
-                                    lower.end(v) - base
-                                }
-                                Err(v) => lower.start(v) - base,
-                            };
-                        }
-                    }
-                    Search::Many(automaton) => {
-                        for m in automaton.find_overlapping_iter(haystack) {
-                            if let Ok(v) = holding(m.start(), m.end()) {
-                                hits[v - first] |= 1 << searched[m.pattern().as_usize()];
-                            }
-                        }
-                    }
-                }
-                hits
-            })
-            .collect();
-        found.extend((0..batch.len()).map(|i| rows_where(hits.len(), |code| hits[code] >> i & 1 == 1)));
+        // Per task, the values with a hit, ascending, each with a bit per
+        // literal of the batch: as many entries as values found, where a
+        // word per value would fill and copy 80 MB for 10M values.
+        let hits: Vec<Vec<(u32, u64)>> = match &search {
+            None => Vec::new(),
+            Some(search) => (0..lower.len().div_ceil(VALUES_PER_SEARCH_TASK))
+                .into_par_iter()
+                .map(|task| search_task(lower, task, search, &searched))
+                .collect(),
+        };
+        found.extend((0..batch.len()).map(|i| {
+            if batch[i].is_empty() {
+                return all_rows(lower.len());
+            }
+            let codes = hits.iter().flatten().filter(|(_, bits)| bits >> i & 1 == 1);
+            RoaringBitmap::from_sorted_iter(codes.map(|(code, _)| *code)).expect("codes found in ascending order")
+        }));
     }
     found
 }
 
-/// Marks each distinct value for which `test` holds.
-fn match_codes<'a>(
-    values: impl IndexedParallelIterator<Item = &'a str>,
-    test: impl Fn(&'a str) -> bool + Sync + Send,
-) -> Vec<bool> {
-    values.map(test).collect()
+/// The values of one search task (`VALUES_PER_SEARCH_TASK` values from
+/// `task * VALUES_PER_SEARCH_TASK`) that contain a literal, ascending, each
+/// with bit `searched[p]` set for every literal `p` of `search` it contains.
+fn search_task(lower: &Strings, task: usize, search: &Search<'_>, searched: &[usize]) -> Vec<(u32, u64)> {
+    let first = task * VALUES_PER_SEARCH_TASK;
+    let last = lower.len().min(first + VALUES_PER_SEARCH_TASK) - 1;
+    let base = lower.start(first);
+    let haystack = &lower.text()[base..lower.end(last)];
+    let mut hits: Vec<(u32, u64)> = Vec::new();
+    let mut hit = |value: usize, bit: u64| match hits.last_mut() {
+        Some((code, bits)) if *code as usize == value => *bits |= bit,
+        _ => hits.push((value as u32, bit)),
+    };
+    // Matches come by ascending end; one across two values is no match.
+    let mut value = first;
+    // The value holding the end of a match at `start..end` of `haystack`:
+    // `Ok` if it holds the start too, else `Err`.
+    let mut holding = |start: usize, end: usize| {
+        while lower.end(value) < base + end {
+            value += 1;
+        }
+        if base + start >= lower.start(value) {
+            Ok(value)
+        } else {
+            Err(value)
+        }
+    };
+    match search {
+        Search::Alone(finder) => {
+            // After a match the search goes on from the next value: its
+            // own start, or past the value it found.
+            let mut from = 0;
+            while let Some(found) = finder.find(&haystack.as_bytes()[from..]) {
+                let start = from + found;
+                let end = start + finder.needle().len();
+                from = match holding(start, end) {
+                    Ok(v) => {
+                        hit(v, 1 << searched[0]);
+                        lower.end(v) - base
+                    }
+                    Err(v) => lower.start(v) - base,
+                };
+            }
+        }
+        Search::Many(automaton) => {
+            for m in automaton.find_overlapping_iter(haystack) {
+                if let Ok(v) = holding(m.start(), m.end()) {
+                    hit(v, 1 << searched[m.pattern().as_usize()]);
+                }
+            }
+        }
+    }
+    hits
+}
+
+/// The codes of the distinct values, `0..values`, for which `test` holds.
+fn match_codes(values: usize, test: impl Fn(usize) -> bool + Sync) -> RoaringBitmap {
+    rows_where(values, test)
 }
 
 /// The rows of `column` for which `test` holds.
@@ -259,12 +262,12 @@ fn text_rows(text: &TextColumn, test: &Test) -> RoaringBitmap {
     let lower = &text.lowercase;
     let matched = match test {
         Test::IsEmpty => {
-            let empty = match_codes(text.values.par_iter().map(String::as_str), str::is_empty);
+            let empty = match_codes(text.values.len(), |c| text.values[c].is_empty());
             let mut rows = rows_with_codes(text, &empty);
             rows |= rows_where(text.codes.len(), |r| text.codes[r] == NULL_CODE);
             return rows;
         }
-        Test::Compare(op, Scalar::Text(t)) => match_codes(lower.par_iter(), |v| op.holds(v, t.as_str())),
+        Test::Compare(op, Scalar::Text(t)) => match_codes(lower.len(), |c| op.holds(lower.get(c), t.as_str())),
         Test::In(items) => {
             let set: HashSet<&str> = items
                 .iter()
@@ -276,12 +279,12 @@ fn text_rows(text: &TextColumn, test: &Test) -> RoaringBitmap {
                     }
                 })
                 .collect();
-            match_codes(lower.par_iter(), |v| set.contains(v))
+            match_codes(lower.len(), |c| set.contains(lower.get(c)))
         }
-        Test::Contains(t) => return rows_with_code_set(text, &codes_containing(text, &[t])[0]),
-        Test::StartsWith(t) => match_codes(lower.par_iter(), |v| v.starts_with(t.as_str())),
-        Test::EndsWith(t) => match_codes(lower.par_iter(), |v| v.ends_with(t.as_str())),
-        Test::Matches(regex) => match_codes(text.values.par_iter().map(String::as_str), |v| regex.is_match(v)),
+        Test::Contains(t) => codes_containing(text, &[t]).swap_remove(0),
+        Test::StartsWith(t) => match_codes(lower.len(), |c| lower.get(c).starts_with(t.as_str())),
+        Test::EndsWith(t) => match_codes(lower.len(), |c| lower.get(c).ends_with(t.as_str())),
+        Test::Matches(regex) => match_codes(text.values.len(), |c| regex.is_match(&text.values[c])),
         Test::Compare(..) | Test::IsTrue => return RoaringBitmap::new(),
     };
     rows_with_codes(text, &matched)
@@ -292,8 +295,8 @@ pub(super) fn branch_rows(column: &Column, org: &OrgTree, test: &BranchTest) -> 
     let (Column::Text(text), Some(ancestor)) = (column, org.branch(&test.code)) else {
         return RoaringBitmap::new();
     };
-    let matched = match_codes(text.values.par_iter().map(String::as_str), |v| {
-        org.branch(v).is_some_and(|b| org.is_within(b, ancestor))
+    let matched = match_codes(text.values.len(), |c| {
+        org.branch(&text.values[c]).is_some_and(|b| org.is_within(b, ancestor))
     });
     rows_with_codes(text, &matched)
 }

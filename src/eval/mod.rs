@@ -16,7 +16,7 @@ use crate::checked::CheckedRules;
 use crate::checked::{ColumnTest, Test};
 use crate::data::{Column, TextColumn};
 use crate::dataset::{Dataset, NO_USER};
-use atoms::{all_rows, branch_rows, codes_containing, column_rows, for_each_member, rows_where, rows_with_code_set};
+use atoms::{all_rows, branch_rows, codes_containing, column_rows, for_each_member, rows_where, rows_with_codes};
 use plan::{Atom, Node, Plan};
 use rayon::prelude::*;
 use roaring::{MultiOps, RoaringBitmap};
@@ -424,7 +424,7 @@ fn column_test<'d>(atom: &Atom<'d>, data: &'d Dataset) -> Option<(&'d Column, &'
 /// `contains` atom matches, when phase 0 found them.
 fn leaf_atom(atom: &Atom<'_>, contains_codes: Option<&RoaringBitmap>, data: &Dataset) -> RoaringBitmap {
     match (atom, column_test(atom, data), contains_codes) {
-        (_, Some((Column::Text(text), _)), Some(codes)) => rows_with_code_set(text, codes),
+        (_, Some((Column::Text(text), _)), Some(codes)) => rows_with_codes(text, codes),
         (_, Some((column, test)), _) => column_rows(column, test),
         (Atom::Branch(test), ..) => match &data.org {
             Some(org) => branch_rows(data.users.column(test.column), org, test),
