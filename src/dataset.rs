@@ -3,7 +3,7 @@
 //! with only the columns the checked rules use.
 
 use crate::checked::CheckedRules;
-use crate::data::{Column, DataError, OpenTable, Table, TextColumn};
+use crate::data::{Column, DataError, NULL_CODE, OpenTable, Table, TextColumn};
 pub use crate::import::MatchBy;
 use crate::import::{ImportReport, MembershipRows};
 use crate::schema::{Schema, ValueType};
@@ -11,6 +11,8 @@ use rayon::prelude::*;
 use roaring::RoaringBitmap;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::PathBuf;
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicBool, AtomicU16, Ordering};
 
 /// Where the inputs are.
 #[derive(Clone, Debug, Default)]
@@ -62,7 +64,19 @@ pub struct Enrollments {
     pub user_rows: Vec<u32>,
     /// Rows whose user id is missing or not in the users table (ignored).
     pub unknown_users: usize,
+    /// Per column of `table`, built on first use: see
+    /// [`Dataset::user_counts_by_value`].
+    user_counts: Vec<OnceLock<Option<UserCountsByValue>>>,
 }
+
+/// Per distinct value of an enrollments text column, by value code: how
+/// many rows with that value each user has, by users row.
+pub type UserCountsByValue = Vec<Vec<AtomicU16>>;
+
+/// An enrollments text column with at most this many distinct values gets
+/// [`UserCountsByValue`] (a status, not a course: 2 bytes per user and
+/// value).
+const MAX_VALUES_FOR_USER_COUNTS: usize = 16;
 
 /// Marks an enrollment row whose user is not in the users table.
 pub const NO_USER: u32 = u32::MAX;
@@ -291,9 +305,11 @@ impl OpenInputs {
 
 impl Dataset {
     /// Builds now the per-value postings of every text column that gets
-    /// them, which a rule otherwise builds on its first use of the column:
-    /// an interactive session pays once at load, not on some first rule.
-    pub fn build_postings(&self) {
+    /// them, and the per-value user counts of every enrollments column that
+    /// gets them, which a rule otherwise builds on its first use of the
+    /// column: an interactive session pays once at load, not on some first
+    /// rule.
+    pub fn build_indexes(&self) {
         let enrollment_columns = self.enrollments.iter().flat_map(|e| &e.table.columns);
         let texts: Vec<&TextColumn> = self
             .users
@@ -308,6 +324,32 @@ impl Dataset {
         texts.par_iter().for_each(|text| {
             text.postings();
         });
+        if let Some(enrollments) = &self.enrollments {
+            for (column, decoded) in enrollments.table.columns.iter().enumerate() {
+                if decoded.is_some() {
+                    self.user_counts_by_value(column);
+                }
+            }
+        }
+    }
+
+    /// For an enrollments text column of few distinct values (at most
+    /// 16), how many rows of each value each user has; `None` for other
+    /// columns, or if a user has more than 65,535 rows of one value. Built
+    /// once, on first use, in one parallel pass over the rows: counting the
+    /// rows of one value (`count(enrollment(status == "completed")) >= 3`)
+    /// then reads one array instead of tallying tens of millions of rows.
+    pub fn user_counts_by_value(&self, column: usize) -> Option<&UserCountsByValue> {
+        let enrollments = self.enrollments.as_ref()?;
+        let Column::Text(text) = enrollments.table.column(column) else {
+            return None;
+        };
+        if text.values.len() > MAX_VALUES_FOR_USER_COUNTS {
+            return None;
+        }
+        enrollments.user_counts[column]
+            .get_or_init(|| count_users_by_value(text, &enrollments.user_rows, self.user_count()))
+            .as_ref()
     }
 
     /// Number of users.
@@ -376,6 +418,23 @@ fn validate_user_ids(users: &Table, column: usize) -> Result<Vec<u32>, DataError
     Ok(ids)
 }
 
+/// See [`Dataset::user_counts_by_value`].
+fn count_users_by_value(text: &TextColumn, user_rows: &[u32], users: usize) -> Option<UserCountsByValue> {
+    let counts: UserCountsByValue = (0..text.values.len())
+        .map(|_| (0..users).into_par_iter().map(|_| AtomicU16::new(0)).collect())
+        .collect();
+    let overflow = AtomicBool::new(false);
+    text.codes.par_iter().zip(user_rows).for_each(|(&code, &user)| {
+        if code != NULL_CODE
+            && user != NO_USER
+            && counts[code as usize][user as usize].fetch_add(1, Ordering::Relaxed) == u16::MAX
+        {
+            overflow.store(true, Ordering::Relaxed);
+        }
+    });
+    (!overflow.into_inner()).then_some(counts)
+}
+
 /// Ties each enrollment row to its users row, in parallel.
 fn tie_enrollments(table: Table, user_id_column: usize, users: &RowIndex) -> Result<Enrollments, DataError> {
     let Column::Number(values) = table.column(user_id_column) else {
@@ -397,6 +456,7 @@ fn tie_enrollments(table: Table, user_id_column: usize, users: &RowIndex) -> Res
         .collect::<Result<Vec<u32>, DataError>>()?;
     let unknown_users = user_rows.par_iter().filter(|&&u| u == NO_USER).count();
     Ok(Enrollments {
+        user_counts: table.columns.iter().map(|_| OnceLock::new()).collect(),
         table,
         user_rows,
         unknown_users,
@@ -537,5 +597,38 @@ mod tests {
                 ..
             }
         ));
+    }
+
+    #[test]
+    fn user_counts_count_each_users_rows_of_each_value() {
+        let rows = [
+            (Some("a"), 0),
+            (Some("b"), 0),
+            (Some("a"), 2),
+            (None, 2),
+            (Some("a"), NO_USER),
+            (Some("a"), 0),
+        ];
+        let text: TextColumn = rows.iter().map(|(v, _)| v.map(String::from)).collect();
+        let user_rows: Vec<u32> = rows.iter().map(|(_, u)| *u).collect();
+        let counts = count_users_by_value(&text, &user_rows, 3).unwrap();
+        let load = |code: usize| {
+            counts[code]
+                .iter()
+                .map(|c| c.load(Ordering::Relaxed))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!((load(0), load(1)), (vec![2, 0, 1], vec![1, 0, 0]));
+    }
+
+    #[test]
+    fn user_counts_give_up_past_what_a_count_holds() {
+        let rows =
+            |n: usize| -> (TextColumn, Vec<u32>) { ((0..n).map(|_| Some("a".to_string())).collect(), vec![1; n]) };
+        let (text, user_rows) = rows(65_535);
+        let counts = count_users_by_value(&text, &user_rows, 2).unwrap();
+        assert_eq!(counts[0][1].load(Ordering::Relaxed), 65_535);
+        let (text, user_rows) = rows(65_536);
+        assert!(count_users_by_value(&text, &user_rows, 2).is_none());
     }
 }

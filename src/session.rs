@@ -129,7 +129,7 @@ impl Session {
         })?;
         let keys: BTreeSet<String> = rules.groups.iter().map(|g| g.key.value.clone()).collect();
         let data = inputs.load_all(&keys)?;
-        data.build_postings();
+        data.build_indexes();
         Ok(Session {
             data,
             schema,

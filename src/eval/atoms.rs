@@ -259,14 +259,23 @@ pub(super) fn column_rows(column: &Column, test: &ColumnTest) -> RoaringBitmap {
 }
 
 fn text_rows(text: &TextColumn, test: &Test) -> RoaringBitmap {
-    let lower = &text.lowercase;
-    let matched = match test {
-        Test::IsEmpty => {
+    match text_codes(text, test) {
+        Some(codes) => rows_with_codes(text, &codes),
+        None => {
             let empty = match_codes(text.values.len(), |c| text.values[c].is_empty());
             let mut rows = rows_with_codes(text, &empty);
             rows |= rows_where(text.codes.len(), |r| text.codes[r] == NULL_CODE);
-            return rows;
+            rows
         }
+    }
+}
+
+/// The codes of the distinct values of `text` for which `test` holds;
+/// `None` for `is empty`, which holds for rows without a value too.
+pub(super) fn text_codes(text: &TextColumn, test: &Test) -> Option<RoaringBitmap> {
+    let lower = &text.lowercase;
+    Some(match test {
+        Test::IsEmpty => return None,
         Test::Compare(op, Scalar::Text(t)) => match_codes(lower.len(), |c| op.holds(lower.get(c), t.as_str())),
         Test::In(items) => {
             let set: HashSet<&str> = items
@@ -285,9 +294,8 @@ fn text_rows(text: &TextColumn, test: &Test) -> RoaringBitmap {
         Test::StartsWith(t) => match_codes(lower.len(), |c| lower.get(c).starts_with(t.as_str())),
         Test::EndsWith(t) => match_codes(lower.len(), |c| lower.get(c).ends_with(t.as_str())),
         Test::Matches(regex) => match_codes(text.values.len(), |c| regex.is_match(&text.values[c])),
-        Test::Compare(..) | Test::IsTrue => return RoaringBitmap::new(),
-    };
-    rows_with_codes(text, &matched)
+        Test::Compare(..) | Test::IsTrue => RoaringBitmap::new(),
+    })
 }
 
 /// Rows whose branch is the test's branch or one of its descendants.

@@ -16,12 +16,14 @@ use crate::checked::CheckedRules;
 use crate::checked::{ColumnTest, Test};
 use crate::data::{Column, TextColumn};
 use crate::dataset::{Dataset, NO_USER};
-use atoms::{all_rows, branch_rows, codes_containing, column_rows, for_each_member, rows_where, rows_with_codes};
+use atoms::{
+    all_rows, branch_rows, codes_containing, column_rows, for_each_member, rows_where, rows_with_codes, text_codes,
+};
 use plan::{Atom, Node, Plan};
 use rayon::prelude::*;
 use roaring::{MultiOps, RoaringBitmap};
 use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU16, AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 /// The members of one rule group.
@@ -374,6 +376,11 @@ fn evaluate_atoms(
                     groups: &no_groups,
                     statics,
                 };
+                if let Some(Node::Atom(a)) = condition
+                    && let Some(counts) = counted_values(&plan.atoms[*a], data)
+                {
+                    return EnrolledUsers::Counted(counts);
+                }
                 let rows = match condition {
                     Some(c) => context.combine(c),
                     None => enrollment_universe.clone(),
@@ -437,8 +444,22 @@ fn leaf_atom(atom: &Atom<'_>, contains_codes: Option<&RoaringBitmap>, data: &Dat
 /// Enrollment rows per parallel task when tallying users, as a power of two.
 const ROWS_PER_TASK_BITS: u32 = 20;
 
+/// For an enrollment-column atom on a column with per-value user counts,
+/// the counts of the values it holds for.
+fn counted_values<'d>(atom: &Atom<'_>, data: &'d Dataset) -> Option<Vec<&'d [AtomicU16]>> {
+    let Atom::EnrollmentColumn(test) = atom else {
+        return None;
+    };
+    let counts = data.user_counts_by_value(test.column)?;
+    let Column::Text(text) = data.enrollments.as_ref()?.table.column(test.column) else {
+        return None;
+    };
+    let codes = text_codes(text, &test.test)?;
+    Some(codes.iter().map(|code| counts[code as usize].as_slice()).collect())
+}
+
 /// The users (rows) with matching enrollment rows, and how many each has.
-enum EnrolledUsers {
+enum EnrolledUsers<'d> {
     /// Few matching rows: the users that have some, ascending, and
     /// `counts[i]`, the matching rows of `users[i]`.
     Listed { users: Vec<u32>, counts: Vec<u32> },
@@ -446,21 +467,25 @@ enum EnrolledUsers {
     /// it builds the bitmap a block of users at a time, far faster than
     /// pushing millions of listed users one by one.
     Dense(Vec<AtomicU32>),
+    /// The rows matching one test on a column of few values: the per-user
+    /// counts of the values it holds for ([`Dataset::user_counts_by_value`]),
+    /// summed when a user is asked about.
+    Counted(Vec<&'d [AtomicU16]>),
 }
 
 /// A tally is dense when it has at least one matching row per this many
 /// users.
 const USERS_PER_ROW_FOR_DENSE: u64 = 4;
 
-impl EnrolledUsers {
+impl EnrolledUsers<'_> {
     /// Tallies the users of the enrollment `rows` (rows of unknown users
     /// are ignored).
-    fn new(data: &Dataset, rows: &RoaringBitmap) -> EnrolledUsers {
+    fn new<'d>(data: &Dataset, rows: &RoaringBitmap) -> EnrolledUsers<'d> {
         let dense = rows.len() * USERS_PER_ROW_FOR_DENSE >= data.user_count() as u64;
         EnrolledUsers::tally(data, rows, dense)
     }
 
-    fn tally(data: &Dataset, rows: &RoaringBitmap, dense: bool) -> EnrolledUsers {
+    fn tally<'d>(data: &Dataset, rows: &RoaringBitmap, dense: bool) -> EnrolledUsers<'d> {
         let Some(enrollments) = &data.enrollments else {
             return EnrolledUsers::Listed {
                 users: Vec::new(),
@@ -538,6 +563,16 @@ impl EnrolledUsers {
         let (users, counts) = match self {
             EnrolledUsers::Dense(counts) => {
                 return rows_where(counts.len(), |u| holds(counts[u].load(Ordering::Relaxed)));
+            }
+            EnrolledUsers::Counted(values) => {
+                return rows_where(universe.len() as usize, |u| {
+                    holds(
+                        values
+                            .iter()
+                            .map(|counts| u32::from(counts[u].load(Ordering::Relaxed)))
+                            .sum(),
+                    )
+                });
             }
             EnrolledUsers::Listed { users, counts } => (users, counts),
         };
