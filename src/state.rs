@@ -688,9 +688,7 @@ impl RunWriter<'_> {
         count_write();
         Ok(record)
     }
-}
 
-impl RunWriter<'_> {
     /// For each group, the blob the last run stored for it, if any.
     fn previous_blobs(&self, groups: &[GroupToCommit<'_>]) -> Result<Vec<Option<PreviousBlob>>, StateError> {
         let state = self.state;

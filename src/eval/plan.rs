@@ -3,8 +3,8 @@
 //! groups use it, and each group is a boolean tree over atom ids.
 
 use crate::ast::CmpOp;
-use crate::checked::{BranchTest, CheckedRules, ColumnTest, GroupRef, Predicate};
-use std::collections::HashMap;
+use crate::checked::{BranchTest, CheckedRules, ColumnTest, GroupRef, Predicate, Test};
+use std::collections::{BTreeSet, HashMap};
 
 /// A boolean tree over atoms and groups.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -83,7 +83,7 @@ impl<'r> Builder<'r> {
             Predicate::Or(ps) => Node::Or(ps.iter().map(|p| self.node(p, table)).collect()),
             Predicate::Not(p) => Node::Not(Box::new(self.node(p, table))),
             Predicate::Column(test) => {
-                let key = format!("{table:?}{test:?}", table = table as u8);
+                let key = format!("{table:?}{test}", table = table as u8, test = canonical_test(test));
                 Node::Atom(self.intern(key, || match table {
                     Table::Users => Atom::UserColumn(test),
                     Table::Enrollments => Atom::EnrollmentColumn(test),
@@ -101,6 +101,19 @@ impl<'r> Builder<'r> {
             Predicate::MemberOf(GroupRef::Rule(g)) => Node::Group(*g),
             Predicate::MemberOf(GroupRef::Static(key)) => Node::Static(key.clone()),
         }
+    }
+}
+
+/// The canonical text of a column test: an `in` list as a set (sorted,
+/// without repeats), so `x in ["b", "a", "a"]` and `x in ["a", "b"]` are one
+/// atom.
+fn canonical_test(test: &ColumnTest) -> String {
+    match &test.test {
+        Test::In(items) => {
+            let items: BTreeSet<String> = items.iter().map(|item| format!("{item:?}")).collect();
+            format!("{} In {items:?}", test.column)
+        }
+        _ => format!("{test:?}"),
     }
 }
 

@@ -131,6 +131,32 @@ fn spec_meaning_table() {
     }
 }
 
+/// `in` lists that are the same set, in any order and with repeats, are
+/// one atom, evaluated once; lists that differ are not.
+#[test]
+fn in_lists_of_the_same_set_share_one_atom() {
+    let tables = fixed_tables();
+    let file = dyngroups::parse_rules(
+        r#"group a { dept in ["sales", "eng"] }
+           group b { dept in ["ENG", "sales", "eng"] }
+           group c { dept in ["eng"] }"#,
+    )
+    .unwrap();
+    let inputs = tables.open();
+    let rules = dyngroups::check(&file, &inputs.schema(), as_of()).unwrap().rules;
+    let data = inputs.load(&rules).unwrap();
+    let evaluation = evaluate(&rules, &data, None);
+    assert_eq!(
+        (evaluation.summary.atom_uses, evaluation.summary.distinct_atoms),
+        (3, 2)
+    );
+    let members = |g: usize| evaluation.groups[g].members.iter().collect::<Vec<u32>>();
+    assert_eq!(
+        (members(0), members(1), members(2)),
+        (vec![1, 2, 3], vec![1, 2, 3], vec![3])
+    );
+}
+
 fn fixed_tables() -> Tables {
     use dyngroups::data::{Column, TextColumn};
     let text = |v: &[Option<&str>]| Column::Text(v.iter().map(|s| s.map(String::from)).collect::<TextColumn>());
