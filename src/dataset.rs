@@ -347,9 +347,10 @@ impl Dataset {
         if text.values.len() > MAX_VALUES_FOR_USER_COUNTS {
             return None;
         }
-        enrollments.user_counts[column]
-            .get_or_init(|| count_users_by_value(text, &enrollments.user_rows, self.user_count()))
-            .as_ref()
+        crate::data::built_once(&enrollments.user_counts[column], || {
+            count_users_by_value(text, &enrollments.user_rows, self.user_count())
+        })
+        .as_ref()
     }
 
     /// Number of users.

@@ -176,15 +176,7 @@ impl TextColumn {
         if self.values.is_empty() || self.codes.len() / self.values.len() < MIN_ROWS_PER_VALUE_FOR_POSTINGS {
             return None;
         }
-        if let Some(built) = self.postings.get() {
-            return Some(built);
-        }
-        // Built outside the lock, in parallel: a parallel build inside
-        // `get_or_init` could let this thread steal a task that waits on
-        // this same lock. Two threads racing here both build; one result
-        // is kept.
-        let _ = self.postings.set(self.build_postings());
-        self.postings.get().map(Vec::as_slice)
+        Some(super::built_once(&self.postings, || self.build_postings()).as_slice())
     }
 
     fn build_postings(&self) -> Vec<RoaringBitmap> {

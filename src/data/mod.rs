@@ -11,6 +11,19 @@ pub use csv::TextRows;
 
 use crate::schema::{ColumnType, TableSchema, ValueType};
 use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+/// The value of `cell`, built by `build` on first use. The build runs
+/// outside the cell's lock because it runs in parallel: inside
+/// `get_or_init`, this thread could steal a task that waits on this same
+/// lock. Two threads racing here both build; one result is kept.
+pub(crate) fn built_once<T>(cell: &OnceLock<T>, build: impl FnOnce() -> T) -> &T {
+    if let Some(built) = cell.get() {
+        return built;
+    }
+    let _ = cell.set(build());
+    cell.get().expect("set just now, by this thread or another")
+}
 
 /// Bad input data: names the file and, where known, the column and row.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
