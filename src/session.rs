@@ -99,8 +99,8 @@ pub struct Session {
 }
 
 impl Session {
-    /// Loads every usable column of `inputs` once, with the per-value
-    /// postings of its text columns. `rules` is the rules
+    /// Loads every usable column of `inputs` once, with its indexes
+    /// ([`Dataset::build_indexes`]). `rules` is the rules
     /// file (path and text), whose groups typed rules may refer to and to
     /// which `:save` appends; `state_dir` the committed state to compare with.
     pub fn open(
