@@ -260,7 +260,7 @@ impl OpenInputs {
             .enrollments
             .map(|table| -> Result<(OpenTable, Vec<usize>, usize), DataError> {
                 let user_id_column = table.required("user_id", ValueType::Number)?;
-                let mut wanted: Vec<usize> = enrollment_columns.into_iter().collect();
+                let mut wanted: Vec<usize> = enrollment_columns.iter().copied().collect();
                 wanted.push(user_id_column);
                 Ok((table, wanted, user_id_column))
             })
@@ -277,7 +277,15 @@ impl OpenInputs {
         let user_ids = validate_user_ids(&users, self.user_id_column)?;
         let row_of_id = RowIndex::new(&user_ids);
         let enrollments = enrollments?
-            .map(|(table, user_id_column)| tie_enrollments(table, user_id_column, &row_of_id))
+            .map(|(table, user_id_column)| {
+                let mut tied = tie_enrollments(table, user_id_column, &row_of_id)?;
+                // Once tied, the ids are only data if a rule reads them:
+                // 800 MB of numbers for 100M enrollments.
+                if !enrollment_columns.contains(&user_id_column) {
+                    tied.table.columns[user_id_column] = None;
+                }
+                Ok(tied)
+            })
             .transpose()?;
         let (static_groups, import_report) = match self.memberships {
             Some(memberships) => {

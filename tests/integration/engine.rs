@@ -157,6 +157,27 @@ fn in_lists_of_the_same_set_share_one_atom() {
     );
 }
 
+/// The enrollments' `user_id` column is kept after load only when a rule
+/// reads it, and a rule that does still sees it.
+#[test]
+fn enrollment_user_ids_are_kept_only_for_rules_that_read_them() {
+    let tables = fixed_tables();
+    let inputs = tables.open();
+    let load = |text: &str| {
+        let file = dyngroups::parse_rules(text).unwrap();
+        let rules = dyngroups::check(&file, &inputs.schema(), as_of()).unwrap().rules;
+        let data = tables.open().load(&rules).unwrap();
+        let members = evaluate(&rules, &data, None).groups[0]
+            .members
+            .iter()
+            .collect::<Vec<u32>>();
+        let kept = data.enrollments.as_ref().unwrap().table.columns[0].is_some();
+        (members, kept)
+    };
+    assert_eq!(load(r#"group a { enrollment(user_id >= 2) }"#), (vec![2], true));
+    assert_eq!(load(r#"group a { enrollment(course == "c1") }"#), (vec![1, 2], false));
+}
+
 fn fixed_tables() -> Tables {
     use dyngroups::data::{Column, TextColumn};
     let text = |v: &[Option<&str>]| Column::Text(v.iter().map(|s| s.map(String::from)).collect::<TextColumn>());
