@@ -1,9 +1,11 @@
 //! Checked rules + loaded data → the members of every group, as roaring
 //! bitmaps of user ids.
 //!
-//! Evaluation runs in three parallel phases: every distinct column and branch
-//! atom once; every distinct enrollment atom once (over those bitmaps); then
-//! each group's bitmap algebra, batch by batch in `member_of` order.
+//! Evaluation runs in parallel phases: the postings and `contains` matches
+//! of the columns the rules test; every distinct column and branch atom
+//! used in more than one place, once; every distinct enrollment atom once
+//! (over those bitmaps); then each group's bitmap algebra, batch by batch in
+//! `member_of` order. An atom used in one place only is evaluated there.
 
 mod atoms;
 mod plan;
@@ -167,7 +169,10 @@ fn evaluate_batches(
             eprintln!("{:>10.3} ms  {phase} done", started.elapsed().as_secs_f64() * 1e3);
         }
     };
-    let mut results = evaluate_atoms(&plan, data, trace, &phase_done);
+    let contains_codes = index_columns(&plan, data);
+    phase_done("phase 0 (postings, contains)");
+    let leaf = |a: usize| leaf_atom(&plan.atoms[a], contains_codes.get(&a), data);
+    let mut results = evaluate_atoms(&plan, data, &leaf, trace, &phase_done);
 
     // Phase 3: groups, batch by batch. Members are kept past their batch
     // only for groups that `member_of` refers to, and each atom is dropped
@@ -200,6 +205,7 @@ fn evaluate_batches(
                 let context = Context {
                     universe: &users,
                     atoms: &results,
+                    leaf: &leaf,
                     groups: &group_rows,
                     statics,
                 };
@@ -297,23 +303,15 @@ fn evaluate_group(
     (members, kept_rows, unknown)
 }
 
-/// Phases 0 to 2: every distinct atom of the plan, by atom id.
-fn evaluate_atoms(
-    plan: &Plan<'_>,
-    data: &Dataset,
-    trace: bool,
-    phase_done: &dyn Fn(&str),
-) -> Vec<Option<(RoaringBitmap, Duration)>> {
-    let enrollment_universe = data
-        .enrollments
-        .as_ref()
-        .map_or_else(RoaringBitmap::new, |e| all_rows(e.user_rows.len()));
-    let users = all_rows(data.user_count());
-    let no_groups: Vec<RoaringBitmap> = Vec::new();
-    let statics = &data.static_groups;
-    // Phase 0: the per-value postings that equality and `in` tests use, one
-    // column per task, before any atom waits on them; and every `contains`
-    // literal of a column matched against its values in one pass.
+/// Per atom id, its rows and the time they took, or `None` for a column or
+/// branch atom used in one place only.
+type AtomResults = Vec<Option<(RoaringBitmap, Duration)>>;
+
+/// Phase 0: the per-value postings that equality and `in` tests use, one
+/// column per task, before any atom waits on them; and every `contains`
+/// literal of a column matched against its values in one pass, giving the
+/// codes of the values each `contains` atom matches, by atom id.
+fn index_columns(plan: &Plan<'_>, data: &Dataset) -> HashMap<usize, RoaringBitmap> {
     let mut indexed: Vec<&TextColumn> = Vec::new();
     let mut containing: Vec<(&TextColumn, Vec<(usize, &str)>)> = Vec::new();
     for (a, atom) in plan.atoms.iter().enumerate() {
@@ -347,15 +345,39 @@ fn evaluate_atoms(
                 .collect()
         },
     );
+    contains_codes
+}
 
-    phase_done("phase 0 (postings, contains)");
-    // Phase 1: column and branch atoms. Phase 2: enrollment atoms, which
-    // combine enrollment-column atoms of phase 1.
-    let mut results: Vec<Option<(RoaringBitmap, Duration)>> = plan
+/// Phases 1 and 2: the atoms of the plan, by atom id; `leaf` evaluates a
+/// column or branch atom.
+///
+/// A column or branch atom used in one place only (most `in` lists of a
+/// large rules file) is left out: evaluated where it is used, its rows are
+/// never held from phase 1 to that group's batch, and an enrollments column
+/// atom whose condition is answered from per-user counts is never
+/// evaluated at all.
+fn evaluate_atoms(
+    plan: &Plan<'_>,
+    data: &Dataset,
+    leaf: &(dyn Fn(usize) -> RoaringBitmap + Sync),
+    trace: bool,
+    phase_done: &dyn Fn(&str),
+) -> AtomResults {
+    let enrollment_universe = data
+        .enrollments
+        .as_ref()
+        .map_or_else(RoaringBitmap::new, |e| all_rows(e.user_rows.len()));
+    let users = all_rows(data.user_count());
+    let no_groups: Vec<RoaringBitmap> = Vec::new();
+    let statics = &data.static_groups;
+    // Phase 1: column and branch atoms used in more than one place. Phase
+    // 2: enrollment atoms, which combine enrollment-column atoms.
+    let used_once = plan.used_once();
+    let mut results: AtomResults = plan
         .atoms
         .par_iter()
         .enumerate()
-        .map(|(a, atom)| (!atom.is_enrollment()).then(|| timed(|| leaf_atom(atom, contains_codes.get(&a), data))))
+        .map(|(a, atom)| (!atom.is_enrollment() && !used_once[a]).then(|| timed(|| leaf(a))))
         .collect();
     phase_done("phase 1 (column and branch atoms)");
     // Atoms that differ only in their count share the rows and counts of
@@ -373,6 +395,7 @@ fn evaluate_atoms(
                 let context = Context {
                     universe: &enrollment_universe,
                     atoms: &results,
+                    leaf,
                     groups: &no_groups,
                     statics,
                 };
@@ -606,11 +629,12 @@ fn atom_ids(node: &Node) -> Vec<usize> {
     out
 }
 
-/// What a tree is combined against: its table's rows, evaluated atoms, and
-/// the groups finished so far.
+/// What a tree is combined against: its table's rows, evaluated atoms (and
+/// how to evaluate one not held), and the groups finished so far.
 struct Context<'a> {
     universe: &'a RoaringBitmap,
     atoms: &'a [Option<(RoaringBitmap, Duration)>],
+    leaf: &'a (dyn Fn(usize) -> RoaringBitmap + Sync),
     groups: &'a [RoaringBitmap],
     statics: &'a BTreeMap<String, RoaringBitmap>,
 }
@@ -620,11 +644,14 @@ impl Context<'_> {
         match node {
             Node::Const(true) => self.universe.clone(),
             Node::Const(false) => RoaringBitmap::new(),
-            Node::Atom(a) => self.atoms[*a].as_ref().map(|r| r.0.clone()).unwrap_or_default(),
+            Node::Atom(a) => match &self.atoms[*a] {
+                Some((rows, _)) => rows.clone(),
+                None => (self.leaf)(*a),
+            },
             Node::Group(g) => self.groups[*g].clone(),
             Node::Static(key) => self.statics.get(key).cloned().unwrap_or_default(),
             Node::Not(inner) => self.universe - self.combine(inner),
-            Node::Or(nodes) => nodes.iter().map(|n| self.combine(n)).union(),
+            Node::Or(nodes) => self.combine_each(nodes).union(),
             Node::And(nodes) => {
                 // Intersect the positive operands, then subtract the negated
                 // ones: `a and not b` is `a - b`, with no complement built.
@@ -633,7 +660,7 @@ impl Context<'_> {
                 let mut out = if positive.is_empty() {
                     self.universe.clone()
                 } else {
-                    positive.iter().map(|n| self.combine(n)).intersection()
+                    self.combine_each(positive).intersection()
                 };
                 for n in negated {
                     let Node::Not(inner) = n else {
@@ -644,6 +671,12 @@ impl Context<'_> {
                 out
             }
         }
+    }
+
+    /// Each node combined, side by side: a node's atoms may be evaluated
+    /// here rather than in the atom phases.
+    fn combine_each<'n>(&self, nodes: impl IntoParallelIterator<Item = &'n Node>) -> Vec<RoaringBitmap> {
+        nodes.into_par_iter().map(|n| self.combine(n)).collect()
     }
 }
 

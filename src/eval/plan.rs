@@ -154,6 +154,27 @@ impl<'r> Plan<'r> {
 }
 
 impl Plan<'_> {
+    /// Per atom, whether it is used in exactly one place: one leaf of one
+    /// group's tree or of one enrollment atom's condition.
+    pub(super) fn used_once(&self) -> Vec<bool> {
+        let mut uses = vec![0usize; self.atoms.len()];
+        let conditions = self.atoms.iter().filter_map(|atom| match atom {
+            Atom::Enrollment {
+                condition: Some(condition),
+                ..
+            } => Some(condition),
+            _ => None,
+        });
+        for node in self.groups.iter().flatten().chain(conditions) {
+            node.for_each_leaf(|leaf| {
+                if let Node::Atom(a) = leaf {
+                    uses[*a] += 1;
+                }
+            });
+        }
+        uses.into_iter().map(|n| n == 1).collect()
+    }
+
     /// Per rule group, whether a planned group refers to it by `member_of`.
     pub(super) fn referenced_groups(&self) -> Vec<bool> {
         let mut referenced = vec![false; self.groups.len()];
@@ -210,4 +231,53 @@ pub fn dependency_closure(rules: &CheckedRules, wanted: &[usize]) -> Vec<bool> {
         }
     }
     selected
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::data::{Column, OpenTable};
+    use crate::dataset::OpenInputs;
+
+    /// An atom used by two groups, or twice in one, is held for its uses;
+    /// one used by one group, or by one enrollment condition, is not.
+    #[test]
+    fn atoms_used_in_one_place_are_found() {
+        let text = |values: &[&str]| Column::Text(values.iter().map(|v| Some(v.to_string())).collect());
+        let users = OpenTable::from_columns(
+            "users",
+            vec![
+                ("user_id".into(), Column::Number(vec![1.0, 2.0])),
+                ("dept".into(), text(&["a", "b"])),
+            ],
+        );
+        let enrollments = OpenTable::from_columns(
+            "enrollments",
+            vec![
+                ("user_id".into(), Column::Number(vec![1.0])),
+                ("course".into(), text(&["c"])),
+                ("status".into(), text(&["completed"])),
+            ],
+        );
+        let inputs = OpenInputs::from_tables(users, Some(enrollments), None, None).unwrap();
+        let file = crate::parse_rules(
+            r#"group g1 { dept == "a" or dept == "b" }
+               group g2 { dept == "a" and enrollment(course == "c") }
+               group g3 { dept == "x" and dept == "x" }"#,
+        )
+        .unwrap();
+        let as_of = chrono::NaiveDate::from_ymd_opt(2026, 11, 22).unwrap();
+        let rules = crate::check(&file, &inputs.schema(), as_of).unwrap().rules;
+        let plan = Plan::new(&rules, &[true, true, true]);
+        let once: Vec<String> = plan
+            .atoms
+            .iter()
+            .zip(plan.used_once())
+            .filter(|(_, once)| *once)
+            .map(|(atom, _)| format!("{atom:?}"))
+            .collect();
+        assert_eq!(once.len(), 3, "{once:?}");
+        assert!(once[0].contains("\"b\"") && once[1].contains("\"c\""), "{once:?}");
+        assert!(once[2].starts_with("Enrollment"), "{once:?}");
+    }
 }
