@@ -6,7 +6,8 @@
 //! previous committed run or the new one. Members are stored in the roaring
 //! portable format, which CRoaring, pyroaring, Java and Go read as is. A
 //! group whose members did not change shares its stored bitmap with the
-//! previous run, so history costs only what changed.
+//! previous run, and one that changed a little stores only the change (a
+//! delta on the previous bitmap), so history costs only what changed.
 
 use crate::diff::{ChangeCount, GroupChange, changes};
 use crate::faults::count_write;
@@ -20,10 +21,10 @@ use std::io::{Read, Seek, Write};
 use std::path::{Path, PathBuf};
 
 /// The layout of the tables below. A state written with a higher number is
-/// refused, never misread. Version 2 stores bitmaps in parts
-/// ([`BLOB_PARTS`]); the whole bitmaps of version 1 are still read, and a
-/// version-1 state becomes version 2 with its next commit.
-pub const FORMAT_VERSION: u64 = 2;
+/// refused, never misread. Version 2 stores bitmaps in parts; version 3
+/// adds deltas, bitmaps stored as the change from another. Older states
+/// are still read, and become version 3 with their next commit.
+pub const FORMAT_VERSION: u64 = 3;
 
 /// The read cache and write buffer of the database.
 const STATE_CACHE_BYTES: usize = 128 << 20;
@@ -48,9 +49,19 @@ const BLOB_PARTS: TableDefinition<(u64, u32), &[u8]> = TableDefinition::new("blo
 /// pages: a 1.2 MB bitmap (10M users) stored whole takes 2 MiB of file and
 /// of writes, while parts just under 256 KiB fill their pages.
 const PART_BYTES: usize = 256 * 1024 - 1024;
-/// Blob id → how many `MEMBERS` entries point at it.
+/// Delta blob id → its base blob, and how many deltas the chain from a
+/// whole bitmap up to it holds, itself included (version 3). A delta's
+/// bytes are its members XOR its base's members: a group of 4M members
+/// that gained and lost a few thousand stores those, not 1.2 MB again. A
+/// delta counts as a reference to its base in `BLOB_REFS`.
+const BLOB_BASES: TableDefinition<u64, (u64, u32)> = TableDefinition::new("blob_bases");
+/// The longest chain of deltas: a group's members are read as its whole
+/// bitmap and every delta on it, so past this a run stores them whole.
+const MAX_DELTA_CHAIN: u32 = 16;
+/// Blob id → how many `MEMBERS` entries and deltas point at it.
 const BLOB_REFS: TableDefinition<u64, u64> = TableDefinition::new("blob_refs");
-/// Blob id → the SHA-256 of its bytes. A run compares it with the digest
+/// Blob id → the SHA-256 of the portable bytes of its members (for a whole
+/// bitmap, of its bytes). A run compares it with the digest
 /// of a group's new members and reads the stored bitmap only when they
 /// differ: an unchanged group costs a hash of its members instead of a read
 /// of its stored bitmap (13 GB for 15,000 groups over 10M users). Blobs of
@@ -335,6 +346,7 @@ impl State {
                     write.open_table(BLOB_PARTS).map_err(|e| self.error(e))?;
                     write.open_table(BLOB_REFS).map_err(|e| self.error(e))?;
                     write.open_table(BLOB_DIGESTS).map_err(|e| self.error(e))?;
+                    write.open_table(BLOB_BASES).map_err(|e| self.error(e))?;
                 }
                 write.commit().map_err(|e| self.error(e))
             }
@@ -378,13 +390,53 @@ impl State {
     pub fn members_portable(&self, id: u64, key: &str) -> Result<Option<Vec<u8>>, StateError> {
         let read = self.db.begin_read().map_err(|e| self.error(e))?;
         let members = read.open_table(MEMBERS).map_err(|e| self.error(e))?;
-        let Some(blob) = members.get((id, key)).map_err(|e| self.error(e))? else {
+        let Some(blob) = members.get((id, key)).map_err(|e| self.error(e))?.map(|b| b.value()) else {
             return Ok(None);
         };
-        let bytes = self
-            .blob_bytes(&read, blob.value())?
-            .ok_or_else(|| self.corrupt(format_args!("run {id} group `{key}` points at a missing bitmap")))?;
-        Ok(Some(bytes))
+        let what = format!("run {id} group `{key}`");
+        if self.base_of(&read, blob)?.is_some() {
+            return Ok(Some(serialize(&self.blob_members(&read, blob, &what)?)));
+        }
+        Ok(Some(self.whole_blob_bytes(&read, blob, &what)?))
+    }
+
+    /// The bytes of a stored bitmap, which must be there.
+    fn whole_blob_bytes(&self, read: &redb::ReadTransaction, blob: u64, what: &str) -> Result<Vec<u8>, StateError> {
+        self.blob_bytes(read, blob)?
+            .ok_or_else(|| self.corrupt(format_args!("{what} points at a missing bitmap")))
+    }
+
+    /// The base of a delta blob and the length of its chain; `None` for a
+    /// whole bitmap.
+    fn base_of(&self, read: &redb::ReadTransaction, blob: u64) -> Result<Option<(u64, u32)>, StateError> {
+        match read.open_table(BLOB_BASES) {
+            Ok(bases) => Ok(bases.get(blob).map_err(|e| self.error(e))?.map(|b| b.value())),
+            Err(redb::TableError::TableDoesNotExist(_)) => Ok(None),
+            Err(e) => Err(self.error(e)),
+        }
+    }
+
+    /// The members a blob stands for: its whole bitmap, or its chain's whole
+    /// bitmap XOR every delta up to it. `what` names it in errors.
+    fn blob_members(&self, read: &redb::ReadTransaction, blob: u64, what: &str) -> Result<RoaringBitmap, StateError> {
+        let mut deltas = Vec::new();
+        let mut whole = blob;
+        while let Some((base, _)) = self.base_of(read, whole)? {
+            if deltas.len() > MAX_DELTA_CHAIN as usize {
+                return Err(self.corrupt(format_args!("{what}: its chain of deltas does not end")));
+            }
+            deltas.push(whole);
+            whole = base;
+        }
+        let bitmap = |blob: u64| -> Result<RoaringBitmap, StateError> {
+            let bytes = self.whole_blob_bytes(read, blob, what)?;
+            RoaringBitmap::deserialize_from(bytes.as_slice()).map_err(|e| self.corrupt(format_args!("{what}: {e}")))
+        };
+        let mut members = bitmap(whole)?;
+        for delta in deltas.into_iter().rev() {
+            members ^= bitmap(delta)?;
+        }
+        Ok(members)
     }
 
     /// A stored bitmap's bytes: its parts in order, or the whole bitmap a
@@ -414,12 +466,16 @@ impl State {
     /// The members group `key` committed in run `id`; `None` if that run did
     /// not commit the group.
     pub fn members(&self, id: u64, key: &str) -> Result<Option<RoaringBitmap>, StateError> {
-        self.members_portable(id, key)?
-            .map(|bytes| {
-                RoaringBitmap::deserialize_from(bytes.as_slice())
-                    .map_err(|e| self.corrupt(format_args!("run {id} group `{key}`: {e}")))
-            })
-            .transpose()
+        let read = self.db.begin_read().map_err(|e| self.error(e))?;
+        let members = read.open_table(MEMBERS).map_err(|e| self.error(e))?;
+        let Some(blob) = members.get((id, key)).map_err(|e| self.error(e))? else {
+            return Ok(None);
+        };
+        Ok(Some(self.blob_members(
+            &read,
+            blob.value(),
+            &format!("run {id} group `{key}`"),
+        )?))
     }
 
     /// The members the last committed run committed for each of `keys` that
@@ -564,10 +620,11 @@ impl RunWriter<'_> {
             let mut parts = write.open_table(BLOB_PARTS).map_err(|e| state.error(e))?;
             let mut refs = write.open_table(BLOB_REFS).map_err(|e| state.error(e))?;
             let mut digests = write.open_table(BLOB_DIGESTS).map_err(|e| state.error(e))?;
+            let mut bases = write.open_table(BLOB_BASES).map_err(|e| state.error(e))?;
             let id = self.id;
             for (group, (_, _, stored)) in groups.iter().zip(&diffed) {
                 let blob = match stored {
-                    Stored::New { bytes, digest } => {
+                    Stored::New { bytes, digest, base } => {
                         let blob = self.next_blob;
                         self.next_blob += 1;
                         for (part, chunk) in (0u32..).zip(bytes.chunks(PART_BYTES)) {
@@ -575,6 +632,10 @@ impl RunWriter<'_> {
                             count_write();
                         }
                         digests.insert(blob, digest).map_err(|e| state.error(e))?;
+                        if let Some((base, chain)) = *base {
+                            bases.insert(blob, (base, chain)).map_err(|e| state.error(e))?;
+                            state.add_ref(&mut refs, base)?;
+                        }
                         blob
                     }
                     Stored::Previous { blob, found_digest } => {
@@ -717,7 +778,8 @@ impl RunWriter<'_> {
                     Some(digests) => digests.get(blob).map_err(|e| state.error(e))?.map(|d| *d.value()),
                     None => None,
                 };
-                Ok(Some(PreviousBlob { blob, digest }))
+                let chain = state.base_of(&read, blob)?.map_or(0, |(_, chain)| chain);
+                Ok(Some(PreviousBlob { blob, digest, chain }))
             })
             .collect()
     }
@@ -738,20 +800,21 @@ impl State {
             true => Stored::Previous { blob, found_digest },
             false => Stored::Nothing,
         };
+        // Hashed once: compared with the stored digest, then stored with
+        // the new blob.
+        let new_digest = std::cell::OnceCell::new();
+        let digest = || *new_digest.get_or_init(|| digest_of_members(group.members));
         let (before, found_digest) = match previous {
             None => (RoaringBitmap::new(), None),
-            Some(p) if p.digest.is_some_and(|d| d == digest_of_members(group.members)) => {
+            Some(p) if p.digest.is_some_and(|d| d == digest()) => {
                 let change = with_changes.then(|| GroupChange::none(group.key));
                 return Ok((ChangeCount::none(group.key), change, reuse(p.blob, None)));
             }
             Some(p) => {
                 let read = self.db.begin_read().map_err(|e| self.error(e))?;
-                let bytes = self
-                    .blob_bytes(&read, p.blob)?
-                    .ok_or_else(|| self.corrupt(format_args!("group `{}` points at a missing bitmap", group.key)))?;
-                let before = RoaringBitmap::deserialize_from(bytes.as_slice())
-                    .map_err(|e| self.corrupt(format_args!("group `{}`: {e}", group.key)))?;
-                (before, p.digest.is_none().then(|| digest_of_bytes(&bytes)))
+                let before = self.blob_members(&read, p.blob, &format!("group `{}`", group.key))?;
+                let found_digest = p.digest.is_none().then(|| digest_of_members(&before));
+                (before, found_digest)
             }
         };
         let count = ChangeCount::between(group.key, &before, group.members);
@@ -759,9 +822,21 @@ impl State {
         let stored = match previous {
             Some(p) if count.is_empty() => reuse(p.blob, found_digest),
             _ if storing => {
-                let bytes = serialize(group.members);
-                let digest = digest_of_bytes(&bytes);
-                Stored::New { bytes, digest }
+                // A delta when it is at most half the whole bitmap and the
+                // chain has room: members that changed a little.
+                let delta = previous
+                    .filter(|p| p.chain < MAX_DELTA_CHAIN)
+                    .map(|p| (p, &before ^ group.members))
+                    .filter(|(_, delta)| 2 * delta.serialized_size() <= group.members.serialized_size());
+                let (bytes, base) = match delta {
+                    Some((p, delta)) => (serialize(&delta), Some((p.blob, p.chain + 1))),
+                    None => (serialize(group.members), None),
+                };
+                Stored::New {
+                    bytes,
+                    digest: digest(),
+                    base,
+                }
             }
             _ => Stored::Nothing,
         };
@@ -802,6 +877,7 @@ impl State {
         let mut blobs = write.open_table(BLOBS).map_err(|e| self.error(e))?;
         let mut parts = write.open_table(BLOB_PARTS).map_err(|e| self.error(e))?;
         let mut digests = write.open_table(BLOB_DIGESTS).map_err(|e| self.error(e))?;
+        let mut bases = write.open_table(BLOB_BASES).map_err(|e| self.error(e))?;
         let retained = runs.len().map_err(|e| self.error(e))?;
         let surplus = retained.saturating_sub(keep.max(1) as u64);
         let old: Vec<u64> = runs
@@ -822,18 +898,24 @@ impl State {
                 .collect::<Result<_, _>>()?;
             for (key, blob) in entries {
                 members.remove((old_id, key.as_str())).map_err(|e| self.error(e))?;
-                let count = refs.get(blob).map_err(|e| self.error(e))?.map_or(0, |v| v.value());
-                if count <= 1 {
-                    refs.remove(blob).map_err(|e| self.error(e))?;
-                    blobs.remove(blob).map_err(|e| self.error(e))?;
-                    digests.remove(blob).map_err(|e| self.error(e))?;
-                    parts
-                        .retain_in((blob, 0)..=(blob, u32::MAX), |_, _| false)
-                        .map_err(|e| self.error(e))?;
-                } else {
-                    refs.insert(blob, count - 1).map_err(|e| self.error(e))?;
+                // A blob no one uses goes, and with it its reference to its
+                // base, which may then go too.
+                let mut released = Some(blob);
+                while let Some(blob) = released.take() {
+                    let count = refs.get(blob).map_err(|e| self.error(e))?.map_or(0, |v| v.value());
+                    if count <= 1 {
+                        refs.remove(blob).map_err(|e| self.error(e))?;
+                        blobs.remove(blob).map_err(|e| self.error(e))?;
+                        digests.remove(blob).map_err(|e| self.error(e))?;
+                        parts
+                            .retain_in((blob, 0)..=(blob, u32::MAX), |_, _| false)
+                            .map_err(|e| self.error(e))?;
+                        released = bases.remove(blob).map_err(|e| self.error(e))?.map(|b| b.value().0);
+                    } else {
+                        refs.insert(blob, count - 1).map_err(|e| self.error(e))?;
+                    }
+                    count_write();
                 }
-                count_write();
             }
             runs.remove(old_id).map_err(|e| self.error(e))?;
         }
@@ -843,8 +925,13 @@ impl State {
 
 /// What a run stores for one group.
 enum Stored {
-    /// A new blob.
-    New { bytes: Vec<u8>, digest: BlobDigest },
+    /// A new blob: a whole bitmap, or a delta on `base` (blob id, and the
+    /// chain's length with this delta).
+    New {
+        bytes: Vec<u8>,
+        digest: BlobDigest,
+        base: Option<(u64, u32)>,
+    },
     /// The blob the last run stored, unchanged; `found_digest` is its digest
     /// when the state did not have it yet.
     Previous {
@@ -855,11 +942,13 @@ enum Stored {
     Nothing,
 }
 
-/// The blob the last run stored for a group, and its digest if known.
+/// The blob the last run stored for a group, its digest if known, and the
+/// length of its chain of deltas (0 for a whole bitmap).
 #[derive(Clone, Copy)]
 struct PreviousBlob {
     blob: u64,
     digest: Option<BlobDigest>,
+    chain: u32,
 }
 
 /// Feeds the portable bytes of a bitmap to the digest as they are written,
@@ -881,10 +970,6 @@ fn digest_of_members(members: &RoaringBitmap) -> BlobDigest {
     let mut writer = DigestWriter(Sha256::new());
     members.serialize_into(&mut writer).expect("hashing cannot fail");
     writer.0.finalize().into()
-}
-
-fn digest_of_bytes(bytes: &[u8]) -> BlobDigest {
-    Sha256::digest(bytes).into()
 }
 
 fn serialize(members: &RoaringBitmap) -> Vec<u8> {
@@ -977,6 +1062,7 @@ fn take_lock(dir: &Path) -> Result<File, StateError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::HashMap;
 
     /// A version-1 state (each bitmap whole in `BLOBS`) reads back; its next
     /// run shares an unchanged group's bitmap, stores a changed one in parts,
@@ -1109,5 +1195,133 @@ mod tests {
         let fewer: RoaringBitmap = (0..100_000).step_by(7).collect();
         let error = run.add(&[GroupToCommit::active("kept", &fewer)]).err();
         assert!(matches!(error, Some(StateError::Corrupt { .. })), "{error:?}");
+    }
+
+    /// Commits one run of `groups`, keeping `keep` runs.
+    fn commit(state: &State, groups: &[(&str, &RoaringBitmap)], keep: usize) {
+        let groups: Vec<_> = groups
+            .iter()
+            .map(|(key, members)| GroupToCommit::active(key, members))
+            .collect();
+        let mut run = state.begin_run(false).unwrap();
+        run.add(&groups).unwrap();
+        run.commit("2026-11-22", Vec::new(), keep).unwrap();
+    }
+
+    /// The blob run `id` stored for `key`, and its base and chain if it is
+    /// a delta.
+    fn stored_blob(state: &State, id: u64, key: &str) -> (u64, Option<(u64, u32)>) {
+        let read = state.db.begin_read().unwrap();
+        let blob = read
+            .open_table(MEMBERS)
+            .unwrap()
+            .get((id, key))
+            .unwrap()
+            .unwrap()
+            .value();
+        (blob, state.base_of(&read, blob).unwrap())
+    }
+
+    /// Every blob's reference count is the number of runs' groups and deltas
+    /// pointing at it, and only referenced blobs have bytes, digests and
+    /// bases.
+    fn assert_references_hold(state: &State) {
+        let read = state.db.begin_read().unwrap();
+        let mut expected: HashMap<u64, u64> = HashMap::new();
+        for entry in read.open_table(MEMBERS).unwrap().iter().unwrap() {
+            *expected.entry(entry.unwrap().1.value()).or_default() += 1;
+        }
+        for entry in read.open_table(BLOB_BASES).unwrap().iter().unwrap() {
+            *expected.entry(entry.unwrap().1.value().0).or_default() += 1;
+        }
+        let refs: HashMap<u64, u64> = read
+            .open_table(BLOB_REFS)
+            .unwrap()
+            .iter()
+            .unwrap()
+            .map(|e| e.map(|(blob, count)| (blob.value(), count.value())).unwrap())
+            .collect();
+        assert_eq!(refs, expected);
+        let parts: HashSet<u64> = read
+            .open_table(BLOB_PARTS)
+            .unwrap()
+            .iter()
+            .unwrap()
+            .map(|e| e.unwrap().0.value().0)
+            .collect();
+        let digests: HashSet<u64> = read
+            .open_table(BLOB_DIGESTS)
+            .unwrap()
+            .iter()
+            .unwrap()
+            .map(|e| e.unwrap().0.value())
+            .collect();
+        let referenced: HashSet<u64> = refs.keys().copied().collect();
+        assert_eq!(parts, referenced, "bytes of exactly the referenced blobs");
+        assert_eq!(digests, referenced, "digests of exactly the referenced blobs");
+        for entry in read.open_table(BLOB_BASES).unwrap().iter().unwrap() {
+            assert!(
+                referenced.contains(&entry.unwrap().0.value()),
+                "a base of an unreferenced blob"
+            );
+        }
+    }
+
+    /// A group that changes a little each run stores only the change, up to
+    /// `MAX_DELTA_CHAIN` deltas, then whole again; every retained run reads
+    /// back its own members, through pruning that keeps the bases its
+    /// deltas need and drops the rest.
+    #[test]
+    fn a_group_that_changes_a_little_is_stored_as_a_delta() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = State::open_or_create(dir.path()).unwrap();
+        let keep = 5;
+        let mut history = Vec::new();
+        let mut first_blob = None;
+        let mut members: RoaringBitmap = (0..1_000_000).step_by(3).collect();
+        for run in 1..=2 * MAX_DELTA_CHAIN as u64 + 4 {
+            if run > 1 {
+                members.remove(3 * run as u32);
+                members.insert(2_000_000 + run as u32);
+            }
+            let moved: RoaringBitmap = (run as u32 * 20_000..run as u32 * 20_000 + 10_000).collect();
+            commit(&state, &[("daily", &members), ("moved", &moved)], keep);
+            history.push(members.clone());
+            let (blob, base) = stored_blob(&state, run, "daily");
+            first_blob.get_or_insert(blob);
+            let expected_chain = (run as u32 - 1) % (MAX_DELTA_CHAIN + 1);
+            assert_eq!(
+                base.map(|(_, chain)| chain),
+                (expected_chain > 0).then_some(expected_chain),
+                "run {run}"
+            );
+            if let Some((base, _)) = base {
+                let delta = &history[history.len() - 2] ^ &members;
+                assert_eq!(
+                    state.blob_bytes(&state.db.begin_read().unwrap(), blob).unwrap(),
+                    Some(serialize(&delta))
+                );
+                assert_eq!(base, stored_blob(&state, run - 1, "daily").0);
+            }
+            let (_, moved_base) = stored_blob(&state, run, "moved");
+            assert_eq!(moved_base, None, "a group that moved entirely is stored whole");
+            assert_references_hold(&state);
+            for id in run.saturating_sub(keep as u64 - 1).max(1)..=run {
+                let expected = &history[id as usize - 1];
+                assert_eq!(
+                    state.members(id, "daily").unwrap().as_ref(),
+                    Some(expected),
+                    "run {id} after {run}"
+                );
+                let portable = state.members_portable(id, "daily").unwrap().unwrap();
+                assert_eq!(portable, serialize(expected));
+            }
+        }
+        let read = state.db.begin_read().unwrap();
+        assert_eq!(
+            state.blob_bytes(&read, first_blob.unwrap()).unwrap(),
+            None,
+            "a chain no run needs is gone"
+        );
     }
 }
