@@ -57,6 +57,9 @@ enum Command {
     /// Write the rules as SQL for DuckDB, PostgreSQL or Spark SQL; the data
     /// files give the column types.
     Sql(SqlArgs),
+    /// Write the rules as a Python module of Polars expressions (one wide
+    /// select); the data files give the column types.
+    Polars(RulesAndData),
 }
 
 #[derive(Args)]
@@ -363,6 +366,7 @@ pub fn main() -> ExitCode {
         Command::Template(args) => run_template(args),
         Command::Gen(args) => run_gen(args),
         Command::Sql(args) => run_sql(args),
+        Command::Polars(args) => run_polars(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -1199,6 +1203,20 @@ fn run_sql(args: SqlArgs) -> Result<(), Failure> {
     }
     std::io::Write::write_all(&mut std::io::stdout().lock(), out.as_bytes())
         .map_err(|e| Failure::Output(format!("cannot write the SQL: {e}")))
+}
+
+fn run_polars(args: RulesAndData) -> Result<(), Failure> {
+    let source = read_rules(&args.rules)?;
+    let inputs = open_inputs(args.users.clone(), &args.data)?;
+    let (_, checked) = parse_and_check(&source, Some(&inputs), as_of(&args.data))?;
+    let rules = checked.expect("checked against data").rules;
+    let module =
+        dyngroups::polars::polars_module(&rules, &inputs.schema(), args.data.match_by.as_deref()).map_err(|e| {
+            eprintln!("error: {e}");
+            Failure::Rules
+        })?;
+    std::io::Write::write_all(&mut std::io::stdout().lock(), module.as_bytes())
+        .map_err(|e| Failure::Output(format!("cannot write the module: {e}")))
 }
 
 fn run_gen(args: GenArgs) -> Result<(), Failure> {

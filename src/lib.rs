@@ -35,6 +35,7 @@ pub mod import;
 pub mod limits;
 pub mod output;
 pub mod parse;
+pub mod polars;
 pub mod schema;
 pub mod scim;
 pub mod session;

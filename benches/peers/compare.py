@@ -1,11 +1,14 @@
-"""Side-by-side comparison of dyngroups with DuckDB on the same generated
-population and rules, end to end: load the Parquet files, evaluate every
-group, hand back the members (dyngroups also diffs and commits its state).
+"""Side-by-side comparison of dyngroups with DuckDB and Polars on the same
+generated population and rules, end to end: load the Parquet files,
+evaluate every group, hand back the members (dyngroups also diffs and
+commits its state).
 
 Every contender runs in its own process, so its wall time and peak RSS are
 its own; each is run --repeat times and the median wall time is reported,
 with the ratio to dyngroups' median from the same run. DuckDB runs the SQL
 that `dyngroups sql` writes: one query per group, and one wide query for all.
+Polars runs the module that `dyngroups polars` writes: one wide select over
+lazily scanned Parquet, the enrollment conditions tallied in one group_by.
 Every contender's member count per group must equal dyngroups', or the
 table says so.
 
@@ -67,6 +70,22 @@ def worker(args):
         shutil.rmtree(state)
         print(json.dumps(counts))
         return
+    if args.contender == "polars-wide":
+        import importlib.util
+
+        import polars as pl
+
+        spec = importlib.util.spec_from_file_location("members", f"{args.data}/rules.polars.py")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        result = module.members(
+            pl.scan_parquet(f"{args.data}/users.parquet"),
+            pl.scan_parquet(f"{args.data}/enrollments.parquet"),
+            pl.read_parquet(f"{args.data}/org.parquet"),
+        )
+        counts = {key: int(n) for key, n in result.drop("user_id").sum().row(0, named=True).items()}
+        print(json.dumps(counts))
+        return
     import duckdb
 
     con = duckdb.connect()
@@ -103,7 +122,7 @@ def main():
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--timeout", type=float, default=900, help="seconds per contender run")
     parser.add_argument(
-        "--contenders", default="dyngroups,duckdb-per-rule,duckdb-wide", help="comma-separated"
+        "--contenders", default="dyngroups,duckdb-per-rule,duckdb-wide,polars-wide", help="comma-separated"
     )
     parser.add_argument("--worker", dest="contender", help=argparse.SUPPRESS)
     parser.add_argument("--sql", help=argparse.SUPPRESS)
@@ -123,6 +142,12 @@ def main():
     with open(sql_path, "w", encoding="utf-8") as f:
         subprocess.run(
             [args.dyngroups, "sql", "--rules", f"{data}/rules.rules", *data_args(data), "--dialect", "duckdb"],
+            check=True,
+            stdout=f,
+        )
+    with open(f"{data}/rules.polars.py", "w", encoding="utf-8") as f:
+        subprocess.run(
+            [args.dyngroups, "polars", "--rules", f"{data}/rules.rules", *data_args(data)],
             check=True,
             stdout=f,
         )

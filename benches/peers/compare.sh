@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The peer comparison: dyngroups against DuckDB (one query per rule, and one
-# wide query, both from `dyngroups sql`) on the same generated population.
+# wide query, both from `dyngroups sql`) and Polars (one wide select, from
+# `dyngroups polars`) on the same generated population.
 #
 #   benches/peers/compare.sh --users 1000000 --rules 100     # README figures
 #   benches/peers/compare.sh --users 2000 --rules 20 --repeat 1 --dyngroups target/debug/dyngroups   # CI smoke run
@@ -14,7 +15,7 @@ venv=target/peers-venv
 if [ ! -x "$venv/bin/python" ]; then
     python3 -m venv "$venv"
 fi
-"$venv/bin/python" -m pip install --quiet --disable-pip-version-check duckdb==1.5.6 pyarrow==26.0.1
+"$venv/bin/python" -m pip install --quiet --disable-pip-version-check duckdb==1.5.6 pyarrow==26.0.1 polars==2.1.0
 if [[ " $* " != *" --dyngroups "* ]]; then
     cargo build --release --quiet
 fi

@@ -1,6 +1,7 @@
-//! `dyngroups sql` against the engine: random rules and data, written to
-//! Parquet, run by DuckDB (and PostgreSQL, when a server is at hand) from the
-//! generated SQL, must give exactly the members the engine commits.
+//! `dyngroups sql` and `dyngroups polars` against the engine: random rules
+//! and data, written to Parquet, run by DuckDB (and PostgreSQL, when a
+//! server is at hand) from the generated SQL, and by Polars from the
+//! generated module, must give exactly the members the engine commits.
 
 use crate::engine::cases;
 use crate::generate::{Tables, as_of, tables, typed_rules};
@@ -8,6 +9,7 @@ use arrow_array::{ArrayRef, BooleanArray, Date32Array, Float64Array, RecordBatch
 use dyngroups::ast::{GroupStatus, RulesFile};
 use dyngroups::data::Column;
 use dyngroups::eval::evaluate_after;
+use dyngroups::polars::polars_module;
 use dyngroups::sql::{Dialect, SqlOptions, combined_query};
 use dyngroups::{Span, Spanned};
 use proptest::prelude::*;
@@ -117,9 +119,17 @@ fn write_parquet(path: &Path, columns: &[(String, Column)], integer_ids: bool) {
     writer.close().unwrap();
 }
 
-/// Writes the case's tables and its SQL into `dir`; returns what the engine
-/// commits, as `(group, user_id)` rows.
-fn prepare(case: &Case, dialect: Dialect, dir: &Path) -> (String, BTreeSet<(String, u32)>) {
+/// What the rules are translated into: SQL of a dialect (`query.sql`), or
+/// a Polars module (`members.py`).
+#[derive(Clone, Copy, Debug)]
+enum Translation {
+    Sql(Dialect),
+    Polars,
+}
+
+/// Writes the case's tables and its translation into `dir`; returns what
+/// the engine commits, as `(group, user_id)` rows.
+fn prepare(case: &Case, translation: Translation, dir: &Path) -> (String, BTreeSet<(String, u32)>) {
     std::fs::create_dir_all(dir).unwrap();
     let text = case.rules.to_string();
     let parsed = dyngroups::parse_rules(&text).unwrap_or_else(|e| panic!("{text}\n{e:?}"));
@@ -136,9 +146,18 @@ fn prepare(case: &Case, dialect: Dialect, dir: &Path) -> (String, BTreeSet<(Stri
         .filter_map(|g| g.committed().map(|m| (g, m)))
         .flat_map(|(g, members)| members.iter().map(|id| (g.key.clone(), id)))
         .collect();
-    let mut options = SqlOptions::new(dialect);
-    options.as_of = Some(as_of());
-    let sql = combined_query(&rules, &schema, &options).unwrap_or_else(|e| panic!("{text}\n{e}"));
+    let (file, translated) = match translation {
+        Translation::Sql(dialect) => {
+            let mut options = SqlOptions::new(dialect);
+            options.as_of = Some(as_of());
+            let sql = combined_query(&rules, &schema, &options).unwrap_or_else(|e| panic!("{text}\n{e}"));
+            ("query.sql", sql)
+        }
+        Translation::Polars => {
+            let module = polars_module(&rules, &schema, None).unwrap_or_else(|e| panic!("{text}\n{e}"));
+            ("members.py", module)
+        }
+    };
     let t = &case.tables;
     write_parquet(&dir.join("users.parquet"), &t.users, true);
     write_parquet(&dir.join("enrollments.parquet"), &t.enrollments, true);
@@ -160,7 +179,7 @@ fn prepare(case: &Case, dialect: Dialect, dir: &Path) -> (String, BTreeSet<(Stri
         ),
     ];
     write_parquet(&dir.join("committed.parquet"), &committed_columns, true);
-    std::fs::write(dir.join("query.sql"), &sql).unwrap();
+    std::fs::write(dir.join(file), &translated).unwrap();
     std::fs::write(dir.join("rules.rules"), &text).unwrap();
     (text, expected)
 }
@@ -223,7 +242,7 @@ fn run_engine(script: &str, dirs: &[PathBuf]) -> BTreeMap<PathBuf, Result<BTreeS
 
 /// Every generated case agrees, or the test fails naming the case's rules,
 /// its directory (kept) and the rows that differ.
-fn differential(dialect: Dialect, script: &str, n: u32, seed: u8) {
+fn differential(translation: Translation, script: &str, n: u32, seed: u8) {
     let root = tempfile::tempdir().unwrap();
     let cases = generated(n, seed);
     let mut expected = BTreeMap::new();
@@ -232,7 +251,7 @@ fn differential(dialect: Dialect, script: &str, n: u32, seed: u8) {
         .enumerate()
         .map(|(i, case)| {
             let dir = root.path().join(format!("case{i:05}"));
-            expected.insert(dir.clone(), prepare(case, dialect, &dir));
+            expected.insert(dir.clone(), prepare(case, translation, &dir));
             dir
         })
         .collect();
@@ -243,7 +262,7 @@ fn differential(dialect: Dialect, script: &str, n: u32, seed: u8) {
         match &actual[dir] {
             Ok(got) if got == want => {}
             Ok(got) => failures.push(format!(
-                "{}\nrules:\n{rules}\nonly in SQL: {:?}\nonly in dyngroups: {:?}",
+                "{}\nrules:\n{rules}\nonly in the translation: {:?}\nonly in dyngroups: {:?}",
                 dir.display(),
                 got.difference(want).collect::<Vec<_>>(),
                 want.difference(got).collect::<Vec<_>>()
@@ -274,7 +293,7 @@ fn duckdb_agrees_with_the_engine() {
         "DYNGROUPS_REQUIRE_DUCKDB",
         "python3 with duckdb",
     ) {
-        differential(Dialect::DuckDb, "duckdb_members.py", cases(400), 1);
+        differential(Translation::Sql(Dialect::DuckDb), "duckdb_members.py", cases(400), 1);
     }
 }
 
@@ -291,13 +310,26 @@ fn usable(present: bool, require: &str, what: &str) -> bool {
     present
 }
 
+/// Polars, from PyPI (`.ci/run` installs it and sets
+/// `DYNGROUPS_REQUIRE_POLARS`); elsewhere the test says it skipped.
+#[test]
+fn polars_agrees_with_the_engine() {
+    if usable(
+        has_python_module("polars"),
+        "DYNGROUPS_REQUIRE_POLARS",
+        "python3 with polars",
+    ) {
+        differential(Translation::Polars, "polars_members.py", cases(400), 3);
+    }
+}
+
 /// PostgreSQL through `psql`, on the server `.ci/run` installs and starts
 /// (it sets `DYNGROUPS_REQUIRE_POSTGRES`); elsewhere the test says it skipped.
 #[test]
 fn postgres_agrees_with_the_engine() {
     let what = "a PostgreSQL server reachable by `psql -d postgres`, and python3 with duckdb,";
     if usable(postgres_reachable(), "DYNGROUPS_REQUIRE_POSTGRES", what) {
-        differential(Dialect::Postgres, "postgres_members.py", cases(60), 2);
+        differential(Translation::Sql(Dialect::Postgres), "postgres_members.py", cases(60), 2);
     }
 }
 
@@ -333,16 +365,25 @@ fn hostile_text_stays_text() {
         rules: dyngroups::parse_rules(&rules).unwrap(),
         previous: BTreeMap::new(),
     };
-    for (dialect, script, available) in [
-        (Dialect::DuckDb, "duckdb_members.py", has_python_module("duckdb")),
-        (Dialect::Postgres, "postgres_members.py", postgres_reachable()),
+    for (translation, script, available) in [
+        (
+            Translation::Sql(Dialect::DuckDb),
+            "duckdb_members.py",
+            has_python_module("duckdb"),
+        ),
+        (
+            Translation::Sql(Dialect::Postgres),
+            "postgres_members.py",
+            postgres_reachable(),
+        ),
+        (Translation::Polars, "polars_members.py", has_python_module("polars")),
     ] {
         if !available {
             continue;
         }
         let root = tempfile::tempdir().unwrap();
         let dir = root.path().join("case");
-        let (_, expected) = prepare(&case, dialect, &dir);
+        let (_, expected) = prepare(&case, translation, &dir);
         for i in 0..HOSTILE.len() {
             assert!(
                 expected.contains(&(format!("h{i}"), i as u32 + 1)),
@@ -350,6 +391,6 @@ fn hostile_text_stays_text() {
             );
         }
         let actual = run_engine(script, std::slice::from_ref(&dir));
-        assert_eq!(actual[&dir].as_ref().unwrap(), &expected, "{dialect:?}");
+        assert_eq!(actual[&dir].as_ref().unwrap(), &expected, "{translation:?}");
     }
 }
