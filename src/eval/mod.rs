@@ -2,7 +2,8 @@
 //! bitmaps of user ids.
 //!
 //! Evaluation runs in parallel phases: the postings and `contains` matches
-//! of the columns the rules test; every distinct column and branch atom
+//! of the columns the rules test (or, on a column whose values the rules
+//! name few of, the rows of those values); every distinct column and branch atom
 //! used in more than one place, once; every distinct enrollment atom once
 //! (over those bitmaps); then each group's bitmap algebra, batch by batch in
 //! `member_of` order. An atom used in one place only is evaluated there.
@@ -169,9 +170,9 @@ fn evaluate_batches(
             eprintln!("{:>10.3} ms  {phase} done", started.elapsed().as_secs_f64() * 1e3);
         }
     };
-    let contains_codes = index_columns(&plan, data);
+    let indexed = index_columns(&plan, data);
     phase_done("phase 0 (postings, contains)");
-    let leaf = |a: usize| leaf_atom(&plan.atoms[a], contains_codes.get(&a), data);
+    let leaf = |a: usize| leaf_atom(&plan.atoms[a], indexed.get(&a), data);
     let mut results = evaluate_atoms(&plan, data, &leaf, trace, &phase_done);
 
     // Phase 3: groups, batch by batch. Members are kept past their batch
@@ -307,20 +308,40 @@ fn evaluate_group(
 /// branch atom used in one place only.
 type AtomResults = Vec<Option<(RoaringBitmap, Duration)>>;
 
+/// What phase 0 found for an atom.
+enum Indexed {
+    /// The distinct values a `contains` atom matches, by code.
+    Codes(RoaringBitmap),
+    /// The rows of an equality or `in` atom.
+    Rows(RoaringBitmap),
+}
+
+/// The rules name few of a column's values when they name at most one in
+/// this many: their rows are then gathered in one pass over the rows, not
+/// through postings of every value.
+const VALUES_PER_NAMED_VALUE: u64 = 8;
+
 /// Phase 0: the per-value postings that equality and `in` tests use, one
-/// column per task, before any atom waits on them; and every `contains`
-/// literal of a column matched against its values in one pass, giving the
-/// codes of the values each `contains` atom matches, by atom id.
-fn index_columns(plan: &Plan<'_>, data: &Dataset) -> HashMap<usize, RoaringBitmap> {
-    let mut indexed: Vec<&TextColumn> = Vec::new();
+/// column per task, before any atom waits on them, or, on a column whose
+/// values the rules name few of, the rows of each such atom in one pass;
+/// and every `contains` literal of a column matched against its values in
+/// one pass, giving the codes of the values each `contains` atom matches.
+/// By atom id.
+fn index_columns(plan: &Plan<'_>, data: &Dataset) -> HashMap<usize, Indexed> {
+    // Per column, the equality and `in` atoms and the codes each names.
+    let mut equal: Vec<(&TextColumn, Vec<(usize, RoaringBitmap)>)> = Vec::new();
     let mut containing: Vec<(&TextColumn, Vec<(usize, &str)>)> = Vec::new();
     for (a, atom) in plan.atoms.iter().enumerate() {
         let Some((Column::Text(text), test)) = column_test(atom, data) else {
             continue;
         };
         match &test.test {
-            Test::Compare(CmpOp::Eq, _) | Test::In(_) if !indexed.iter().any(|t| std::ptr::eq(*t, text)) => {
-                indexed.push(text);
+            Test::Compare(CmpOp::Eq, _) | Test::In(_) => {
+                let codes = text_codes(text, &test.test).expect("codes of an equality");
+                match equal.iter_mut().find(|(t, _)| std::ptr::eq(*t, text)) {
+                    Some((_, atoms)) => atoms.push((a, codes)),
+                    None => equal.push((text, vec![(a, codes)])),
+                }
             }
             Test::Contains(literal) => match containing.iter_mut().find(|(t, _)| std::ptr::eq(*t, text)) {
                 Some((_, literals)) => literals.push((a, literal)),
@@ -329,23 +350,38 @@ fn index_columns(plan: &Plan<'_>, data: &Dataset) -> HashMap<usize, RoaringBitma
             _ => {}
         }
     }
-    let (_, contains_codes) = rayon::join(
-        || {
-            indexed.par_iter().for_each(|text| {
-                text.postings();
-            })
+    let (rows, codes) = rayon::join(
+        || -> Vec<(usize, Indexed)> {
+            equal
+                .par_iter()
+                .flat_map_iter(|(text, atoms)| {
+                    let named: RoaringBitmap = atoms.iter().map(|(_, codes)| codes).union();
+                    let few = named.len() * VALUES_PER_NAMED_VALUE <= text.values.len() as u64;
+                    if text.has_postings() || !few {
+                        text.postings();
+                        return Vec::new();
+                    }
+                    let rows = text.rows_of_values(&named);
+                    let rows_of = |code: u32| &rows[named.rank(code) as usize - 1];
+                    atoms
+                        .iter()
+                        .map(|(a, codes)| (*a, Indexed::Rows(codes.iter().map(rows_of).union())))
+                        .collect()
+                })
+                .collect()
         },
-        || -> HashMap<usize, RoaringBitmap> {
+        || -> Vec<(usize, Indexed)> {
             containing
                 .par_iter()
                 .flat_map_iter(|(text, literals)| {
                     let texts: Vec<&str> = literals.iter().map(|(_, l)| *l).collect();
-                    literals.iter().map(|(a, _)| *a).zip(codes_containing(text, &texts))
+                    let found = codes_containing(text, &texts).into_iter().map(Indexed::Codes);
+                    literals.iter().map(|(a, _)| *a).zip(found)
                 })
                 .collect()
         },
     );
-    contains_codes
+    rows.into_iter().chain(codes).collect()
 }
 
 /// Phases 1 and 2: the atoms of the plan, by atom id; `leaf` evaluates a
@@ -450,11 +486,11 @@ fn column_test<'d>(atom: &Atom<'d>, data: &'d Dataset) -> Option<(&'d Column, &'
     }
 }
 
-/// A column or branch atom; `contains_codes` are the distinct values a
-/// `contains` atom matches, when phase 0 found them.
-fn leaf_atom(atom: &Atom<'_>, contains_codes: Option<&RoaringBitmap>, data: &Dataset) -> RoaringBitmap {
-    match (atom, column_test(atom, data), contains_codes) {
-        (_, Some((Column::Text(text), _)), Some(codes)) => rows_with_codes(text, codes),
+/// A column or branch atom, from what phase 0 found for it if anything.
+fn leaf_atom(atom: &Atom<'_>, indexed: Option<&Indexed>, data: &Dataset) -> RoaringBitmap {
+    match (atom, column_test(atom, data), indexed) {
+        (_, _, Some(Indexed::Rows(rows))) => rows.clone(),
+        (_, Some((Column::Text(text), _)), Some(Indexed::Codes(codes))) => rows_with_codes(text, codes),
         (_, Some((column, test)), _) => column_rows(column, test),
         (Atom::Branch(test), ..) => match &data.org {
             Some(org) => branch_rows(data.users.column(test.column), org, test),
