@@ -206,6 +206,9 @@ impl TextColumn {
     /// The rows of each of `slots` slots, given the slot of each code
     /// (`NULL_CODE`: none).
     fn rows_by_slot(&self, slots: usize, slot_of: impl Fn(u32) -> u32 + Sync) -> Vec<RoaringBitmap> {
+        if slots <= MAX_SLOTS_FOR_BITSETS {
+            return self.rows_by_slot_in_bitsets(slots, slot_of);
+        }
         // A counting sort of rows by slot in each chunk of rows, the chunks
         // side by side; a slot's rows are then its rows of each chunk in
         // chunk order, ascending, ready for `from_sorted_iter`.
@@ -240,6 +243,41 @@ impl TextColumn {
                     .iter()
                     .flat_map(|(starts, rows)| rows[starts[slot]..starts[slot + 1]].iter().copied());
                 RoaringBitmap::from_sorted_iter(rows).expect("rows ascend")
+            })
+            .collect()
+    }
+
+    /// [`TextColumn::rows_by_slot`] for few slots: each block of rows is
+    /// gathered into a bitset per slot, which roaring turns into containers
+    /// far faster than rows pushed one at a time (a status column of 5
+    /// values over 10M enrollments holds millions of rows per value).
+    fn rows_by_slot_in_bitsets(&self, slots: usize, slot_of: impl Fn(u32) -> u32 + Sync) -> Vec<RoaringBitmap> {
+        const BLOCK_BYTES: usize = BLOCK_ROWS / 8;
+        let blocks: Vec<Vec<RoaringBitmap>> = self
+            .codes
+            .par_chunks(BLOCK_ROWS)
+            .enumerate()
+            .map(|(block, codes)| {
+                let mut bits = vec![0u8; slots * BLOCK_BYTES];
+                for (row, &code) in codes.iter().enumerate() {
+                    let slot = slot_of(code);
+                    if slot != NULL_CODE {
+                        bits[slot as usize * BLOCK_BYTES + row / 8] |= 1 << (row % 8);
+                    }
+                }
+                bits.chunks(BLOCK_BYTES)
+                    .map(|slot_bits| RoaringBitmap::from_lsb0_bytes((block * BLOCK_ROWS) as u32, slot_bits))
+                    .collect()
+            })
+            .collect();
+        (0..slots)
+            .into_par_iter()
+            .map(|slot| {
+                let mut rows = RoaringBitmap::new();
+                for block in &blocks {
+                    rows |= &block[slot];
+                }
+                rows
             })
             .collect()
     }
@@ -341,6 +379,13 @@ impl TextColumnBuilder {
     }
 }
 
+/// Up to this many values (or values asked for), rows are gathered into a
+/// bitset per value; 16 bitsets of a block fill 128 KiB, within the cache.
+const MAX_SLOTS_FOR_BITSETS: usize = 16;
+
+/// Rows per block of those bitsets: one roaring container.
+const BLOCK_ROWS: usize = 1 << 16;
+
 /// Distinct values lowercased per parallel task.
 const VALUES_PER_LOWERCASE_TASK: usize = 1 << 14;
 
@@ -383,21 +428,24 @@ mod tests {
         assert!(unique.postings().is_none());
     }
 
+    /// Across several chunks of rows, with few values (a bitset per value)
+    /// and many (a counting sort).
     #[test]
     fn postings_hold_each_values_rows_across_chunks() {
-        // Enough rows for several chunks of the parallel counting sort.
         let rows = 1_000_003;
-        let value_of = |row: usize| (row % 7 != 3).then(|| ["x", "y", "z"][(row * 31 + row / 1000) % 3]);
-        let t: TextColumn = (0..rows).map(|row| value_of(row).map(String::from)).collect();
-        let postings = t.postings().unwrap();
-        for (code, value) in t.values.iter().enumerate() {
-            let expected: RoaringBitmap = (0..rows as u32)
-                .filter(|&r| value_of(r as usize) == Some(value.as_str()))
-                .collect();
-            assert_eq!(postings[code], expected, "value {value}");
+        for distinct in [3, 40] {
+            let value_of = |row: usize| (row % 7 != 3).then(|| format!("v{}", (row * 31 + row / 1000) % distinct));
+            let t: TextColumn = (0..rows).map(value_of).collect();
+            let postings = t.postings().unwrap();
+            for (code, value) in t.values.iter().enumerate() {
+                let expected: RoaringBitmap = (0..rows as u32)
+                    .filter(|&r| value_of(r as usize).as_ref() == Some(value))
+                    .collect();
+                assert_eq!(postings[code], expected, "value {value}");
+            }
+            let non_null = (0..rows).filter(|&r| value_of(r).is_some()).count() as u64;
+            assert_eq!(postings.iter().map(RoaringBitmap::len).sum::<u64>(), non_null);
         }
-        let non_null = (0..rows).filter(|&r| value_of(r).is_some()).count() as u64;
-        assert_eq!(postings.iter().map(RoaringBitmap::len).sum::<u64>(), non_null);
     }
 
     /// The rows of some values, in one pass across chunks, equal their
