@@ -376,15 +376,9 @@ fn python_list(items: &[Scalar]) -> String {
     format!("[{}]", items.iter().map(python_scalar).collect::<Vec<_>>().join(", "))
 }
 
+/// Python's comparison operators are written as the rules write them.
 fn python_op(op: CmpOp) -> &'static str {
-    match op {
-        CmpOp::Eq => "==",
-        CmpOp::Ne => "!=",
-        CmpOp::Lt => "<",
-        CmpOp::Le => "<=",
-        CmpOp::Gt => ">",
-        CmpOp::Ge => ">=",
-    }
+    op.symbol()
 }
 
 #[cfg(test)]
