@@ -169,8 +169,14 @@ impl Writer<'_> {
     /// A boolean expression that is never null.
     fn predicate(&mut self, p: &Predicate, frame: Frame) -> String {
         match p {
-            Predicate::Const(true) => "pl.lit(True)".into(),
-            Predicate::Const(false) => "pl.lit(False)".into(),
+            // Tallied, a literal would count once per user, not once per
+            // row: in an enrollment condition it is a test on every row.
+            Predicate::Const(holds) => match (frame, holds) {
+                (Frame::Users, true) => "pl.lit(True)".into(),
+                (Frame::Users, false) => "pl.lit(False)".into(),
+                (Frame::Enrollments, true) => "pl.col(\"user_id\").is_not_null()".into(),
+                (Frame::Enrollments, false) => "pl.col(\"user_id\").is_null()".into(),
+            },
             Predicate::And(ps) => self.joined(ps, " & ", frame),
             Predicate::Or(ps) => self.joined(ps, " | ", frame),
             Predicate::Not(p) => format!("(~{})", self.predicate(p, frame)),
