@@ -308,15 +308,15 @@ fn bool_tree(leaf: BoxedStrategy<Expr>) -> BoxedStrategy<Expr> {
 }
 
 fn enrollment_condition() -> BoxedStrategy<Expr> {
-    bool_tree(
-        column_atom(vec![
-            ("course", Kind::Text(COURSES)),
-            ("status", Kind::Text(STATUSES)),
-            ("grade", Kind::Number),
-            ("done", Kind::Date),
-        ])
-        .boxed(),
-    )
+    let column = column_atom(vec![
+        ("course", Kind::Text(COURSES)),
+        ("status", Kind::Text(STATUSES)),
+        ("grade", Kind::Number),
+        ("done", Kind::Date),
+    ]);
+    // `true` and `false` hold for every enrollment row or for none.
+    let constant = any::<bool>().prop_map(|b| e(ExprKind::Bool(b)));
+    bool_tree(prop_oneof![6 => column, 1 => constant].boxed())
 }
 
 /// A rule for group number `index`: it may refer to earlier groups only.
