@@ -178,6 +178,46 @@ fn enrollment_user_ids_are_kept_only_for_rules_that_read_them() {
     assert_eq!(load(r#"group a { enrollment(course == "c1") }"#), (vec![1, 2], false));
 }
 
+/// A column of many distinct values of which the rules name a few: the
+/// rows of those values are gathered in one pass (no postings of every
+/// value), and an equality, an `in` list and a value no row holds each
+/// find exactly their users, across several blocks of 65,536 rows.
+#[test]
+fn few_named_values_of_many_find_their_rows() {
+    use dyngroups::data::{Column, TextColumn};
+    let users = 200_000u32;
+    let course_of = |u: u32| (u * 7 % 400 != 0).then(|| format!("Course-{}", u * 13 % 400));
+    let mut tables = fixed_tables();
+    tables.user_ids = (1..=users).collect();
+    tables.users = vec![
+        ("user_id".into(), Column::Number((1..=users).map(f64::from).collect())),
+        (
+            "course".into(),
+            Column::Text((1..=users).map(course_of).collect::<TextColumn>()),
+        ),
+    ];
+    let file = dyngroups::parse_rules(
+        r#"group one { course == "course-7" }
+           group some { course in ["COURSE-3", "course-399", "course-3"] or course == "none" }
+           group none { course == "course-400" }"#,
+    )
+    .unwrap();
+    let inputs = tables.open();
+    let rules = dyngroups::check(&file, &inputs.schema(), as_of()).unwrap().rules;
+    let data = inputs.load(&rules).unwrap();
+    let evaluation = evaluate(&rules, &data, None);
+    let holding = |values: &[&str]| -> Vec<u32> {
+        (1..=users)
+            .filter(|&u| course_of(u).is_some_and(|c| values.contains(&c.to_lowercase().as_str())))
+            .collect()
+    };
+    let members = |g: usize| evaluation.groups[g].members.iter().collect::<Vec<u32>>();
+    assert_eq!(members(0), holding(&["course-7"]));
+    assert_eq!(members(1), holding(&["course-3", "course-399"]));
+    assert!(!members(1).is_empty());
+    assert_eq!(members(2), Vec::<u32>::new());
+}
+
 fn fixed_tables() -> Tables {
     use dyngroups::data::{Column, TextColumn};
     let text = |v: &[Option<&str>]| Column::Text(v.iter().map(|s| s.map(String::from)).collect::<TextColumn>());
