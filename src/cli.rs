@@ -1128,10 +1128,7 @@ fn run_diff(args: DiffArgs) -> Result<(), Failure> {
 }
 
 fn run_explain(args: ExplainArgs) -> Result<(), Failure> {
-    let source = read_rules(&args.inputs.rules)?;
-    let inputs = open_inputs(args.inputs.users.clone(), &args.inputs.data)?;
-    let (_, checked) = parse_and_check(&source, Some(&inputs), as_of(&args.inputs.data))?;
-    let rules = checked.expect("checked against data").rules;
+    let (rules, inputs) = rules_checked_against_data(&args.inputs)?;
     let group = rules.groups.iter().position(|g| g.key == args.group).ok_or_else(|| {
         Failure::Usage(format!(
             "`--group {}`: no such group in {}",
@@ -1160,12 +1157,18 @@ fn run_template(args: TemplateArgs) -> Result<(), Failure> {
     Ok(())
 }
 
+/// The rules file checked against the data files' columns, for the
+/// commands that translate rules rather than run them.
+fn rules_checked_against_data(args: &RulesAndData) -> Result<(dyngroups::checked::CheckedRules, OpenInputs), Failure> {
+    let source = read_rules(&args.rules)?;
+    let inputs = open_inputs(args.users.clone(), &args.data)?;
+    let (_, checked) = parse_and_check(&source, Some(&inputs), as_of(&args.data))?;
+    Ok((checked.expect("checked against data").rules, inputs))
+}
+
 fn run_sql(args: SqlArgs) -> Result<(), Failure> {
     use dyngroups::sql::{Dialect, SqlOptions, combined_query, group_queries};
-    let source = read_rules(&args.inputs.rules)?;
-    let inputs = open_inputs(args.inputs.users.clone(), &args.inputs.data)?;
-    let (_, checked) = parse_and_check(&source, Some(&inputs), as_of(&args.inputs.data))?;
-    let rules = checked.expect("checked against data").rules;
+    let (rules, inputs) = rules_checked_against_data(&args.inputs)?;
     let options = SqlOptions {
         dialect: match args.dialect {
             SqlDialect::Duckdb => Dialect::DuckDb,
@@ -1206,10 +1209,7 @@ fn run_sql(args: SqlArgs) -> Result<(), Failure> {
 }
 
 fn run_polars(args: RulesAndData) -> Result<(), Failure> {
-    let source = read_rules(&args.rules)?;
-    let inputs = open_inputs(args.users.clone(), &args.data)?;
-    let (_, checked) = parse_and_check(&source, Some(&inputs), as_of(&args.data))?;
-    let rules = checked.expect("checked against data").rules;
+    let (rules, inputs) = rules_checked_against_data(&args)?;
     let module =
         dyngroups::polars::polars_module(&rules, &inputs.schema(), args.data.match_by.as_deref()).map_err(|e| {
             eprintln!("error: {e}");

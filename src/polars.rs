@@ -182,13 +182,7 @@ impl Writer<'_> {
             Predicate::Not(p) => format!("(~{})", self.predicate(p, frame)),
             Predicate::Column(test) => self.column_test(test, frame),
             Predicate::InBranch(test) => {
-                let n = match self.branches.iter().position(|b| *b == test.code) {
-                    Some(n) => n,
-                    None => {
-                        self.branches.push(test.code.clone());
-                        self.branches.len() - 1
-                    }
-                };
+                let n = position_or_push(&mut self.branches, test.code.clone());
                 let branch = self.lowered(test.column, Frame::Users);
                 format!("{branch}.is_in(b{n}).fill_null(False)")
             }
@@ -212,13 +206,7 @@ impl Writer<'_> {
             },
             Predicate::Enrollment(test) => {
                 let condition = test.condition.as_ref().map(|c| self.predicate(c, Frame::Enrollments));
-                let k = match self.tallies.iter().position(|t| *t == condition) {
-                    Some(k) => k,
-                    None => {
-                        self.tallies.push(condition);
-                        self.tallies.len() - 1
-                    }
-                };
+                let k = position_or_push(&mut self.tallies, condition);
                 let tally = format!("pl.col(\"{TALLY}{k}\")");
                 match test.count {
                     None => format!("({tally} > 0)"),
@@ -299,6 +287,14 @@ impl Writer<'_> {
             .or_insert_with(|| format!("{prefix}{column}"));
         format!("pl.col(\"{name}\")")
     }
+}
+
+/// Where `item` is in `items`, added at the end if it is not there yet.
+fn position_or_push<T: PartialEq>(items: &mut Vec<T>, item: T) -> usize {
+    items.iter().position(|i| *i == item).unwrap_or_else(|| {
+        items.push(item);
+        items.len() - 1
+    })
 }
 
 /// The prefix of the per-user tally columns.

@@ -389,8 +389,7 @@ impl State {
     /// portable format; `None` if that run did not commit the group.
     pub fn members_portable(&self, id: u64, key: &str) -> Result<Option<Vec<u8>>, StateError> {
         let read = self.db.begin_read().map_err(|e| self.error(e))?;
-        let members = read.open_table(MEMBERS).map_err(|e| self.error(e))?;
-        let Some(blob) = members.get((id, key)).map_err(|e| self.error(e))?.map(|b| b.value()) else {
+        let Some(blob) = self.committed_blob(&read, id, key)? else {
             return Ok(None);
         };
         let what = format!("run {id} group `{key}`");
@@ -467,15 +466,20 @@ impl State {
     /// not commit the group.
     pub fn members(&self, id: u64, key: &str) -> Result<Option<RoaringBitmap>, StateError> {
         let read = self.db.begin_read().map_err(|e| self.error(e))?;
-        let members = read.open_table(MEMBERS).map_err(|e| self.error(e))?;
-        let Some(blob) = members.get((id, key)).map_err(|e| self.error(e))? else {
+        let Some(blob) = self.committed_blob(&read, id, key)? else {
             return Ok(None);
         };
         Ok(Some(self.blob_members(
             &read,
-            blob.value(),
+            blob,
             &format!("run {id} group `{key}`"),
         )?))
+    }
+
+    /// The blob run `id` stored for group `key`, if it committed the group.
+    fn committed_blob(&self, read: &redb::ReadTransaction, id: u64, key: &str) -> Result<Option<u64>, StateError> {
+        let members = read.open_table(MEMBERS).map_err(|e| self.error(e))?;
+        Ok(members.get((id, key)).map_err(|e| self.error(e))?.map(|b| b.value()))
     }
 
     /// The members the last committed run committed for each of `keys` that
