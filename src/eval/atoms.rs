@@ -40,11 +40,17 @@ pub(super) fn rows_where(rows: usize, keep: impl Fn(usize) -> bool + Sync) -> Ro
     out
 }
 
-/// All rows `0..rows`.
+/// All rows `0..rows`, held in bitset containers. `insert_range` would
+/// make run containers, and roaring subtracts an array from a run one
+/// member at a time, splitting the run and shifting the rest each time
+/// (quadratic in the members), and turns runs into bitsets in every union:
+/// `not` and `and not` over this universe cost far more than over bitsets.
 pub(super) fn all_rows(rows: usize) -> RoaringBitmap {
-    let mut out = RoaringBitmap::new();
-    out.insert_range(0..rows as u32);
-    out
+    let mut bytes = vec![u8::MAX; rows / 8];
+    if !rows.is_multiple_of(8) {
+        bytes.push((1u8 << (rows % 8)) - 1);
+    }
+    RoaringBitmap::from_lsb0_bytes(0, &bytes)
 }
 
 /// Rows of a roaring container: 2^16.
@@ -319,6 +325,15 @@ mod tests {
         let keep = |r: usize| r.is_multiple_of(7) || (CHUNK_ROWS - 3..CHUNK_ROWS + 3).contains(&r) || r == rows - 1;
         let expected: Vec<u32> = (0..rows).filter(|&r| keep(r)).map(|r| r as u32).collect();
         assert_eq!(rows_where(rows, keep).iter().collect::<Vec<_>>(), expected);
+    }
+
+    #[test]
+    fn all_rows_holds_every_row_and_no_more() {
+        for rows in [0, 1, 7, 8, 9, 4096, 65_535, 65_536, 65_537, 3 * 65_536 + 4_097] {
+            let all = all_rows(rows);
+            assert_eq!(all.len(), rows as u64, "{rows} rows");
+            assert_eq!(all, (0..rows as u32).collect::<RoaringBitmap>(), "{rows} rows");
+        }
     }
 
     #[test]
