@@ -25,6 +25,7 @@ use atoms::{
 use plan::{Atom, Node, Plan};
 use rayon::prelude::*;
 use roaring::{MultiOps, RoaringBitmap};
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU16, AtomicU32, Ordering};
 use std::time::{Duration, Instant};
@@ -441,8 +442,8 @@ fn evaluate_atoms(
                     return EnrolledUsers::Counted(counts);
                 }
                 let rows = match condition {
-                    Some(c) => context.combine(c),
-                    None => enrollment_universe.clone(),
+                    Some(c) => context.rows_of(c),
+                    None => Cow::Borrowed(&enrollment_universe),
                 };
                 EnrolledUsers::new(data, &rows)
             });
@@ -675,19 +676,31 @@ struct Context<'a> {
     statics: &'a BTreeMap<String, RoaringBitmap>,
 }
 
-impl Context<'_> {
+impl<'a> Context<'a> {
+    /// The rows of `node`, owned.
     fn combine(&self, node: &Node) -> RoaringBitmap {
+        self.rows_of(node).into_owned()
+    }
+
+    /// The rows of `node`, borrowed when they are held (an evaluated atom,
+    /// a group, the universe): operands are combined where they lie, never
+    /// copied first. At millions of rows a copy costs about as much as the
+    /// operation itself.
+    fn rows_of(&self, node: &Node) -> Cow<'a, RoaringBitmap> {
         match node {
-            Node::Const(true) => self.universe.clone(),
-            Node::Const(false) => RoaringBitmap::new(),
+            Node::Const(true) => Cow::Borrowed(self.universe),
+            Node::Const(false) => Cow::Owned(RoaringBitmap::new()),
             Node::Atom(a) => match &self.atoms[*a] {
-                Some((rows, _)) => rows.clone(),
-                None => (self.leaf)(*a),
+                Some((rows, _)) => Cow::Borrowed(rows),
+                None => Cow::Owned((self.leaf)(*a)),
             },
-            Node::Group(g) => self.groups[*g].clone(),
-            Node::Static(key) => self.statics.get(key).cloned().unwrap_or_default(),
-            Node::Not(inner) => self.universe - self.combine(inner),
-            Node::Or(nodes) => self.combine_each(nodes).union(),
+            Node::Group(g) => Cow::Borrowed(&self.groups[*g]),
+            Node::Static(key) => self
+                .statics
+                .get(key)
+                .map_or_else(|| Cow::Owned(RoaringBitmap::new()), Cow::Borrowed),
+            Node::Not(inner) => Cow::Owned(self.universe - self.rows_of(inner).as_ref()),
+            Node::Or(nodes) => Cow::Owned(self.rows_of_each(nodes).iter().map(AsRef::as_ref).union()),
             Node::And(nodes) => {
                 // Intersect the positive operands, then subtract the negated
                 // ones: `a and not b` is `a - b`, with no complement built.
@@ -696,24 +709,51 @@ impl Context<'_> {
                 let mut out = if positive.is_empty() {
                     self.universe.clone()
                 } else {
-                    self.combine_each(positive).intersection()
+                    intersection(self.rows_of_each(positive))
                 };
                 for n in negated {
                     let Node::Not(inner) = n else {
                         unreachable!("partitioned on Not")
                     };
-                    out -= self.combine(inner);
+                    if out.is_empty() {
+                        break;
+                    }
+                    out -= self.rows_of(inner).as_ref();
                 }
-                out
+                Cow::Owned(out)
             }
         }
     }
 
-    /// Each node combined, side by side: a node's atoms may be evaluated
-    /// here rather than in the atom phases.
-    fn combine_each<'n>(&self, nodes: impl IntoParallelIterator<Item = &'n Node>) -> Vec<RoaringBitmap> {
-        nodes.into_par_iter().map(|n| self.combine(n)).collect()
+    /// Each node's rows, side by side: a node's atoms may be evaluated here
+    /// rather than in the atom phases.
+    fn rows_of_each<'n>(&self, nodes: impl IntoParallelIterator<Item = &'n Node>) -> Vec<Cow<'a, RoaringBitmap>> {
+        nodes.into_par_iter().map(|n| self.rows_of(n)).collect()
     }
+}
+
+/// The rows in every operand. The smallest goes first, so that each step
+/// works on at most its rows; two borrowed operands are intersected into a
+/// new bitmap, so that neither is copied whole.
+fn intersection(mut operands: Vec<Cow<'_, RoaringBitmap>>) -> RoaringBitmap {
+    operands.sort_by_cached_key(|rows| rows.len());
+    let mut operands = operands.into_iter();
+    let mut out = match (operands.next(), operands.next()) {
+        (None, _) => return RoaringBitmap::new(),
+        (Some(only), None) => return only.into_owned(),
+        (Some(Cow::Owned(mut first)), Some(second)) => {
+            first &= second.as_ref();
+            first
+        }
+        (Some(Cow::Borrowed(first)), Some(second)) => first & second.as_ref(),
+    };
+    for rows in operands {
+        if out.is_empty() {
+            break;
+        }
+        out &= rows.as_ref();
+    }
+    out
 }
 
 #[cfg(test)]
