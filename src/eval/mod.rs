@@ -255,7 +255,7 @@ fn evaluate_group(
     rules: &CheckedRules,
     data: &Dataset,
     previous: &BTreeMap<String, RoaringBitmap>,
-    context: &Context<'_>,
+    context: &Context<'_, '_>,
     keep_rows: bool,
 ) -> (GroupMembers, Option<RoaringBitmap>, Vec<u32>) {
     let node = plan.groups[g].as_ref().expect("selected groups are planned");
@@ -393,10 +393,10 @@ fn index_columns(plan: &Plan<'_>, data: &Dataset) -> HashMap<usize, Indexed> {
 /// never held from phase 1 to that group's batch, and an enrollments column
 /// atom whose condition is answered from per-user counts is never
 /// evaluated at all.
-fn evaluate_atoms(
+fn evaluate_atoms<'i>(
     plan: &Plan<'_>,
     data: &Dataset,
-    leaf: &(dyn Fn(usize) -> RoaringBitmap + Sync),
+    leaf: &(dyn Fn(usize) -> Cow<'i, RoaringBitmap> + Sync),
     trace: bool,
     phase_done: &dyn Fn(&str),
 ) -> AtomResults {
@@ -414,7 +414,7 @@ fn evaluate_atoms(
         .atoms
         .par_iter()
         .enumerate()
-        .map(|(a, atom)| (!atom.is_enrollment() && !used_once[a]).then(|| timed(|| leaf(a))))
+        .map(|(a, atom)| (!atom.is_enrollment() && !used_once[a]).then(|| timed(|| leaf(a).into_owned())))
         .collect();
     phase_done("phase 1 (column and branch atoms)");
     // Atoms that differ only in their count share the rows and counts of
@@ -488,9 +488,9 @@ fn column_test<'d>(atom: &Atom<'d>, data: &'d Dataset) -> Option<(&'d Column, &'
 }
 
 /// A column or branch atom, from what phase 0 found for it if anything.
-fn leaf_atom(atom: &Atom<'_>, indexed: Option<&Indexed>, data: &Dataset) -> RoaringBitmap {
-    match (atom, column_test(atom, data), indexed) {
-        (_, _, Some(Indexed::Rows(rows))) => rows.clone(),
+fn leaf_atom<'i>(atom: &Atom<'_>, indexed: Option<&'i Indexed>, data: &Dataset) -> Cow<'i, RoaringBitmap> {
+    Cow::Owned(match (atom, column_test(atom, data), indexed) {
+        (_, _, Some(Indexed::Rows(rows))) => return Cow::Borrowed(rows),
         (_, Some((Column::Text(text), _)), Some(Indexed::Codes(codes))) => rows_with_codes(text, codes),
         (_, Some((column, test)), _) => column_rows(column, test),
         (Atom::Branch(test), ..) => match &data.org {
@@ -498,7 +498,7 @@ fn leaf_atom(atom: &Atom<'_>, indexed: Option<&Indexed>, data: &Dataset) -> Roar
             None => RoaringBitmap::new(),
         },
         _ => RoaringBitmap::new(),
-    }
+    })
 }
 
 /// Enrollment rows per parallel task when tallying users, as a power of two.
@@ -667,16 +667,17 @@ fn atom_ids(node: &Node) -> Vec<usize> {
 }
 
 /// What a tree is combined against: its table's rows, evaluated atoms (and
-/// how to evaluate one not held), and the groups finished so far.
-struct Context<'a> {
+/// how to evaluate one not held, whose rows may outlive the context), and
+/// the groups finished so far.
+struct Context<'a, 'i: 'a> {
     universe: &'a RoaringBitmap,
     atoms: &'a [Option<(RoaringBitmap, Duration)>],
-    leaf: &'a (dyn Fn(usize) -> RoaringBitmap + Sync),
+    leaf: &'a (dyn Fn(usize) -> Cow<'i, RoaringBitmap> + Sync),
     groups: &'a [RoaringBitmap],
     statics: &'a BTreeMap<String, RoaringBitmap>,
 }
 
-impl<'a> Context<'a> {
+impl<'a> Context<'a, '_> {
     /// The rows of `node`, owned.
     fn combine(&self, node: &Node) -> RoaringBitmap {
         self.rows_of(node).into_owned()
@@ -692,7 +693,7 @@ impl<'a> Context<'a> {
             Node::Const(false) => Cow::Owned(RoaringBitmap::new()),
             Node::Atom(a) => match &self.atoms[*a] {
                 Some((rows, _)) => Cow::Borrowed(rows),
-                None => Cow::Owned((self.leaf)(*a)),
+                None => (self.leaf)(*a),
             },
             Node::Group(g) => Cow::Borrowed(&self.groups[*g]),
             Node::Static(key) => self
