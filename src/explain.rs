@@ -282,7 +282,7 @@ fn holds(column: &Column, row: usize, test: &Test) -> bool {
             if code == crate::data::NULL_CODE {
                 return matches!(test, Test::IsEmpty);
             }
-            let (raw, lower) = (&text.values[code as usize], text.lowercase.get(code as usize));
+            let (raw, lower) = (text.values.get(code as usize), text.lowercase.get(code as usize));
             match test {
                 Test::IsEmpty => raw.is_empty(),
                 Test::Compare(op, Scalar::Text(t)) => op.holds(lower, t.as_str()),

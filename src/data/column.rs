@@ -127,6 +127,11 @@ impl Strings {
         &self.text
     }
 
+    fn push(&mut self, s: &str) {
+        self.text.push_str(s);
+        self.ends.push(self.text.len());
+    }
+
     fn push_lowercase(&mut self, s: &str) {
         if s.is_ascii() {
             let start = self.text.len();
@@ -150,8 +155,9 @@ impl Strings {
 pub struct TextColumn {
     /// Per row: an index into `values`, or [`NULL_CODE`].
     pub codes: Vec<u32>,
-    /// The distinct values as stored.
-    pub values: Vec<String>,
+    /// The distinct values as stored, end to end: millions of distinct
+    /// values (emails) then cost no allocation each.
+    pub values: Strings,
     /// `values[i].to_lowercase()`, computed once.
     pub lowercase: Strings,
     /// Per distinct value, the rows holding it; built on first use.
@@ -286,7 +292,7 @@ impl TextColumn {
     pub fn get(&self, row: usize) -> Option<&str> {
         match self.codes[row] {
             NULL_CODE => None,
-            code => Some(&self.values[code as usize]),
+            code => Some(self.values.get(code as usize)),
         }
     }
 }
@@ -305,7 +311,7 @@ impl FromIterator<Option<String>> for TextColumn {
 #[derive(Default)]
 pub struct TextColumnBuilder {
     codes: Vec<u32>,
-    values: Vec<String>,
+    values: Strings,
     /// (hash, code) of every value: each value is stored once, in `values`,
     /// which matters for columns of a million distinct emails, and growing
     /// the table reuses the hashes instead of reading the values again.
@@ -343,14 +349,14 @@ impl TextColumnBuilder {
         let hash = hasher.hash_one(value);
         let entry = index.entry(
             hash,
-            |&(h, code)| h == hash && values[code as usize] == value,
+            |&(h, code)| h == hash && values.get(code as usize) == value,
             |&(h, _)| h,
         );
         match entry {
             Entry::Occupied(found) => found.get().1,
             Entry::Vacant(slot) => {
                 let code = u32::try_from(values.len()).expect("fewer than 2^32 distinct values");
-                values.push(value.to_string());
+                values.push(value);
                 slot.insert((hash, code));
                 code
             }
@@ -359,12 +365,14 @@ impl TextColumnBuilder {
 
     /// The finished column.
     pub fn finish(self) -> TextColumn {
-        let parts: Vec<Strings> = self
-            .values
-            .par_chunks(VALUES_PER_LOWERCASE_TASK)
-            .map(|values| {
+        let values = &self.values;
+        let parts: Vec<Strings> = (0..values.len().div_ceil(VALUES_PER_LOWERCASE_TASK))
+            .into_par_iter()
+            .map(|task| {
+                let first = task * VALUES_PER_LOWERCASE_TASK;
                 let mut part = Strings::default();
-                values.iter().for_each(|v| part.push_lowercase(v));
+                (first..values.len().min(first + VALUES_PER_LOWERCASE_TASK))
+                    .for_each(|v| part.push_lowercase(values.get(v)));
                 part
             })
             .collect();
@@ -437,11 +445,13 @@ mod tests {
             let value_of = |row: usize| (row % 7 != 3).then(|| format!("v{}", (row * 31 + row / 1000) % distinct));
             let t: TextColumn = (0..rows).map(value_of).collect();
             let postings = t.postings().unwrap();
-            for (code, value) in t.values.iter().enumerate() {
+            assert_eq!(postings.len(), t.values.len());
+            for (code, rows_of_value) in postings.iter().enumerate() {
+                let value = t.values.get(code);
                 let expected: RoaringBitmap = (0..rows as u32)
-                    .filter(|&r| value_of(r as usize).as_ref() == Some(value))
+                    .filter(|&r| value_of(r as usize).as_deref() == Some(value))
                     .collect();
-                assert_eq!(postings[code], expected, "value {value}");
+                assert_eq!(rows_of_value, &expected, "value {value}");
             }
             let non_null = (0..rows).filter(|&r| value_of(r).is_some()).count() as u64;
             assert_eq!(postings.iter().map(RoaringBitmap::len).sum::<u64>(), non_null);

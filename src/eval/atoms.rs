@@ -268,7 +268,7 @@ fn text_rows(text: &TextColumn, test: &Test) -> RoaringBitmap {
     match text_codes(text, test) {
         Some(codes) => rows_with_codes(text, &codes),
         None => {
-            let empty = match_codes(text.values.len(), |c| text.values[c].is_empty());
+            let empty = match_codes(text.values.len(), |c| text.values.get(c).is_empty());
             let mut rows = rows_with_codes(text, &empty);
             rows |= rows_where(text.codes.len(), |r| text.codes[r] == NULL_CODE);
             rows
@@ -299,7 +299,7 @@ pub(super) fn text_codes(text: &TextColumn, test: &Test) -> Option<RoaringBitmap
         Test::Contains(t) => codes_containing(text, &[t]).swap_remove(0),
         Test::StartsWith(t) => match_codes(lower.len(), |c| lower.get(c).starts_with(t.as_str())),
         Test::EndsWith(t) => match_codes(lower.len(), |c| lower.get(c).ends_with(t.as_str())),
-        Test::Matches(regex) => match_codes(text.values.len(), |c| regex.is_match(&text.values[c])),
+        Test::Matches(regex) => match_codes(text.values.len(), |c| regex.is_match(text.values.get(c))),
         Test::Compare(..) | Test::IsTrue => RoaringBitmap::new(),
     })
 }
@@ -310,7 +310,8 @@ pub(super) fn branch_rows(column: &Column, org: &OrgTree, test: &BranchTest) -> 
         return RoaringBitmap::new();
     };
     let matched = match_codes(text.values.len(), |c| {
-        org.branch(&text.values[c]).is_some_and(|b| org.is_within(b, ancestor))
+        org.branch(text.values.get(c))
+            .is_some_and(|b| org.is_within(b, ancestor))
     });
     rows_with_codes(text, &matched)
 }
