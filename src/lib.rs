@@ -5,7 +5,7 @@
 //! changes since the last run. The stages, in order:
 //!
 //! text → [`ast::RulesFile`] ([`parse`]) → [`checked::CheckedRules`]
-//! ([`check`], against a [`schema::Schema`]) → memberships.
+//! ([`check()`], against a [`schema::Schema`]) → memberships.
 //!
 //! ```
 //! use dyngroups::{parse_rules, check, schema::{Schema, TableSchema, ValueType}};
