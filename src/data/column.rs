@@ -162,6 +162,9 @@ pub struct TextColumn {
     pub lowercase: Strings,
     /// Per distinct value, the rows holding it; built on first use.
     postings: OnceLock<Vec<RoaringBitmap>>,
+    /// Per distinct value, its one row, when every value is on one row;
+    /// found on first use.
+    row_of_unique_value: OnceLock<Option<Vec<u32>>>,
 }
 
 impl PartialEq for TextColumn {
@@ -183,6 +186,32 @@ impl TextColumn {
             return None;
         }
         Some(super::built_once(&self.postings, || self.build_postings()).as_slice())
+    }
+
+    /// Per distinct value, the one row holding it, ascending with the
+    /// value's code; `None` unless every value is on exactly one row (an
+    /// email column). Values are coded in the order rows first hold them,
+    /// so the rows of such a column ascend with the codes, and the rows of
+    /// a set of codes are found without a scan of the rows.
+    pub fn row_of_unique_value(&self) -> Option<&[u32]> {
+        // Most columns repeat their values: no pass over their rows.
+        if self.values.len() * MIN_ROWS_PER_VALUE_FOR_POSTINGS <= self.codes.len() {
+            return None;
+        }
+        super::built_once(&self.row_of_unique_value, || {
+            let mut rows = vec![NULL_CODE; self.values.len()];
+            for (row, &code) in (0u32..).zip(&self.codes) {
+                if code == NULL_CODE {
+                    continue;
+                }
+                if rows[code as usize] != NULL_CODE {
+                    return None;
+                }
+                rows[code as usize] = row;
+            }
+            rows.is_sorted_by(|a, b| a < b).then_some(rows)
+        })
+        .as_deref()
     }
 
     /// Whether the postings are built already (the REPL builds them at load).
@@ -383,6 +412,7 @@ impl TextColumnBuilder {
             values: self.values,
             lowercase,
             postings: OnceLock::new(),
+            row_of_unique_value: OnceLock::new(),
         }
     }
 }

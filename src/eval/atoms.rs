@@ -91,11 +91,16 @@ pub(super) fn for_each_member(rows: &RoaringBitmap, range: std::ops::Range<u32>,
 /// instead of scanning the rows.
 const MAX_CODES_FOR_POSTINGS: usize = 4096;
 
-/// Rows whose dictionary code is in `codes`: the union of the values'
+/// Rows whose dictionary code is in `codes`: each value's one row in a
+/// column of unique values, the union of the values'
 /// postings when there are few, otherwise one parallel scan of the codes
 /// against a bitset of them (1.25 MB for 10M distinct values, where a
 /// `bool` per value would be 10 MB to fill and to miss in cache).
 pub(super) fn rows_with_codes(text: &TextColumn, codes: &RoaringBitmap) -> RoaringBitmap {
+    if let Some(row_of) = text.row_of_unique_value() {
+        return RoaringBitmap::from_sorted_iter(codes.iter().map(|c| row_of[c as usize]))
+            .expect("rows ascend with the codes");
+    }
     if codes.len() <= MAX_CODES_FOR_POSTINGS as u64
         && let Some(postings) = text.postings()
     {
@@ -334,6 +339,37 @@ mod tests {
             let all = all_rows(rows);
             assert_eq!(all.len(), rows as u64, "{rows} rows");
             assert_eq!(all, (0..rows as u32).collect::<RoaringBitmap>(), "{rows} rows");
+        }
+    }
+
+    /// Unique values with rows missing between them, one value repeated on
+    /// the next row, and many rows per value: each way to the rows finds the same ones.
+    #[test]
+    fn rows_with_codes_equal_the_rows_holding_the_values() {
+        let rows = 100_003;
+        let unique = |r: usize| (r % 3 != 1).then(|| format!("user{r}@example.com"));
+        // The last row repeats the value of the row before it.
+        let repeated = |r: usize| unique(r.min(rows - 2));
+        let few = |r: usize| unique(r % 40);
+        for (name, value_of) in [
+            ("unique", &unique as &dyn Fn(usize) -> Option<String>),
+            ("one repeated", &repeated),
+            ("few", &few),
+        ] {
+            let text: TextColumn = (0..rows).map(value_of).collect();
+            assert_eq!(text.row_of_unique_value().is_some(), name == "unique", "{name}");
+            for every in [1, 7, 5_000] {
+                let codes: RoaringBitmap = (0..text.values.len() as u32).step_by(every).collect();
+                let named: HashSet<&str> = codes.iter().map(|c| text.values.get(c as usize)).collect();
+                let expected: RoaringBitmap = (0..rows as u32)
+                    .filter(|&r| value_of(r as usize).is_some_and(|v| named.contains(v.as_str())))
+                    .collect();
+                assert_eq!(
+                    rows_with_codes(&text, &codes),
+                    expected,
+                    "{name}, every {every}th value"
+                );
+            }
         }
     }
 
