@@ -284,26 +284,28 @@ fn text_rows(text: &TextColumn, test: &Test) -> RoaringBitmap {
 /// The codes of the distinct values of `text` for which `test` holds;
 /// `None` for `is empty`, which holds for rows without a value too.
 pub(super) fn text_codes(text: &TextColumn, test: &Test) -> Option<RoaringBitmap> {
+    // Values are compared as bytes: UTF-8 orders, matches and prefixes as
+    // its characters do.
     let lower = &text.lowercase;
     Some(match test {
         Test::IsEmpty => return None,
-        Test::Compare(op, Scalar::Text(t)) => match_codes(lower.len(), |c| op.holds(lower.get(c), t.as_str())),
+        Test::Compare(op, Scalar::Text(t)) => match_codes(lower.len(), |c| op.holds(lower.get_bytes(c), t.as_bytes())),
         Test::In(items) => {
-            let set: HashSet<&str> = items
+            let set: HashSet<&[u8]> = items
                 .iter()
                 .filter_map(|i| {
                     if let Scalar::Text(t) = i {
-                        Some(t.as_str())
+                        Some(t.as_bytes())
                     } else {
                         None
                     }
                 })
                 .collect();
-            match_codes(lower.len(), |c| set.contains(lower.get(c)))
+            match_codes(lower.len(), |c| set.contains(lower.get_bytes(c)))
         }
         Test::Contains(t) => codes_containing(text, &[t]).swap_remove(0),
-        Test::StartsWith(t) => match_codes(lower.len(), |c| lower.get(c).starts_with(t.as_str())),
-        Test::EndsWith(t) => match_codes(lower.len(), |c| lower.get(c).ends_with(t.as_str())),
+        Test::StartsWith(t) => match_codes(lower.len(), |c| lower.get_bytes(c).starts_with(t.as_bytes())),
+        Test::EndsWith(t) => match_codes(lower.len(), |c| lower.get_bytes(c).ends_with(t.as_bytes())),
         Test::Matches(regex) => match_codes(text.values.len(), |c| regex.is_match(text.values.get(c))),
         Test::Compare(..) | Test::IsTrue => RoaringBitmap::new(),
     })
