@@ -396,6 +396,12 @@ impl Dataset {
     }
 }
 
+/// What is wrong with a `user_id` cell that is not a user id, in the users
+/// and the enrollments alike.
+fn not_a_user_id(value: f64) -> String {
+    format!("`{value}` is not a user id (a whole number from 0 to 4294967295)")
+}
+
 /// A user id cell: a whole number in `0..2^32`.
 pub(crate) fn user_id_value(value: f64) -> Option<u32> {
     (value.fract() == 0.0 && (0.0..4_294_967_296.0).contains(&value)).then_some(value as u32)
@@ -414,11 +420,7 @@ fn validate_user_ids(users: &Table, column: usize) -> Result<Vec<u32>, DataError
         if value.is_nan() {
             return Err(error("is empty; every user needs a user id".to_string()));
         }
-        let id = user_id_value(value).ok_or_else(|| {
-            error(format!(
-                "`{value}` is not a user id (a whole number from 0 to 4294967295)"
-            ))
-        })?;
+        let id = user_id_value(value).ok_or_else(|| error(not_a_user_id(value)))?;
         if !ascending && !seen.insert(id) {
             return Err(error(format!("user id {id} appears twice")));
         }
@@ -457,8 +459,7 @@ fn tie_enrollments(table: Table, user_id_column: usize, users: &RowIndex) -> Res
                 return Ok(NO_USER);
             }
             let id = user_id_value(value).ok_or_else(|| {
-                DataError::column(&table.path, "user_id", format!("`{value}` is not a user id"))
-                    .at_row(table.row_label(row))
+                DataError::column(&table.path, "user_id", not_a_user_id(value)).at_row(table.row_label(row))
             })?;
             Ok(users.row(id).unwrap_or(NO_USER))
         })

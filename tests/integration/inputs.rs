@@ -137,6 +137,31 @@ fn bad_user_ids_name_file_column_and_row() {
 }
 
 #[test]
+fn bad_enrollment_user_ids_name_file_column_and_row() {
+    let dir = tempfile::tempdir().unwrap();
+    let users = write(&dir, "u.csv", "user_id,name\n5,a\n");
+    let enrollments = write(&dir, "e.csv", "user_id,course,status\n5,C1,done\n5.5,C1,done\n");
+    let inputs = OpenInputs::open(&InputPaths {
+        users,
+        enrollments: Some(enrollments.clone()),
+        ..InputPaths::default()
+    })
+    .unwrap();
+    let file = dyngroups::parse_rules(r#"group g { enrolled("c1") }"#).unwrap();
+    let rules = dyngroups::check(&file, &inputs.schema(), chrono::NaiveDate::MIN)
+        .unwrap()
+        .rules;
+    let message = inputs.load(&rules).err().expect("a data error").to_string();
+    assert_eq!(
+        message,
+        format!(
+            "{}: column `user_id`, row 3: `5.5` is not a user id (a whole number from 0 to 4294967295)",
+            enrollments.display()
+        )
+    );
+}
+
+#[test]
 fn missing_and_truncated_files_are_clear_errors() {
     let dir = tempfile::tempdir().unwrap();
     let missing = dir.path().join("nope.csv");
