@@ -174,7 +174,7 @@ fn evaluate_batches(
     let indexed = index_columns(&plan, data);
     phase_done("phase 0 (postings, contains)");
     let leaf = |a: usize| leaf_atom(&plan.atoms[a], indexed.get(&a), data);
-    let mut results = evaluate_atoms(&plan, data, &leaf, trace, &phase_done);
+    let mut results = evaluate_atoms(&plan, data, &users, &leaf, trace, &phase_done);
 
     // Phase 3: groups, batch by batch. Members are kept past their batch
     // only for groups that `member_of` refers to, and each atom is dropped
@@ -387,8 +387,8 @@ fn index_columns(plan: &Plan<'_>, data: &Dataset) -> HashMap<usize, Indexed> {
     rows.into_iter().chain(codes).collect()
 }
 
-/// Phases 1 and 2: the atoms of the plan, by atom id; `leaf` evaluates a
-/// column or branch atom.
+/// Phases 1 and 2: the atoms of the plan, by atom id, over `users` (every
+/// users row); `leaf` evaluates a column or branch atom.
 ///
 /// A column or branch atom used in one place only (most `in` lists of a
 /// large rules file) is left out: evaluated where it is used, its rows are
@@ -398,6 +398,7 @@ fn index_columns(plan: &Plan<'_>, data: &Dataset) -> HashMap<usize, Indexed> {
 fn evaluate_atoms<'i>(
     plan: &Plan<'_>,
     data: &Dataset,
+    users: &RoaringBitmap,
     leaf: &(dyn Fn(usize) -> Cow<'i, RoaringBitmap> + Sync),
     trace: bool,
     phase_done: &dyn Fn(&str),
@@ -407,7 +408,6 @@ fn evaluate_atoms<'i>(
         Some(e) if plan.atoms.iter().any(Atom::is_enrollment) => all_rows(e.user_rows.len()),
         _ => RoaringBitmap::new(),
     };
-    let users = all_rows(data.user_count());
     let no_groups: Vec<RoaringBitmap> = Vec::new();
     let statics = &data.static_groups;
     // Phase 1: column and branch atoms used in more than one place. Phase
@@ -450,7 +450,7 @@ fn evaluate_atoms<'i>(
                 };
                 EnrolledUsers::new(data, &rows)
             });
-            let (users, atom_list) = (&users, &plan.atoms);
+            let atom_list = &plan.atoms;
             atoms.iter().map(move |&a| {
                 let Atom::Enrollment { count, .. } = &atom_list[a] else {
                     unreachable!("grouped enrollment atoms")

@@ -1,8 +1,9 @@
 //! Loading inputs: files written by other tools, and bad data reported with
 //! file, column and row.
 
+use dyngroups::checked::CheckedRules;
 use dyngroups::data::{Column, DataError};
-use dyngroups::dataset::{InputPaths, OpenInputs};
+use dyngroups::dataset::{Dataset, InputPaths, OpenInputs};
 use dyngroups::eval::evaluate;
 use std::path::{Path, PathBuf};
 
@@ -39,6 +40,23 @@ fn open_error(users: &Path) -> DataError {
         }
         Err(e) => e,
     }
+}
+
+/// The rule `enrolled("c1")` checked against the users and enrollments
+/// files, and the data loaded for it.
+fn load_enrolled_in_c1(users: PathBuf, enrollments: PathBuf) -> (CheckedRules, Result<Dataset, DataError>) {
+    let inputs = OpenInputs::open(&InputPaths {
+        users,
+        enrollments: Some(enrollments),
+        ..InputPaths::default()
+    })
+    .unwrap();
+    let file = dyngroups::parse_rules(r#"group g { enrolled("c1") }"#).unwrap();
+    let rules = dyngroups::check(&file, &inputs.schema(), chrono::NaiveDate::MIN)
+        .unwrap()
+        .rules;
+    let loaded = inputs.load(&rules);
+    (rules, loaded)
 }
 
 fn write(dir: &tempfile::TempDir, name: &str, text: &str) -> PathBuf {
@@ -141,17 +159,8 @@ fn bad_enrollment_user_ids_name_file_column_and_row() {
     let dir = tempfile::tempdir().unwrap();
     let users = write(&dir, "u.csv", "user_id,name\n5,a\n");
     let enrollments = write(&dir, "e.csv", "user_id,course,status\n5,C1,done\n5.5,C1,done\n");
-    let inputs = OpenInputs::open(&InputPaths {
-        users,
-        enrollments: Some(enrollments.clone()),
-        ..InputPaths::default()
-    })
-    .unwrap();
-    let file = dyngroups::parse_rules(r#"group g { enrolled("c1") }"#).unwrap();
-    let rules = dyngroups::check(&file, &inputs.schema(), chrono::NaiveDate::MIN)
-        .unwrap()
-        .rules;
-    let message = inputs.load(&rules).err().expect("a data error").to_string();
+    let (_, loaded) = load_enrolled_in_c1(users, enrollments.clone());
+    let message = loaded.err().expect("a data error").to_string();
     assert_eq!(
         message,
         format!(
@@ -181,17 +190,8 @@ fn enrollments_of_unknown_users_are_counted_not_fatal() {
     let dir = tempfile::tempdir().unwrap();
     let users = write(&dir, "u.csv", "user_id,name\n5,a\n7,b\n");
     let enrollments = write(&dir, "e.csv", "user_id,course,status\n5,C1,done\n9,C1,done\n,C1,done\n");
-    let inputs = OpenInputs::open(&InputPaths {
-        users,
-        enrollments: Some(enrollments),
-        ..InputPaths::default()
-    })
-    .unwrap();
-    let file = dyngroups::parse_rules(r#"group g { enrolled("c1") }"#).unwrap();
-    let rules = dyngroups::check(&file, &inputs.schema(), chrono::NaiveDate::MIN)
-        .unwrap()
-        .rules;
-    let data = inputs.load(&rules).unwrap();
+    let (rules, loaded) = load_enrolled_in_c1(users, enrollments);
+    let data = loaded.unwrap();
     assert_eq!(data.enrollments.as_ref().unwrap().unknown_users, 2);
     assert_eq!(
         evaluate(&rules, &data, None).groups[0]
