@@ -704,29 +704,38 @@ impl<'a> Context<'a, '_> {
                 .get(key)
                 .map_or_else(|| Cow::Owned(RoaringBitmap::new()), Cow::Borrowed),
             Node::Not(inner) => Cow::Owned(self.universe - self.rows_of(inner).as_ref()),
+            Node::Or(nodes) if nodes.iter().any(|n| matches!(n, Node::Not(_))) => {
+                // `not a or b` is the complement of `a and not b`: one
+                // complement of a set that is often small, where each
+                // negated operand would be a complement over every row.
+                let (negated, positive) = split_negated(nodes);
+                Cow::Owned(self.universe - &self.rows_in_all_but(negated, positive))
+            }
             Node::Or(nodes) => Cow::Owned(self.rows_of_each(nodes).iter().map(AsRef::as_ref).union()),
             Node::And(nodes) => {
-                // Intersect the positive operands, then subtract the negated
-                // ones: `a and not b` is `a - b`, with no complement built.
-                let (negated, positive): (Vec<&Node>, Vec<&Node>) =
-                    nodes.iter().partition(|n| matches!(n, Node::Not(_)));
-                let mut out = if positive.is_empty() {
-                    self.universe.clone()
-                } else {
-                    intersection(self.rows_of_each(positive))
-                };
-                for n in negated {
-                    let Node::Not(inner) = n else {
-                        unreachable!("partitioned on Not")
-                    };
-                    if out.is_empty() {
-                        break;
-                    }
-                    out -= self.rows_of(inner).as_ref();
-                }
-                Cow::Owned(out)
+                let (negated, positive) = split_negated(nodes);
+                Cow::Owned(self.rows_in_all_but(positive, negated))
             }
         }
+    }
+
+    /// The rows in every node of `all` (every row when there is none) and
+    /// in none of `none`: the intersection first, then each of `none`
+    /// subtracted, and evaluated, only while rows are left. `a and not b`
+    /// is `a - b`, with no complement built.
+    fn rows_in_all_but(&self, all: Vec<&Node>, none: Vec<&Node>) -> RoaringBitmap {
+        let mut out = if all.is_empty() {
+            self.universe.clone()
+        } else {
+            intersection(self.rows_of_each(all))
+        };
+        for node in none {
+            if out.is_empty() {
+                break;
+            }
+            out -= self.rows_of(node).as_ref();
+        }
+        out
     }
 
     /// Each node's rows, side by side: a node's atoms may be evaluated here
@@ -734,6 +743,19 @@ impl<'a> Context<'a, '_> {
     fn rows_of_each<'n>(&self, nodes: impl IntoParallelIterator<Item = &'n Node>) -> Vec<Cow<'a, RoaringBitmap>> {
         nodes.into_par_iter().map(|n| self.rows_of(n)).collect()
     }
+}
+
+/// The operands of `nodes` under a `not`, and the others.
+fn split_negated(nodes: &[Node]) -> (Vec<&Node>, Vec<&Node>) {
+    let mut negated = Vec::new();
+    let mut others = Vec::new();
+    for node in nodes {
+        match node {
+            Node::Not(inner) => negated.push(inner.as_ref()),
+            other => others.push(other),
+        }
+    }
+    (negated, others)
 }
 
 /// The rows in every operand. The smallest goes first, so that each step

@@ -104,6 +104,18 @@ fn spec_meaning_table() {
         (r#"dept != "sales""#, &[3, 4, 5]),
         (r#"not (score >= 0)"#, &[4, 5]),
         (r#"dept not in ["sales", "eng"]"#, &[4, 5]),
+        // `or` with negated operands is the complement of an `and`.
+        (r#"not (dept == "sales") or active"#, &[1, 3, 4, 5]),
+        (r#"not (score >= 0) or not (dept == "eng")"#, &[1, 2, 4, 5]),
+        (r#"not (score >= 0) or not (score is empty)"#, &[1, 2, 3, 4, 5]),
+        (
+            r#"not (score >= 1) or not (dept == "sales") or score >= 2"#,
+            &[2, 3, 4, 5],
+        ),
+        (
+            r#"not (score >= 1 or active) or (dept == "sales" and not active)"#,
+            &[2, 4, 5],
+        ),
         // 4. Enrollments: existence, counts with zero, unknown users ignored.
         (r#"completed("C1")"#, &[1]),
         (r#"count(enrollment()) == 0"#, &[3, 4, 5]),
