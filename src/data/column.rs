@@ -172,6 +172,32 @@ pub struct TextColumn {
     /// Per distinct value, its one row, when every value is on one row;
     /// found on first use.
     row_of_unique_value: OnceLock<Option<Vec<u32>>>,
+    /// The rows of the frequent values as bitsets; built on first use.
+    /// Boxed: most columns never build it, and `Column` stays small.
+    frequent_value_bits: OnceLock<Box<FrequentValueBits>>,
+}
+
+/// A value on at least one row in this many is frequent. A column has at
+/// most this many frequent values, so their bitsets take at most 8 bytes
+/// a row (80 MB for 10M rows).
+const ROWS_PER_FREQUENT_VALUE: usize = 64;
+
+/// The rows of a column's frequent values as plain bitsets, least
+/// significant bit first: bit `r % 8` of byte `r / 8` is row `r`.
+#[derive(Debug, Clone, Default)]
+pub struct FrequentValueBits {
+    /// Per code, its index into `bits`, or [`NULL_CODE`] when its value is
+    /// not frequent.
+    slot_of_code: Vec<u32>,
+    bits: Vec<Vec<u8>>,
+}
+
+impl FrequentValueBits {
+    /// The bitset of the value with code `code`, if the value is frequent.
+    pub fn of(&self, code: u32) -> Option<&[u8]> {
+        let slot = *self.slot_of_code.get(code as usize)?;
+        (slot != NULL_CODE).then(|| self.bits[slot as usize].as_slice())
+    }
 }
 
 impl PartialEq for TextColumn {
@@ -219,6 +245,57 @@ impl TextColumn {
             rows.is_sorted_by(|a, b| a < b).then_some(rows)
         })
         .as_deref()
+    }
+
+    /// The rows of the values on at least one row in 64, as bitsets, for a
+    /// column with postings. Several such values are united word by word
+    /// in one pass over their bits, where roaring unites two bitmaps at a
+    /// time, each time reading and writing the whole result and counting
+    /// its bits. Built once, in one pass over the rows, on first use.
+    pub fn frequent_value_bits(&self) -> Option<&FrequentValueBits> {
+        let postings = self.postings()?;
+        Some(
+            super::built_once(&self.frequent_value_bits, || -> Box<FrequentValueBits> {
+                let mut slot_of_code = vec![NULL_CODE; postings.len()];
+                let mut slots = 0;
+                for (slot, rows) in slot_of_code.iter_mut().zip(postings) {
+                    if self.is_frequent(rows) {
+                        *slot = slots;
+                        slots += 1;
+                    }
+                }
+                let mut bits = vec![vec![0u8; self.codes.len().div_ceil(8)]; slots as usize];
+                // Per block of rows, its bytes of every bitset, filled side by side.
+                let mut blocks: Vec<Vec<&mut [u8]>> = Vec::new();
+                for value_bits in &mut bits {
+                    for (block, bytes) in value_bits.chunks_mut(BLOCK_ROWS / 8).enumerate() {
+                        if blocks.len() <= block {
+                            blocks.push(Vec::with_capacity(slots as usize));
+                        }
+                        blocks[block].push(bytes);
+                    }
+                }
+                blocks
+                    .into_par_iter()
+                    .zip(self.codes.par_chunks(BLOCK_ROWS))
+                    .for_each(|(mut block, codes)| {
+                        for (row, &code) in codes.iter().enumerate() {
+                            let slot = slot_of_code.get(code as usize).copied().unwrap_or(NULL_CODE);
+                            if slot != NULL_CODE {
+                                block[slot as usize][row / 8] |= 1 << (row % 8);
+                            }
+                        }
+                    });
+                Box::new(FrequentValueBits { slot_of_code, bits })
+            })
+            .as_ref(),
+        )
+    }
+
+    /// Whether a value on `rows` (its postings) is frequent: on at least one
+    /// row in [`ROWS_PER_FREQUENT_VALUE`].
+    pub fn is_frequent(&self, rows: &RoaringBitmap) -> bool {
+        rows.len() * ROWS_PER_FREQUENT_VALUE as u64 >= (self.codes.len() as u64).max(1)
     }
 
     /// Whether the postings are built already (the REPL builds them at load).
@@ -451,6 +528,7 @@ impl TextColumnBuilder {
             lowercase,
             postings: OnceLock::new(),
             row_of_unique_value: OnceLock::new(),
+            frequent_value_bits: OnceLock::new(),
         }
     }
 }

@@ -18,20 +18,24 @@ const CHUNK_ROWS: usize = 1 << 16;
 /// plain bitset first: roaring builds a container from 8 KiB of bits far
 /// faster than from one pushed row at a time when many rows match.
 pub(super) fn rows_where(rows: usize, keep: impl Fn(usize) -> bool + Sync) -> RoaringBitmap {
+    rows_in_chunks(rows, |start, end| {
+        let bits: Vec<u8> = (start..end)
+            .step_by(8)
+            .map(|byte_start| {
+                (byte_start..end.min(byte_start + 8))
+                    .fold(0u8, |byte, r| byte | (u8::from(keep(r)) << (r - byte_start)))
+            })
+            .collect();
+        RoaringBitmap::from_lsb0_bytes(start as u32, &bits)
+    })
+}
+
+/// The rows `0..rows`, as `chunk(start, end)` finds those of each chunk,
+/// the chunks side by side.
+fn rows_in_chunks(rows: usize, chunk: impl Fn(usize, usize) -> RoaringBitmap + Sync) -> RoaringBitmap {
     let chunks: Vec<RoaringBitmap> = (0..rows.div_ceil(CHUNK_ROWS))
         .into_par_iter()
-        .map(|chunk| {
-            let start = chunk * CHUNK_ROWS;
-            let end = rows.min(start + CHUNK_ROWS);
-            let bits: Vec<u8> = (start..end)
-                .step_by(8)
-                .map(|byte_start| {
-                    (byte_start..end.min(byte_start + 8))
-                        .fold(0u8, |byte, r| byte | (u8::from(keep(r)) << (r - byte_start)))
-                })
-                .collect();
-            RoaringBitmap::from_lsb0_bytes(start as u32, &bits)
-        })
+        .map(|c| chunk(c * CHUNK_ROWS, rows.min((c + 1) * CHUNK_ROWS)))
         .collect();
     let mut out = RoaringBitmap::new();
     for chunk in chunks {
@@ -92,8 +96,9 @@ pub(super) fn for_each_member(rows: &RoaringBitmap, range: std::ops::Range<u32>,
 const MAX_CODES_FOR_POSTINGS: usize = 4096;
 
 /// Rows whose dictionary code is in `codes`: each value's one row in a
-/// column of unique values, the union of the values'
-/// postings when there are few, otherwise one parallel scan of the codes
+/// column of unique values, the union of the values' postings (with the
+/// bitsets of frequent values) when there are few, otherwise one parallel
+/// scan of the codes
 /// against a bitset of them (1.25 MB for 10M distinct values, where a
 /// `bool` per value would be 10 MB to fill and to miss in cache).
 pub(super) fn rows_with_codes(text: &TextColumn, codes: &RoaringBitmap) -> RoaringBitmap {
@@ -104,7 +109,8 @@ pub(super) fn rows_with_codes(text: &TextColumn, codes: &RoaringBitmap) -> Roari
     if codes.len() <= MAX_CODES_FOR_POSTINGS as u64
         && let Some(postings) = text.postings()
     {
-        return codes.iter().map(|c| &postings[c as usize]).union();
+        return union_with_frequent_values(text, codes, postings)
+            .unwrap_or_else(|| codes.iter().map(|c| &postings[c as usize]).union());
     }
     let mut matched = vec![0u64; text.values.len().div_ceil(64)];
     for code in codes {
@@ -114,6 +120,40 @@ pub(super) fn rows_with_codes(text: &TextColumn, codes: &RoaringBitmap) -> Roari
         let code = text.codes[r];
         code != NULL_CODE && matched[code as usize / 64] >> (code % 64) & 1 == 1
     })
+}
+
+/// The rows of `codes`, if two or more of them are frequent values
+/// ([`TextColumn::frequent_value_bits`]): their bitsets are united a chunk of
+/// rows at a time, each chunk's bytes read once and written once, and the
+/// postings of the other values added to that.
+fn union_with_frequent_values(
+    text: &TextColumn,
+    codes: &RoaringBitmap,
+    postings: &[RoaringBitmap],
+) -> Option<RoaringBitmap> {
+    // Found from the postings first: the bitsets of a column are built
+    // only when a test needs them.
+    codes
+        .iter()
+        .filter(|&c| text.is_frequent(&postings[c as usize]))
+        .nth(1)?;
+    let frequent = text.frequent_value_bits()?;
+    let bits: Vec<&[u8]> = codes.iter().filter_map(|c| frequent.of(c)).collect();
+    let mut rows = rows_in_chunks(text.codes.len(), |start, end| {
+        let bytes = start / 8..end.div_ceil(8);
+        let mut united = bits[0][bytes.clone()].to_vec();
+        for value_bits in &bits[1..] {
+            united
+                .iter_mut()
+                .zip(&value_bits[bytes.clone()])
+                .for_each(|(u, b)| *u |= b);
+        }
+        RoaringBitmap::from_lsb0_bytes(start as u32, &united)
+    });
+    for code in codes.iter().filter(|&c| frequent.of(c).is_none()) {
+        rows |= &postings[code as usize];
+    }
+    Some(rows)
 }
 
 /// Literals one automaton matches at once: a value's hits fit one `u64`.
@@ -353,13 +393,30 @@ mod tests {
         // The last row repeats the value of the row before it.
         let repeated = |r: usize| unique(r.min(rows - 2));
         let few = |r: usize| unique(r % 40);
+        // Five values on a tenth of the rows each (kept as bitsets too), and
+        // thousands on 16 rows each.
+        let skewed = |r: usize| {
+            if r.is_multiple_of(2) {
+                unique(r % 10)
+            } else {
+                unique(1_000 + r / 32)
+            }
+        };
         for (name, value_of) in [
             ("unique", &unique as &dyn Fn(usize) -> Option<String>),
             ("one repeated", &repeated),
             ("few", &few),
+            ("skewed", &skewed),
         ] {
             let text: TextColumn = (0..rows).map(value_of).collect();
             assert_eq!(text.row_of_unique_value().is_some(), name == "unique", "{name}");
+            if name == "skewed" {
+                let frequent = text.frequent_value_bits().expect("postings");
+                let kept = (0..text.values.len() as u32)
+                    .filter(|&c| frequent.of(c).is_some())
+                    .count();
+                assert_eq!(kept, 4, "values 0, 2, 6 and 8 (4 is missing)");
+            }
             for every in [1, 7, 5_000] {
                 let codes: RoaringBitmap = (0..text.values.len() as u32).step_by(every).collect();
                 let named: HashSet<&str> = codes.iter().map(|c| text.values.get(c as usize)).collect();
