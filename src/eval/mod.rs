@@ -561,9 +561,14 @@ impl EnrolledUsers<'_> {
         let runs_of = |range: u32, on_run: &mut dyn FnMut(u32, u32)| {
             let start = range << ROWS_PER_TASK_BITS;
             let mut run: Option<(u32, u32)> = None;
+            // Each slice's users are read in a loop of their own: the
+            // reads, scattered over the enrollments, then wait on memory
+            // side by side instead of one at a time behind the counting.
+            let mut users_of_members = Vec::new();
             for_each_member(rows, start..start.saturating_add(1 << ROWS_PER_TASK_BITS), |members| {
-                for &e in members {
-                    let user = enrollments.user_rows[e as usize];
+                users_of_members.clear();
+                users_of_members.extend(members.iter().map(|&e| enrollments.user_rows[e as usize]));
+                for &user in &users_of_members {
                     match &mut run {
                         _ if user == NO_USER => {}
                         Some((last, count)) if *last == user => *count += 1,
