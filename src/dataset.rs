@@ -313,24 +313,27 @@ impl OpenInputs {
 
 impl Dataset {
     /// Builds now the per-value postings of every text column that gets
-    /// them, and the per-value user counts of every enrollments column that
-    /// gets them, which a rule otherwise builds on its first use of the
-    /// column: an interactive session pays once at load, not on some first
-    /// rule.
+    /// them, the bitsets of the frequent values of users columns, and the
+    /// per-value user counts of every enrollments column that gets them,
+    /// which a rule otherwise builds on its first use of the column: an
+    /// interactive session pays once at load, not on some first rule.
     pub fn build_indexes(&self) {
         let enrollment_columns = self.enrollments.iter().flat_map(|e| &e.table.columns);
-        let texts: Vec<&TextColumn> = self
-            .users
-            .columns
-            .iter()
-            .chain(enrollment_columns)
-            .filter_map(|c| match c {
-                Some(Column::Text(text)) => Some(text),
+        // Per text column, whether it is a users column. Enrollments
+        // columns get no bitsets at load: theirs would cover 100M rows for
+        // a rare `in` list.
+        let texts: Vec<(&TextColumn, bool)> = (self.users.columns.iter().map(|c| (c, true)))
+            .chain(enrollment_columns.map(|c| (c, false)))
+            .filter_map(|(c, of_users)| match c {
+                Some(Column::Text(text)) => Some((text, of_users)),
                 _ => None,
             })
             .collect();
-        texts.par_iter().for_each(|text| {
+        texts.par_iter().for_each(|&(text, of_users)| {
             text.postings();
+            if of_users {
+                text.frequent_value_bits();
+            }
         });
         if let Some(enrollments) = &self.enrollments {
             for (column, decoded) in enrollments.table.columns.iter().enumerate() {
