@@ -98,9 +98,9 @@ const MAX_CODES_FOR_POSTINGS: usize = 4096;
 /// Rows whose dictionary code is in `codes`: each value's one row in a
 /// column of unique values, the union of the values' postings (with the
 /// bitsets of frequent values) when there are few, otherwise one parallel
-/// scan of the codes
-/// against a bitset of them (1.25 MB for 10M distinct values, where a
-/// `bool` per value would be 10 MB to fill and to miss in cache).
+/// scan of the codes against a bitset of them (1.25 MB for 10M distinct
+/// values, where a `bool` per value would be 10 MB to fill and to miss in
+/// cache).
 pub(super) fn rows_with_codes(text: &TextColumn, codes: &RoaringBitmap) -> RoaringBitmap {
     if let Some(row_of) = text.row_of_unique_value() {
         return RoaringBitmap::from_sorted_iter(codes.iter().map(|c| row_of[c as usize]))
