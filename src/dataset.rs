@@ -322,7 +322,11 @@ impl Dataset {
         // Per text column, whether it is a users column. Enrollments
         // columns get no bitsets at load: theirs would cover 100M rows for
         // a rare `in` list.
-        let texts: Vec<(&TextColumn, bool)> = (self.users.columns.iter().map(|c| (c, true)))
+        let texts: Vec<(&TextColumn, bool)> = self
+            .users
+            .columns
+            .iter()
+            .map(|c| (c, true))
             .chain(enrollment_columns.map(|c| (c, false)))
             .filter_map(|(c, of_users)| match c {
                 Some(Column::Text(text)) => Some((text, of_users)),

@@ -184,7 +184,7 @@ const ROWS_PER_FREQUENT_VALUE: usize = 64;
 
 /// The rows of a column's frequent values as plain bitsets, least
 /// significant bit first: bit `r % 8` of byte `r / 8` is row `r`.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct FrequentValueBits {
     /// Per code, its index into `bits`, or [`NULL_CODE`] when its value is
     /// not frequent.
