@@ -14,6 +14,7 @@ use dyngroups::dataset::{InputPaths, OpenInputs};
 use dyngroups::state::{GroupToCommit, State};
 use dyngroups::synth::{FAMILIES, SynthSpec, family_rules, generate, rules};
 use std::hint::black_box;
+use std::sync::Arc;
 
 fn env_number(name: &str, default: usize) -> usize {
     std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
@@ -97,7 +98,7 @@ fn diff_and_commit(c: &mut Criterion, paths: &InputPaths, users: u32, rule_count
         dyngroups::eval::evaluate(&checked, &data, None)
             .groups
             .into_iter()
-            .map(|g| (g.key, g.members))
+            .map(|g| (g.key, Arc::unwrap_or_clone(g.members)))
             .collect()
     };
     let before = members_as_of(month_earlier);

@@ -578,6 +578,7 @@ fn run_run(args: RunArgs) -> Result<(), Failure> {
                         kind: "rule",
                         status: g.status.keyword(),
                         members: g.committed()?,
+                        same_members_as: g.same_members_as.map(|same| rules.groups[same].key.as_str()),
                     })
                 })
                 .collect();
@@ -605,6 +606,7 @@ fn run_run(args: RunArgs) -> Result<(), Failure> {
                 kind: "static",
                 status: GroupStatus::Active.keyword(),
                 members,
+                same_members_as: None,
             })
             .collect()
     } else {

@@ -9,6 +9,7 @@ use crate::import::{ImportReport, MembershipRows};
 use crate::schema::{Schema, ValueType};
 use rayon::prelude::*;
 use roaring::RoaringBitmap;
+use std::borrow::Borrow;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::PathBuf;
 use std::sync::OnceLock;
@@ -393,12 +394,13 @@ impl Dataset {
         }
     }
 
-    /// Like [`Dataset::rows_to_ids`], taking the rows: when every id is its
-    /// row they are returned as they are, with no copy.
-    pub fn rows_into_ids(&self, rows: RoaringBitmap) -> RoaringBitmap {
+    /// Like [`Dataset::rows_to_ids`], taking the rows (a bitmap, or one
+    /// shared by an `Arc`): when every id is its row they are returned as
+    /// they are, with no copy.
+    pub fn rows_into_ids<R: Borrow<RoaringBitmap> + From<RoaringBitmap>>(&self, rows: R) -> R {
         match self.row_of_id {
             RowIndex::Identity(_) => rows,
-            RowIndex::Map { .. } => self.rows_to_ids(&rows),
+            RowIndex::Map { .. } => R::from(self.rows_to_ids(rows.borrow())),
         }
     }
 }

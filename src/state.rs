@@ -15,7 +15,7 @@ use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, Tab
 use roaring::RoaringBitmap;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, Write};
 use std::path::{Path, PathBuf};
@@ -245,6 +245,11 @@ pub struct GroupToCommit<'a> {
     pub status: &'a str,
     /// The members it commits.
     pub members: &'a RoaringBitmap,
+    /// A group added earlier in this run that commits exactly these
+    /// members (the same rule), if the caller knows one: the digest that
+    /// tells whether the members changed is then taken from it, not hashed
+    /// again. Groups with one rule are common in large rules files.
+    pub same_members_as: Option<&'a str>,
 }
 
 impl<'a> GroupToCommit<'a> {
@@ -256,6 +261,7 @@ impl<'a> GroupToCommit<'a> {
             kind: "rule",
             status: "active",
             members,
+            same_members_as: None,
         }
     }
 }
@@ -554,6 +560,7 @@ impl State {
             groups: BTreeMap::new(),
             carry_over,
             digest_secret,
+            digests: HashMap::new(),
         })
     }
 
@@ -622,6 +629,9 @@ pub struct RunWriter<'s> {
     groups: BTreeMap<String, GroupRecord>,
     carry_over: bool,
     digest_secret: DigestSecret,
+    /// The digests of the members of groups added so far that were hashed,
+    /// by key, for the groups that name them in `same_members_as`.
+    digests: HashMap<String, BlobDigest>,
 }
 
 impl RunWriter<'_> {
@@ -657,11 +667,20 @@ impl RunWriter<'_> {
         let state = self.state;
         let storing = self.write.is_some();
         let previous = self.previous_blobs(groups)?;
-        let diffed: Vec<(ChangeCount, Option<GroupChange>, Stored)> = groups
+        let digests = &self.digests;
+        let diffed: Vec<Diffed> = groups
             .par_iter()
             .zip(&previous)
             .map(|(group, previous)| {
-                state.diff_and_serialize(group, *previous, &self.digest_secret, with_changes, storing)
+                let known_digest = group.same_members_as.and_then(|key| digests.get(key).copied());
+                state.diff_and_serialize(
+                    group,
+                    *previous,
+                    &self.digest_secret,
+                    known_digest,
+                    with_changes,
+                    storing,
+                )
             })
             .collect::<Result<_, StateError>>()?;
         if let Some(write) = &self.write {
@@ -671,7 +690,7 @@ impl RunWriter<'_> {
             let mut digests = write.open_table(BLOB_DIGESTS).map_err(|e| state.error(e))?;
             let mut bases = write.open_table(BLOB_BASES).map_err(|e| state.error(e))?;
             let id = self.id;
-            for (group, (_, _, stored)) in groups.iter().zip(&diffed) {
+            for (group, Diffed { stored, .. }) in groups.iter().zip(&diffed) {
                 let blob = match stored {
                     Stored::New { bytes, digest, base } => {
                         let blob = self.next_blob;
@@ -701,7 +720,16 @@ impl RunWriter<'_> {
             }
         }
         let mut changes = Vec::with_capacity(groups.len());
-        for (group, (count, change, _)) in groups.iter().zip(diffed) {
+        for (
+            group,
+            Diffed {
+                count, change, digest, ..
+            },
+        ) in groups.iter().zip(diffed)
+        {
+            if let Some(digest) = digest {
+                self.digests.insert(group.key.to_string(), digest);
+            }
             self.groups.insert(
                 group.key.to_string(),
                 GroupRecord {
@@ -838,15 +866,17 @@ impl RunWriter<'_> {
 impl State {
     /// How `group` changed since its `previous` blob, and what to store for
     /// it. The stored bitmap is read only when its digest is unknown or
-    /// differs from the new members'.
+    /// differs from the new members'. `known_digest` is the digest of the
+    /// new members when another group's hashing already gave it.
     fn diff_and_serialize(
         &self,
         group: &GroupToCommit<'_>,
         previous: Option<PreviousBlob>,
         secret: &DigestSecret,
+        known_digest: Option<BlobDigest>,
         with_changes: bool,
         storing: bool,
-    ) -> Result<(ChangeCount, Option<GroupChange>, Stored), StateError> {
+    ) -> Result<Diffed, StateError> {
         let reuse = |blob, found_digest| match storing {
             true => Stored::Previous { blob, found_digest },
             false => Stored::Nothing,
@@ -854,12 +884,20 @@ impl State {
         // Hashed once: compared with the stored digest, then stored with
         // the new blob.
         let new_digest = std::cell::OnceCell::new();
+        if let Some(known) = known_digest {
+            new_digest.set(known).expect("an empty cell");
+        }
         let digest = || *new_digest.get_or_init(|| secret.digest_of(group.members));
         let (before, found_digest) = match previous {
             None => (RoaringBitmap::new(), None),
             Some(p) if p.digest.is_some_and(|d| d == digest()) => {
                 let change = with_changes.then(|| GroupChange::none(group.key));
-                return Ok((ChangeCount::none(group.key), change, reuse(p.blob, None)));
+                return Ok(Diffed {
+                    count: ChangeCount::none(group.key),
+                    change,
+                    stored: reuse(p.blob, None),
+                    digest: new_digest.get().copied(),
+                });
             }
             Some(p) => {
                 let read = self.db.begin_read().map_err(|e| self.error(e))?;
@@ -891,7 +929,12 @@ impl State {
             }
             _ => Stored::Nothing,
         };
-        Ok((count, change, stored))
+        Ok(Diffed {
+            count,
+            change,
+            stored,
+            digest: new_digest.get().copied(),
+        })
     }
 
     /// The blob the last run stored for `key`.
@@ -972,6 +1015,16 @@ impl State {
         }
         Ok(())
     }
+}
+
+/// What adding one group to a run found.
+struct Diffed {
+    count: ChangeCount,
+    /// The change itself, when asked for.
+    change: Option<GroupChange>,
+    stored: Stored,
+    /// The digest of the new members, if they were hashed (or it was known).
+    digest: Option<BlobDigest>,
 }
 
 /// What a run stores for one group.
@@ -1271,6 +1324,50 @@ mod tests {
         let fewer: RoaringBitmap = (0..100_000).step_by(7).collect();
         let error = run.add(&[GroupToCommit::active("kept", &fewer)]).err();
         assert!(matches!(error, Some(StateError::Corrupt { .. })), "{error:?}");
+    }
+
+    /// A group that names, in `same_members_as`, a group added before it in
+    /// the run takes that group's digest instead of hashing its members.
+    /// The caller vouches that the members are the same; here they are not,
+    /// so that the test sees which digest was used.
+    #[test]
+    fn a_group_with_the_same_members_takes_the_digest_of_the_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = State::open_or_create(dir.path()).unwrap();
+        let members: RoaringBitmap = (0..100_000).step_by(3).collect();
+        let mut run = state.begin_run(false).unwrap();
+        run.add(&[
+            GroupToCommit::active("first", &members),
+            GroupToCommit::active("second", &members),
+        ])
+        .unwrap();
+        run.commit("2026-11-21", Vec::new(), 5).unwrap();
+
+        let changed: RoaringBitmap = (0..100_000).step_by(5).collect();
+        let same_as_first = |key, members| GroupToCommit {
+            same_members_as: Some("first"),
+            ..GroupToCommit::active(key, members)
+        };
+        let mut run = state.begin_run(false).unwrap();
+        run.add(&[GroupToCommit::active("first", &members)]).unwrap();
+        let counts = run
+            .add(&[same_as_first("second", &changed), same_as_first("third", &changed)])
+            .unwrap();
+        assert_eq!(
+            counts[0],
+            ChangeCount::none("second"),
+            "the digest of `first` was taken"
+        );
+        assert_eq!(counts[1].added, changed.len(), "a new group is stored whole");
+        // A key never added gives no digest: the members are hashed.
+        let counts = run
+            .add(&[GroupToCommit {
+                same_members_as: Some("unknown"),
+                ..GroupToCommit::active("fourth", &changed)
+            }])
+            .unwrap();
+        assert_eq!(counts[0].added, changed.len());
+        run.commit("2026-11-22", Vec::new(), 5).unwrap();
     }
 
     /// Commits one run of `groups`, keeping `keep` runs.

@@ -27,6 +27,7 @@ use rayon::prelude::*;
 use roaring::{MultiOps, RoaringBitmap};
 use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU16, AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
@@ -41,8 +42,15 @@ pub struct GroupMembers {
     pub status: GroupStatus,
     /// Its place in the rules file (0 for the first group).
     pub position: usize,
-    /// Member user ids, as the rule and `include`/`exclude` evaluate now.
-    pub members: RoaringBitmap,
+    /// Member user ids, as the rule and `include`/`exclude` evaluate now:
+    /// shared with the atom a group's rule consists of, rather than a copy
+    /// of millions of rows.
+    pub members: Arc<RoaringBitmap>,
+    /// The position of a group handed over before this one (in an earlier
+    /// batch, or earlier in the same one) that commits exactly the same
+    /// members: an active group with the same rule and no
+    /// `include`/`exclude` lists, like this one.
+    pub same_members_as: Option<usize>,
     /// What a `paused`, `add_only` or `remove_only` group commits; see
     /// [`GroupMembers::committed`].
     status_adjusted: Option<RoaringBitmap>,
@@ -197,11 +205,11 @@ fn evaluate_batches(
         }
     }
     let referenced = plan.referenced_groups();
-    let mut group_rows: Vec<RoaringBitmap> = vec![RoaringBitmap::new(); rules.groups.len()];
+    let mut group_rows: Vec<Arc<RoaringBitmap>> = vec![Arc::default(); rules.groups.len()];
     let mut unknown_listed_ids = BTreeMap::new();
     let mut waiting = Duration::ZERO;
     for (batch, dropped) in batches.into_iter().zip(dropped_after) {
-        let done: Vec<(GroupMembers, Option<RoaringBitmap>, Vec<u32>)> = batch
+        let done: Vec<(GroupMembers, Option<Arc<RoaringBitmap>>, Vec<u32>)> = batch
             .par_iter()
             .map(|&g| {
                 let context = Context {
@@ -257,7 +265,7 @@ fn evaluate_group(
     previous: &BTreeMap<String, RoaringBitmap>,
     context: &Context<'_, '_>,
     keep_rows: bool,
-) -> (GroupMembers, Option<RoaringBitmap>, Vec<u32>) {
+) -> (GroupMembers, Option<Arc<RoaringBitmap>>, Vec<u32>) {
     let node = plan.groups[g].as_ref().expect("selected groups are planned");
     let (mut rows, took) = timed(|| context.combine(node));
     let group = &rules.groups[g];
@@ -272,8 +280,11 @@ fn evaluate_group(
             })
             .collect()
     };
-    rows |= listed_rows(&group.include);
-    rows -= listed_rows(&group.exclude);
+    if !group.include.is_empty() || !group.exclude.is_empty() {
+        let rows = Arc::make_mut(&mut rows);
+        *rows |= listed_rows(&group.include);
+        *rows -= listed_rows(&group.exclude);
+    }
     let previous_rows = || -> RoaringBitmap {
         previous
             .get(&group.key)
@@ -283,8 +294,8 @@ fn evaluate_group(
     let status_adjusted = match group.status {
         GroupStatus::Active | GroupStatus::Draft => None,
         GroupStatus::Paused => Some(previous_rows()),
-        GroupStatus::AddOnly => Some(previous_rows() | &rows),
-        GroupStatus::RemoveOnly => Some(previous_rows() & &rows),
+        GroupStatus::AddOnly => Some(previous_rows() | rows.as_ref()),
+        GroupStatus::RemoveOnly => Some(previous_rows() & rows.as_ref()),
     };
     let atom_time: Duration = atom_ids(node)
         .iter()
@@ -292,22 +303,27 @@ fn evaluate_group(
         .sum();
     // `member_of` sees what a group commits. Only drafts refer to drafts,
     // and they preview the evaluated members.
-    let kept_rows = keep_rows.then(|| status_adjusted.as_ref().unwrap_or(&rows).clone());
+    let kept_rows = keep_rows.then(|| match &status_adjusted {
+        Some(adjusted) => Arc::new(adjusted.clone()),
+        None => Arc::clone(&rows),
+    });
     let members = GroupMembers {
         key: group.key.clone(),
         name: group.name.clone(),
         status: group.status,
         position: g,
         members: data.rows_into_ids(rows),
+        same_members_as: plan.same_members_as[g],
         status_adjusted: status_adjusted.map(|rows| data.rows_into_ids(rows)),
         elapsed: took + atom_time,
     };
     (members, kept_rows, unknown)
 }
 
-/// Per atom id, its rows and the time they took, or `None` for a column or
-/// branch atom used in one place only.
-type AtomResults = Vec<Option<(RoaringBitmap, Duration)>>;
+/// Per atom id, its rows (shared with the groups that are that atom alone)
+/// and the time they took, or `None` for a column or branch atom used in
+/// one place only.
+type AtomResults = Vec<Option<(Arc<RoaringBitmap>, Duration)>>;
 
 /// What phase 0 found for an atom.
 enum Indexed {
@@ -408,7 +424,7 @@ fn evaluate_atoms<'i>(
         Some(e) if plan.atoms.iter().any(Atom::is_enrollment) => all_rows(e.user_rows.len()),
         _ => RoaringBitmap::new(),
     };
-    let no_groups: Vec<RoaringBitmap> = Vec::new();
+    let no_groups: Vec<Arc<RoaringBitmap>> = Vec::new();
     let statics = &data.static_groups;
     // Phase 1: column and branch atoms used in more than one place. Phase
     // 2: enrollment atoms, which combine enrollment-column atoms.
@@ -417,7 +433,7 @@ fn evaluate_atoms<'i>(
         .atoms
         .par_iter()
         .enumerate()
-        .map(|(a, atom)| (!atom.is_enrollment() && !used_once[a]).then(|| timed(|| leaf(a).into_owned())))
+        .map(|(a, atom)| (!atom.is_enrollment() && !used_once[a]).then(|| timed(|| Arc::new(leaf(a).into_owned()))))
         .collect();
     phase_done("phase 1 (column and branch atoms)");
     // Atoms that differ only in their count share the rows and counts of
@@ -428,7 +444,7 @@ fn evaluate_atoms<'i>(
             by_condition.entry(condition.as_ref()).or_default().push(a);
         }
     }
-    let enrollment_results: Vec<(usize, (RoaringBitmap, Duration))> = by_condition
+    let enrollment_results: Vec<(usize, (Arc<RoaringBitmap>, Duration))> = by_condition
         .par_iter()
         .flat_map_iter(|(condition, atoms)| {
             let (enrolled, shared) = timed(|| {
@@ -456,7 +472,7 @@ fn evaluate_atoms<'i>(
                     unreachable!("grouped enrollment atoms")
                 };
                 let (members, took) = timed(|| enrolled.users(*count, users));
-                (a, (members, took + shared))
+                (a, (Arc::new(members), took + shared))
             })
         })
         .collect();
@@ -679,16 +695,21 @@ fn atom_ids(node: &Node) -> Vec<usize> {
 /// the groups finished so far.
 struct Context<'a, 'i: 'a> {
     universe: &'a RoaringBitmap,
-    atoms: &'a [Option<(RoaringBitmap, Duration)>],
+    atoms: &'a [Option<(Arc<RoaringBitmap>, Duration)>],
     leaf: &'a (dyn Fn(usize) -> Cow<'i, RoaringBitmap> + Sync),
-    groups: &'a [RoaringBitmap],
+    groups: &'a [Arc<RoaringBitmap>],
     statics: &'a BTreeMap<String, RoaringBitmap>,
 }
 
 impl<'a> Context<'a, '_> {
-    /// The rows of `node`, owned.
-    fn combine(&self, node: &Node) -> RoaringBitmap {
-        self.rows_of(node).into_owned()
+    /// The rows of `node`: shared when they are held (an evaluated atom, a
+    /// group), else made.
+    fn combine(&self, node: &Node) -> Arc<RoaringBitmap> {
+        match node {
+            Node::Atom(a) if let Some((rows, _)) = &self.atoms[*a] => Arc::clone(rows),
+            Node::Group(g) => Arc::clone(&self.groups[*g]),
+            _ => Arc::new(self.rows_of(node).into_owned()),
+        }
     }
 
     /// The rows of `node`, borrowed when they are held (an evaluated atom,
@@ -700,10 +721,10 @@ impl<'a> Context<'a, '_> {
             Node::Const(true) => Cow::Borrowed(self.universe),
             Node::Const(false) => Cow::Owned(RoaringBitmap::new()),
             Node::Atom(a) => match &self.atoms[*a] {
-                Some((rows, _)) => Cow::Borrowed(rows),
+                Some((rows, _)) => Cow::Borrowed(rows.as_ref()),
                 None => (self.leaf)(*a),
             },
-            Node::Group(g) => Cow::Borrowed(&self.groups[*g]),
+            Node::Group(g) => Cow::Borrowed(self.groups[*g].as_ref()),
             Node::Static(key) => self
                 .statics
                 .get(key)

@@ -2,7 +2,7 @@
 //! column, an enrollment test, a branch test) appears once, however many
 //! groups use it, and each group is a boolean tree over atom ids.
 
-use crate::ast::CmpOp;
+use crate::ast::{CmpOp, GroupStatus};
 use crate::checked::{BranchTest, CheckedRules, ColumnTest, GroupRef, Predicate, Test};
 use std::collections::{BTreeSet, HashMap};
 
@@ -48,6 +48,10 @@ pub(super) struct Plan<'r> {
     pub groups: Vec<Option<Node>>,
     /// Selected groups in batches: each batch depends only on earlier ones.
     pub levels: Vec<Vec<usize>>,
+    /// Per rule group, the first group in `levels` order that commits the
+    /// same members: an active group with the same tree and no
+    /// `include`/`exclude` lists, like itself.
+    pub same_members_as: Vec<Option<usize>>,
     /// Atom occurrences before sharing (for reporting).
     pub atom_uses: usize,
 }
@@ -144,10 +148,22 @@ impl<'r> Plan<'r> {
             }
             levels[level].push(g);
         }
+        let mut same_members_as = vec![None; rules.groups.len()];
+        let mut first_with_tree: HashMap<&Node, usize> = HashMap::new();
+        for &g in levels.iter().flatten() {
+            let group = &rules.groups[g];
+            if group.status != GroupStatus::Active || !group.include.is_empty() || !group.exclude.is_empty() {
+                continue;
+            }
+            let tree = groups[g].as_ref().expect("groups in levels are planned");
+            let first = *first_with_tree.entry(tree).or_insert(g);
+            same_members_as[g] = (first != g).then_some(first);
+        }
         Plan {
             atoms: builder.atoms,
             groups,
             levels,
+            same_members_as,
             atom_uses: builder.uses,
         }
     }
@@ -279,5 +295,38 @@ mod tests {
         assert_eq!(once.len(), 3, "{once:?}");
         assert!(once[0].contains("\"b\"") && once[1].contains("\"c\""), "{once:?}");
         assert!(once[2].starts_with("Enrollment"), "{once:?}");
+    }
+
+    /// Active groups with the same tree and no lists commit the same
+    /// members, and are told so (text literals compare without case, so
+    /// `"A"` is `"a"`); a group with another status or an `include` list is
+    /// not, and neither is one whose operands come in another order.
+    #[test]
+    fn groups_with_the_same_rule_are_found() {
+        let users = OpenTable::from_columns(
+            "users",
+            vec![
+                ("user_id".into(), Column::Number(vec![1.0, 2.0])),
+                (
+                    "dept".into(),
+                    Column::Text(["a", "b"].iter().map(|v| Some(v.to_string())).collect()),
+                ),
+            ],
+        );
+        let inputs = OpenInputs::from_tables(users, None, None, None).unwrap();
+        let file = crate::parse_rules(
+            r#"group g0 { dept == "a" }
+               group g1 { dept == "A" }
+               group g2 paused { dept == "a" }
+               group g3 { dept == "a" include [2] }
+               group g4 { dept == "a" or dept == "b" }
+               group g5 { dept == "b" or dept == "a" }
+               group g6 { dept == "a" or dept == "b" }"#,
+        )
+        .unwrap();
+        let as_of = chrono::NaiveDate::from_ymd_opt(2026, 11, 22).unwrap();
+        let rules = crate::check(&file, &inputs.schema(), as_of).unwrap().rules;
+        let plan = Plan::new(&rules, &[true; 7]);
+        assert_eq!(plan.same_members_as, [None, Some(0), None, None, None, None, Some(4)]);
     }
 }
