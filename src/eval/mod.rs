@@ -185,30 +185,55 @@ fn evaluate_batches(
     let mut results = evaluate_atoms(&plan, data, &users, &leaf, trace, &phase_done);
 
     // Phase 3: groups, batch by batch. Members are kept past their batch
-    // only for groups that `member_of` refers to, and each atom is dropped
-    // after the last batch that uses it (the enrollment-column atoms
-    // already): in a large run the atoms are most of what memory holds.
+    // only until the last group that refers to them by `member_of`, or takes
+    // them as its own (the same rule), and each atom is dropped after the
+    // last batch that uses it (the enrollment-column atoms already): in a
+    // large run the atoms are most of what memory holds.
     let batches: Vec<&[usize]> = plan.levels.iter().flat_map(|l| l.chunks(GROUPS_PER_BATCH)).collect();
-    let mut dropped_after: Vec<Vec<usize>> = vec![Vec::new(); batches.len()];
-    let mut last_batch: Vec<Option<usize>> = vec![None; plan.atoms.len()];
+    let mut batch_of = vec![usize::MAX; rules.groups.len()];
     for (b, batch) in batches.iter().enumerate() {
         for &g in *batch {
-            for a in atom_ids(plan.groups[g].as_ref().expect("selected groups are planned")) {
-                last_batch[a] = Some(b);
+            batch_of[g] = b;
+        }
+    }
+    // A group with the same rule as a group of an earlier batch takes its
+    // members; one in the same batch cannot wait for them.
+    let reused_from: Vec<Option<usize>> = plan
+        .same_members_as
+        .iter()
+        .enumerate()
+        .map(|(g, same)| same.filter(|&f| batch_of[f] < batch_of[g]))
+        .collect();
+    let mut atom_last_batch: Vec<Option<usize>> = vec![None; plan.atoms.len()];
+    let mut group_last_batch: Vec<Option<usize>> = vec![None; rules.groups.len()];
+    for (b, batch) in batches.iter().enumerate() {
+        for &g in *batch {
+            if let Some(f) = reused_from[g] {
+                group_last_batch[f] = Some(b);
+                continue;
+            }
+            let tree = plan.groups[g].as_ref().expect("selected groups are planned");
+            for a in atom_ids(tree) {
+                atom_last_batch[a] = Some(b);
+            }
+            for f in tree.referenced_groups() {
+                group_last_batch[f] = Some(b);
             }
         }
     }
-    for (a, last) in last_batch.into_iter().enumerate() {
-        match last {
-            Some(b) => dropped_after[b].push(a),
-            None => results[a] = None,
+    for (a, last) in atom_last_batch.iter().enumerate() {
+        if last.is_none() {
+            results[a] = None;
         }
     }
-    let referenced = plan.referenced_groups();
+    let atoms_dropped_after = dropped_after(&atom_last_batch, batches.len());
+    let groups_dropped_after = dropped_after(&group_last_batch, batches.len());
     let mut group_rows: Vec<Arc<RoaringBitmap>> = vec![Arc::default(); rules.groups.len()];
     let mut unknown_listed_ids = BTreeMap::new();
     let mut waiting = Duration::ZERO;
-    for (batch, dropped) in batches.into_iter().zip(dropped_after) {
+    for ((batch, atoms_dropped), groups_dropped) in
+        batches.into_iter().zip(atoms_dropped_after).zip(groups_dropped_after)
+    {
         let done: Vec<(GroupMembers, Option<Arc<RoaringBitmap>>, Vec<u32>)> = batch
             .par_iter()
             .map(|&g| {
@@ -219,7 +244,12 @@ fn evaluate_batches(
                     groups: &group_rows,
                     statics,
                 };
-                evaluate_group(&plan, g, rules, data, previous, &context, referenced[g])
+                let task = GroupTask {
+                    g,
+                    reused_from: reused_from[g],
+                    keep_rows: group_last_batch[g].is_some(),
+                };
+                evaluate_group(&plan, task, rules, data, previous, &context)
             })
             .collect();
         let mut members = Vec::with_capacity(done.len());
@@ -232,8 +262,11 @@ fn evaluate_batches(
             }
             members.push(group);
         }
-        for a in dropped {
+        for a in atoms_dropped {
             results[a] = None;
+        }
+        for g in groups_dropped {
+            group_rows[g] = Arc::default();
         }
         let (sent, waited) = timed(|| send(members));
         waiting += waited;
@@ -254,20 +287,51 @@ fn evaluate_batches(
     }
 }
 
-/// One group's members; with `keep_rows`, also the rows `member_of` sees
-/// (what the group commits); and the `include`/`exclude` ids not in the
+/// The batches after which each atom or group is dropped, from the last
+/// batch that needs it (`None`: none does).
+fn dropped_after(last_batch: &[Option<usize>], batches: usize) -> Vec<Vec<usize>> {
+    let mut dropped = vec![Vec::new(); batches];
+    for (item, last) in last_batch.iter().enumerate() {
+        if let Some(b) = last {
+            dropped[*b].push(item);
+        }
+    }
+    dropped
+}
+
+/// One group of a batch to evaluate.
+struct GroupTask {
+    /// The group's index.
+    g: usize,
+    /// A group of an earlier batch with the same rule, whose members it
+    /// takes.
+    reused_from: Option<usize>,
+    /// Whether later groups need the rows it commits.
+    keep_rows: bool,
+}
+
+/// One group's members (or those of the group it reuses); with
+/// `keep_rows`, also the rows `member_of` and later groups of the same rule
+/// see (what the group commits); and the `include`/`exclude` ids not in the
 /// users table.
 fn evaluate_group(
     plan: &Plan<'_>,
-    g: usize,
+    task: GroupTask,
     rules: &CheckedRules,
     data: &Dataset,
     previous: &BTreeMap<String, RoaringBitmap>,
     context: &Context<'_, '_>,
-    keep_rows: bool,
 ) -> (GroupMembers, Option<Arc<RoaringBitmap>>, Vec<u32>) {
+    let GroupTask {
+        g,
+        reused_from,
+        keep_rows,
+    } = task;
     let node = plan.groups[g].as_ref().expect("selected groups are planned");
-    let (mut rows, took) = timed(|| context.combine(node));
+    let (mut rows, took) = match reused_from {
+        Some(f) => (Arc::clone(&context.groups[f]), Duration::ZERO),
+        None => timed(|| context.combine(node)),
+    };
     let group = &rules.groups[g];
     let mut unknown = Vec::new();
     let mut listed_rows = |ids: &[u32]| -> RoaringBitmap {
@@ -297,10 +361,13 @@ fn evaluate_group(
         GroupStatus::AddOnly => Some(previous_rows() | rows.as_ref()),
         GroupStatus::RemoveOnly => Some(previous_rows() & rows.as_ref()),
     };
-    let atom_time: Duration = atom_ids(node)
-        .iter()
-        .filter_map(|&a| context.atoms[a].as_ref().map(|r| r.1))
-        .sum();
+    let atom_time: Duration = match reused_from {
+        Some(_) => Duration::ZERO,
+        None => atom_ids(node)
+            .iter()
+            .filter_map(|&a| context.atoms[a].as_ref().map(|r| r.1))
+            .sum(),
+    };
     // `member_of` sees what a group commits. Only drafts refer to drafts,
     // and they preview the evaluated members.
     let kept_rows = keep_rows.then(|| match &status_adjusted {

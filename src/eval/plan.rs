@@ -140,7 +140,11 @@ impl<'r> Plan<'r> {
         let mut levels: Vec<Vec<usize>> = Vec::new();
         for &g in rules.evaluation_order.iter().filter(|&&g| selected[g]) {
             let level = groups[g].as_ref().map_or(0, |n| {
-                referenced_groups(n).iter().map(|&d| level_of[d] + 1).max().unwrap_or(0)
+                n.referenced_groups()
+                    .iter()
+                    .map(|&d| level_of[d] + 1)
+                    .max()
+                    .unwrap_or(0)
             });
             level_of[g] = level;
             if levels.len() <= level {
@@ -190,17 +194,6 @@ impl Plan<'_> {
         }
         uses.into_iter().map(|n| n == 1).collect()
     }
-
-    /// Per rule group, whether a planned group refers to it by `member_of`.
-    pub(super) fn referenced_groups(&self) -> Vec<bool> {
-        let mut referenced = vec![false; self.groups.len()];
-        for node in self.groups.iter().flatten() {
-            for g in referenced_groups(node) {
-                referenced[g] = true;
-            }
-        }
-        referenced
-    }
 }
 
 impl Node {
@@ -216,16 +209,17 @@ impl Node {
             }
         }
     }
-}
 
-fn referenced_groups(node: &Node) -> Vec<usize> {
-    let mut out = Vec::new();
-    node.for_each_leaf(|leaf| {
-        if let Node::Group(g) = leaf {
-            out.push(*g);
-        }
-    });
-    out
+    /// The groups the tree refers to by `member_of`.
+    pub(super) fn referenced_groups(&self) -> Vec<usize> {
+        let mut out = Vec::new();
+        self.for_each_leaf(|leaf| {
+            if let Node::Group(g) = leaf {
+                out.push(*g);
+            }
+        });
+        out
+    }
 }
 
 /// Marks `wanted` groups and every group they reach through `member_of`.

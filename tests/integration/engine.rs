@@ -230,6 +230,53 @@ fn few_named_values_of_many_find_their_rows() {
     assert_eq!(members(2), Vec::<u32>::new());
 }
 
+/// A group with the same rule as a group of an earlier batch (more than
+/// 64 groups before it) takes that group's members, and `member_of` it
+/// sees them; a group of the same rule with another status or an
+/// `include` list is evaluated on its own. All agree with the reference.
+#[test]
+fn a_group_with_the_rule_of_an_earlier_batch_takes_its_members() {
+    let tables = fixed_tables();
+    let rule = r#"dept == "sales" or score >= 2"#;
+    let fillers: String = (0..70).map(|i| format!("group f{i} {{ score >= {i} }}\n")).collect();
+    // `again` differs from `first` only in the letter case of a literal.
+    let text = format!(
+        "group first {{ {rule} }}\n{fillers}\
+         group again {{ dept == \"SALES\" or score >= 2 }}\n\
+         group via {{ member_of(again) and not dept == \"eng\" }}\n\
+         group frozen paused {{ {rule} }}\n\
+         group listed {{ {rule} include [4] }}\n"
+    );
+    let file = dyngroups::parse_rules(&text).unwrap();
+    let (engine, reference) = run_both(&tables, &file);
+    assert_eq!(engine, reference);
+    let expected = BTreeSet::from([1, 2, 3]);
+    assert_eq!((&engine["first"], &engine["again"]), (&expected, &expected));
+    assert_eq!(engine["via"], BTreeSet::from([1, 2]));
+    assert_eq!(engine["listed"], BTreeSet::from([1, 2, 3, 4]));
+
+    let inputs = tables.open();
+    let rules = dyngroups::check(&file, &inputs.schema(), as_of()).unwrap().rules;
+    let data = inputs.load(&rules).unwrap();
+    let evaluation = evaluate(&rules, &data, None);
+    let same_as: BTreeMap<&str, Option<usize>> = evaluation
+        .groups
+        .iter()
+        .filter(|g| ["first", "again", "via", "frozen", "listed"].contains(&g.key.as_str()))
+        .map(|g| (g.key.as_str(), g.same_members_as))
+        .collect();
+    assert_eq!(
+        same_as,
+        BTreeMap::from([
+            ("first", None),
+            ("again", Some(0)),
+            ("via", None),
+            ("frozen", None),
+            ("listed", None)
+        ])
+    );
+}
+
 fn fixed_tables() -> Tables {
     use dyngroups::data::{Column, TextColumn};
     let text = |v: &[Option<&str>]| Column::Text(v.iter().map(|s| s.map(String::from)).collect::<TextColumn>());
