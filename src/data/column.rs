@@ -5,6 +5,7 @@ use hashbrown::HashTable;
 use hashbrown::hash_table::Entry;
 use rayon::prelude::*;
 use roaring::RoaringBitmap;
+use std::cmp::Ordering;
 use std::sync::OnceLock;
 
 /// The code of a missing text value.
@@ -175,6 +176,23 @@ pub struct TextColumn {
     /// The rows of the frequent values as bitsets; built on first use.
     /// Boxed: most columns never build it, and `Column` stays small.
     frequent_value_bits: OnceLock<Box<FrequentValueBits>>,
+    /// The codes in the order of their lowercase values; built only by
+    /// [`TextColumn::build_sorted_values`].
+    sorted_values: OnceLock<Box<SortedValues>>,
+}
+
+/// A column's distinct values in order, for tests that then find their
+/// values by binary search instead of comparing every value: the REPL
+/// builds it for columns of millions of distinct values (emails).
+#[derive(Debug, Clone)]
+pub struct SortedValues {
+    /// The codes, by the bytes of their lowercase values (UTF-8 byte order
+    /// is character order): equal values and values with a prefix in
+    /// common lie side by side.
+    pub by_value: Vec<u32>,
+    /// The codes, by the bytes of their lowercase values read from the
+    /// end: values with a suffix in common lie side by side.
+    pub by_reversed_value: Vec<u32>,
 }
 
 /// A value on at least one row in this many is frequent. A column has at
@@ -290,6 +308,52 @@ impl TextColumn {
             })
             .as_ref(),
         )
+    }
+
+    /// The values in order ([`SortedValues`]), built now if they are not
+    /// yet. Sorting 10M emails takes seconds: only a session that will test
+    /// the column many times asks for this.
+    pub fn build_sorted_values(&self) -> &SortedValues {
+        super::built_once(&self.sorted_values, || -> Box<SortedValues> {
+            let lower = &self.lowercase;
+            // Sorted by a key of their first (last) 16 bytes, read from
+            // memory in one pass, and by the whole values only where keys
+            // tie: most emails differ within 16 bytes, and the comparisons
+            // of a sort then stay in the keys instead of missing the cache
+            // on two values each.
+            let order = |key: &(dyn Fn(&[u8]) -> u128 + Sync), cmp: &(dyn Fn(&[u8], &[u8]) -> Ordering + Sync)| {
+                let mut keyed: Vec<(u128, u32)> = (0..lower.len() as u32)
+                    .into_par_iter()
+                    .map(|c| (key(lower.get_bytes(c as usize)), c))
+                    .collect();
+                keyed.par_sort_unstable_by(|(ka, a), (kb, b)| {
+                    ka.cmp(kb)
+                        .then_with(|| cmp(lower.get_bytes(*a as usize), lower.get_bytes(*b as usize)))
+                });
+                keyed.into_iter().map(|(_, c)| c).collect()
+            };
+            // Shorter values are padded with the smallest byte, so the keys
+            // order as the values do.
+            let padded = |bytes: &mut dyn Iterator<Item = &u8>| {
+                bytes
+                    .chain([0; 16].iter())
+                    .take(16)
+                    .fold(0, |k, &b| k << 8 | u128::from(b))
+            };
+            let first_bytes = |v: &[u8]| padded(&mut v.iter());
+            let last_bytes = |v: &[u8]| padded(&mut v.iter().rev());
+            Box::new(SortedValues {
+                by_value: order(&first_bytes, &|a, b| a.cmp(b)),
+                by_reversed_value: order(&last_bytes, &|a, b| a.iter().rev().cmp(b.iter().rev())),
+            })
+        })
+        .as_ref()
+    }
+
+    /// The values in order, if [`TextColumn::build_sorted_values`] built
+    /// them.
+    pub fn sorted_values(&self) -> Option<&SortedValues> {
+        self.sorted_values.get().map(AsRef::as_ref)
     }
 
     /// Whether a value on `rows` (its postings) is frequent: on at least one
@@ -529,6 +593,7 @@ impl TextColumnBuilder {
             postings: OnceLock::new(),
             row_of_unique_value: OnceLock::new(),
             frequent_value_bits: OnceLock::new(),
+            sorted_values: OnceLock::new(),
         }
     }
 }

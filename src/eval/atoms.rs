@@ -2,8 +2,9 @@
 //! column is dictionary-encoded) or once per row for numbers, dates and
 //! booleans, in parallel chunks of rows, straight into a bitmap of rows.
 
+use crate::ast::CmpOp;
 use crate::checked::{BranchTest, ColumnTest, Scalar, Test};
-use crate::data::{Column, NULL_CODE, Strings, TextColumn};
+use crate::data::{Column, NULL_CODE, SortedValues, Strings, TextColumn};
 use crate::dataset::OrgTree;
 use aho_corasick::AhoCorasick;
 use rayon::prelude::*;
@@ -95,14 +96,22 @@ pub(super) fn for_each_member(rows: &RoaringBitmap, range: std::ops::Range<u32>,
 /// instead of scanning the rows.
 const MAX_CODES_FOR_POSTINGS: usize = 4096;
 
-/// Rows whose dictionary code is in `codes`: each value's one row in a
-/// column of unique values, the union of the values' postings (with the
-/// bitsets of frequent values) when there are few, otherwise one parallel
-/// scan of the codes against a bitset of them (1.25 MB for 10M distinct
-/// values, where a `bool` per value would be 10 MB to fill and to miss in
-/// cache).
+/// A set of codes of at most one value in this many rows finds each value's
+/// one row in a column of unique values; more scan the rows.
+const ROWS_PER_LOOKED_UP_VALUE: u64 = 256;
+
+/// Rows whose dictionary code is in `codes`: in a column of unique values,
+/// each value's one row when the codes are few; in a column of repeated
+/// values, the union of the values' postings (with the bitsets of frequent
+/// values) when there are few; otherwise one parallel scan of the codes
+/// against a bitset of them (1.25 MB for 10M distinct values, where a
+/// `bool` per value would be 10 MB to fill and to miss in cache).
 pub(super) fn rows_with_codes(text: &TextColumn, codes: &RoaringBitmap) -> RoaringBitmap {
-    if let Some(row_of) = text.row_of_unique_value() {
+    // Each value's row is a read that misses the cache: past one value in
+    // `ROWS_PER_LOOKED_UP_VALUE`, a scan of the rows is faster.
+    if codes.len() * ROWS_PER_LOOKED_UP_VALUE <= text.codes.len() as u64
+        && let Some(row_of) = text.row_of_unique_value()
+    {
         return RoaringBitmap::from_sorted_iter(codes.iter().map(|c| row_of[c as usize]))
             .expect("rows ascend with the codes");
     }
@@ -327,6 +336,11 @@ pub(super) fn text_codes(text: &TextColumn, test: &Test) -> Option<RoaringBitmap
     // Values are compared as bytes: UTF-8 orders, matches and prefixes as
     // its characters do.
     let lower = &text.lowercase;
+    if let Some(sorted) = text.sorted_values()
+        && let Some(codes) = sorted_codes(lower, sorted, test)
+    {
+        return Some(codes);
+    }
     Some(match test {
         Test::IsEmpty => return None,
         Test::Compare(op, Scalar::Text(t)) => match_codes(lower.len(), |c| op.holds(lower.get_bytes(c), t.as_bytes())),
@@ -351,6 +365,75 @@ pub(super) fn text_codes(text: &TextColumn, test: &Test) -> Option<RoaringBitmap
     })
 }
 
+/// The codes of the values `test` holds for, found by binary search in the
+/// values' order, for the tests that order answers: comparisons, `in`
+/// lists, prefixes and suffixes.
+fn sorted_codes(lower: &Strings, sorted: &SortedValues, test: &Test) -> Option<RoaringBitmap> {
+    let value = |c: &u32| lower.get_bytes(*c as usize);
+    // The codes in `order` of the values at or after `bytes`, and with
+    // `bytes` first (`key` reads a value as `order` sorts it).
+    let at_or_after = |order: &[u32], key: &dyn Fn(&[u8]) -> Vec<u8>, bytes: &[u8]| {
+        order.partition_point(|c| key(value(c)).as_slice() < bytes)
+    };
+    let forward = |v: &[u8]| v.to_vec();
+    let starting = |order: &[u32], key: &dyn Fn(&[u8]) -> Vec<u8>, bytes: &[u8]| -> std::ops::Range<usize> {
+        let start = at_or_after(order, key, bytes);
+        start..start + order[start..].partition_point(|c| key(value(c)).starts_with(bytes))
+    };
+    let equal = |bytes: &[u8]| {
+        let start = at_or_after(&sorted.by_value, &forward, bytes);
+        start..start + sorted.by_value[start..].partition_point(|c| value(c) == bytes)
+    };
+    let by_value = &sorted.by_value;
+    let ranges: Vec<&[u32]> = match test {
+        Test::Compare(op, Scalar::Text(t)) => {
+            let equal = equal(t.as_bytes());
+            match op {
+                CmpOp::Eq => vec![&by_value[equal]],
+                CmpOp::Ne => vec![&by_value[..equal.start], &by_value[equal.end..]],
+                CmpOp::Lt => vec![&by_value[..equal.start]],
+                CmpOp::Le => vec![&by_value[..equal.end]],
+                CmpOp::Gt => vec![&by_value[equal.end..]],
+                CmpOp::Ge => vec![&by_value[equal.start..]],
+            }
+        }
+        Test::In(items) => items
+            .iter()
+            .filter_map(|item| match item {
+                Scalar::Text(t) => Some(&by_value[equal(t.as_bytes())]),
+                _ => None,
+            })
+            .collect(),
+        Test::StartsWith(t) => vec![&by_value[starting(by_value, &forward, t.as_bytes())]],
+        Test::EndsWith(t) => {
+            let reversed = |v: &[u8]| v.iter().rev().copied().collect::<Vec<u8>>();
+            let suffix = reversed(t.as_bytes());
+            let order = &sorted.by_reversed_value;
+            vec![&order[starting(order, &reversed, &suffix)]]
+        }
+        _ => return None,
+    };
+    Some(codes_in_any_order(lower.len(), &ranges))
+}
+
+/// A bitmap of the codes of `parts`, which may come in any order and may
+/// be most of the `values` codes.
+fn codes_in_any_order(values: usize, parts: &[&[u32]]) -> RoaringBitmap {
+    let count: usize = parts.iter().map(|p| p.len()).sum();
+    // Few: sorted. Many: set in a bitset, which roaring takes whole.
+    if count * 64 < values {
+        let mut codes: Vec<u32> = parts.iter().flat_map(|p| p.iter().copied()).collect();
+        codes.sort_unstable();
+        codes.dedup();
+        return RoaringBitmap::from_sorted_iter(codes).expect("sorted codes");
+    }
+    let mut bits = vec![0u8; values.div_ceil(8)];
+    for &code in parts.iter().flat_map(|p| p.iter()) {
+        bits[code as usize / 8] |= 1 << (code % 8);
+    }
+    RoaringBitmap::from_lsb0_bytes(0, &bits)
+}
+
 /// Rows whose branch is the test's branch or one of its descendants.
 pub(super) fn branch_rows(column: &Column, org: &OrgTree, test: &BranchTest) -> RoaringBitmap {
     let (Column::Text(text), Some(ancestor)) = (column, org.branch(&test.code)) else {
@@ -373,6 +456,68 @@ mod tests {
         let keep = |r: usize| r.is_multiple_of(7) || (CHUNK_ROWS - 3..CHUNK_ROWS + 3).contains(&r) || r == rows - 1;
         let expected: Vec<u32> = (0..rows).filter(|&r| keep(r)).map(|r| r as u32).collect();
         assert_eq!(rows_where(rows, keep).iter().collect::<Vec<_>>(), expected);
+    }
+
+    /// With the values sorted, every comparison, `in` list, prefix and
+    /// suffix finds the codes that comparing each value finds: values that
+    /// tie in their first or last 16 bytes, that differ only in letter case,
+    /// that are empty, or hold non-ASCII letters.
+    #[test]
+    fn sorted_values_find_the_codes_a_scan_finds() {
+        let long = "a-prefix-of-more-than-sixteen-bytes";
+        let mut values: Vec<String> = (0..3_000)
+            .map(|i| match i % 6 {
+                0 => format!("{long}{}", i * 7 % 1_000),
+                1 => format!("{}{long}", i * 7 % 1_000),
+                2 => format!("User{}@Example.com", i % 500),
+                3 => format!("user{}@example.com", i % 500),
+                4 => format!("é{}ß", i % 50),
+                _ => format!("z{i}"),
+            })
+            .collect();
+        values.extend([String::new(), "a".into(), "A".into(), format!("{long}\0")]);
+        let scanned: TextColumn = values.iter().map(|v| Some(v.clone())).collect();
+        let sorted = scanned.clone();
+        sorted.build_sorted_values();
+        let literals = [
+            "",
+            "a",
+            "user1",
+            "user10@example.com",
+            long,
+            "é1",
+            "é1ß",
+            "z",
+            "zz",
+            "@example.com",
+            "7",
+            "ß",
+            "\u{10FFFF}",
+        ];
+        let text = |t: &str| Scalar::Text(t.to_string());
+        let mut tests: Vec<Test> = Vec::new();
+        for literal in literals {
+            let ops = [CmpOp::Eq, CmpOp::Ne, CmpOp::Lt, CmpOp::Le, CmpOp::Gt, CmpOp::Ge];
+            tests.extend(ops.map(|op| Test::Compare(op, text(literal))));
+            tests.push(Test::StartsWith(literal.to_string()));
+            tests.push(Test::EndsWith(literal.to_string()));
+        }
+        tests.push(Test::In(vec![
+            text("a"),
+            text("user3@example.com"),
+            text("nothing"),
+            Scalar::Number(1.0),
+        ]));
+        let mut matching = 0;
+        for test in &tests {
+            let found = text_codes(&sorted, test).expect("codes");
+            assert_eq!(Some(&found), text_codes(&scanned, test).as_ref(), "{test:?}");
+            matching += usize::from(!found.is_empty() && found.len() < values.len() as u64);
+        }
+        assert!(
+            matching * 2 > tests.len(),
+            "most tests hold for some values and not all"
+        );
     }
 
     #[test]
