@@ -239,6 +239,14 @@ impl TextColumn {
         Some(super::built_once(&self.postings, || self.build_postings()).as_slice())
     }
 
+    /// Whether every row holds a value of its own (a full column of
+    /// emails): values are coded in the order rows first hold them, so each
+    /// value's code is then its row, and the codes of a set of values are
+    /// their rows.
+    pub fn codes_are_rows(&self) -> bool {
+        self.values.len() == self.codes.len()
+    }
+
     /// Per distinct value, the one row holding it, ascending with the
     /// value's code; `None` unless every value is on exactly one row (an
     /// email column). Values are coded in the order rows first hold them,

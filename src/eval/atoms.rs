@@ -100,13 +100,17 @@ const MAX_CODES_FOR_POSTINGS: usize = 4096;
 /// one row in a column of unique values; more scan the rows.
 const ROWS_PER_LOOKED_UP_VALUE: u64 = 256;
 
-/// Rows whose dictionary code is in `codes`: in a column of unique values,
-/// each value's one row when the codes are few; in a column of repeated
+/// Rows whose dictionary code is in `codes`: the codes themselves when each
+/// row holds a value of its own; in a column of unique values, each value's
+/// one row when the codes are few; in a column of repeated
 /// values, the union of the values' postings (with the bitsets of frequent
 /// values) when there are few; otherwise one parallel scan of the codes
 /// against a bitset of them (1.25 MB for 10M distinct values, where a
 /// `bool` per value would be 10 MB to fill and to miss in cache).
 pub(super) fn rows_with_codes(text: &TextColumn, codes: &RoaringBitmap) -> RoaringBitmap {
+    if text.codes_are_rows() {
+        return codes.clone();
+    }
     // Each value's row is a read that misses the cache: past one value in
     // `ROWS_PER_LOOKED_UP_VALUE`, a scan of the rows is faster.
     if codes.len() * ROWS_PER_LOOKED_UP_VALUE <= text.codes.len() as u64
@@ -529,8 +533,9 @@ mod tests {
         }
     }
 
-    /// Unique values with rows missing between them, one value repeated on
-    /// the next row, and many rows per value: each way to the rows finds the same ones.
+    /// A value of its own on every row, unique values with rows missing
+    /// between them, one value repeated on the next row, and many rows per
+    /// value: each way to the rows finds the same ones.
     #[test]
     fn rows_with_codes_equal_the_rows_holding_the_values() {
         let rows = 100_003;
@@ -547,14 +552,17 @@ mod tests {
                 unique(1_000 + r / 32)
             }
         };
+        let all_unique = |r: usize| Some(format!("user{r}@example.com"));
         for (name, value_of) in [
-            ("unique", &unique as &dyn Fn(usize) -> Option<String>),
+            ("all unique", &all_unique as &dyn Fn(usize) -> Option<String>),
+            ("unique", &unique),
             ("one repeated", &repeated),
             ("few", &few),
             ("skewed", &skewed),
         ] {
             let text: TextColumn = (0..rows).map(value_of).collect();
-            assert_eq!(text.row_of_unique_value().is_some(), name == "unique", "{name}");
+            assert_eq!(text.row_of_unique_value().is_some(), name.ends_with("unique"), "{name}");
+            assert_eq!(text.codes_are_rows(), name == "all unique", "{name}");
             if name == "skewed" {
                 let frequent = text.frequent_value_bits().expect("postings");
                 let kept = (0..text.values.len() as u32)
