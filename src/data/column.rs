@@ -5,7 +5,6 @@ use hashbrown::HashTable;
 use hashbrown::hash_table::Entry;
 use rayon::prelude::*;
 use roaring::RoaringBitmap;
-use std::cmp::Ordering;
 use std::sync::OnceLock;
 
 /// The code of a missing text value.
@@ -325,34 +324,43 @@ impl TextColumn {
         super::built_once(&self.sorted_values, || -> Box<SortedValues> {
             let lower = &self.lowercase;
             // Sorted by a key of their first (last) 16 bytes, read from
-            // memory in one pass, and by the whole values only where keys
-            // tie: most emails differ within 16 bytes, and the comparisons
-            // of a sort then stay in the keys instead of missing the cache
-            // on two values each.
-            let order = |key: &(dyn Fn(&[u8]) -> u128 + Sync), cmp: &(dyn Fn(&[u8], &[u8]) -> Ordering + Sync)| {
+            // memory in one pass; the comparisons of the sort then stay in
+            // the keys instead of missing the cache on two values each.
+            // Values whose keys tie (emails of the same long names) are
+            // then ordered among themselves, by their whole bytes read
+            // once each, and the groups of ties side by side.
+            let order = |key: &(dyn Fn(&[u8]) -> u128 + Sync), whole: &(dyn Fn(&[u8]) -> Vec<u8> + Sync)| {
                 let mut keyed: Vec<(u128, u32)> = (0..lower.len() as u32)
                     .into_par_iter()
                     .map(|c| (key(lower.get_bytes(c as usize)), c))
                     .collect();
-                keyed.par_sort_unstable_by(|(ka, a), (kb, b)| {
-                    ka.cmp(kb)
-                        .then_with(|| cmp(lower.get_bytes(*a as usize), lower.get_bytes(*b as usize)))
-                });
+                keyed.par_sort_unstable();
+                keyed
+                    .par_chunk_by_mut(|(a, _), (b, _)| a == b)
+                    .filter(|tied| tied.len() > 1)
+                    .for_each(|tied| tied.sort_by_cached_key(|(_, c)| whole(lower.get_bytes(*c as usize))));
                 keyed.into_iter().map(|(_, c)| c).collect()
             };
             // Shorter values are padded with the smallest byte, so the keys
             // order as the values do.
-            let padded = |bytes: &mut dyn Iterator<Item = &u8>| {
-                bytes
-                    .chain([0; 16].iter())
-                    .take(16)
-                    .fold(0, |k, &b| k << 8 | u128::from(b))
+            let first_bytes = |v: &[u8]| {
+                let mut key = [0; 16];
+                let n = v.len().min(16);
+                key[..n].copy_from_slice(&v[..n]);
+                u128::from_be_bytes(key)
             };
-            let first_bytes = |v: &[u8]| padded(&mut v.iter());
-            let last_bytes = |v: &[u8]| padded(&mut v.iter().rev());
+            let last_bytes = |v: &[u8]| {
+                let mut key = [0; 16];
+                key.iter_mut().zip(v.iter().rev()).for_each(|(k, b)| *k = *b);
+                u128::from_be_bytes(key)
+            };
+            let (by_value, by_reversed_value) = rayon::join(
+                || order(&first_bytes, &|v| v.to_vec()),
+                || order(&last_bytes, &|v| v.iter().rev().copied().collect()),
+            );
             Box::new(SortedValues {
-                by_value: order(&first_bytes, &|a, b| a.cmp(b)),
-                by_reversed_value: order(&last_bytes, &|a, b| a.iter().rev().cmp(b.iter().rev())),
+                by_value,
+                by_reversed_value,
             })
         })
         .as_ref()
