@@ -102,11 +102,11 @@ const ROWS_PER_LOOKED_UP_VALUE: u64 = 256;
 
 /// Rows whose dictionary code is in `codes`: the codes themselves when each
 /// row holds a value of its own; in a column of unique values, each value's
-/// one row when the codes are few; in a column of repeated
-/// values, the union of the values' postings (with the bitsets of frequent
-/// values) when there are few; otherwise one parallel scan of the codes
-/// against a bitset of them (1.25 MB for 10M distinct values, where a
-/// `bool` per value would be 10 MB to fill and to miss in cache).
+/// one row when the codes are few; in a column of repeated values, the
+/// union of the values' postings (with the bitsets of frequent values) when
+/// there are few; otherwise one parallel scan of the codes against a bitset
+/// of them (1.25 MB for 10M distinct values, where a `bool` per value would
+/// be 10 MB to fill and to miss in cache).
 pub(super) fn rows_with_codes(text: &TextColumn, codes: &RoaringBitmap) -> RoaringBitmap {
     if text.codes_are_rows() {
         return codes.clone();
@@ -374,8 +374,9 @@ pub(super) fn text_codes(text: &TextColumn, test: &Test) -> Option<RoaringBitmap
 /// lists, prefixes and suffixes.
 fn sorted_codes(lower: &Strings, sorted: &SortedValues, test: &Test) -> Option<RoaringBitmap> {
     let value = |c: &u32| lower.get_bytes(*c as usize);
-    // The codes in `order` of the values at or after `bytes`, and with
-    // `bytes` first (`key` reads a value as `order` sorts it).
+    // Where the values at or after `bytes` start in `order`, and the range
+    // of those that start with `bytes` (`key` reads a value the way
+    // `order` sorts it: forward, or from the end).
     let at_or_after = |order: &[u32], key: &dyn Fn(&[u8]) -> Vec<u8>, bytes: &[u8]| {
         order.partition_point(|c| key(value(c)).as_slice() < bytes)
     };
