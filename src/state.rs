@@ -1280,17 +1280,9 @@ mod tests {
     /// one that changes them finds the garbage.
     #[test]
     fn a_group_whose_digest_matches_is_not_read_back() {
-        let dir = tempfile::tempdir().unwrap();
-        let state = State::open_or_create(dir.path()).unwrap();
         let kept: RoaringBitmap = (0..200_000).step_by(7).collect();
         let before: RoaringBitmap = (10..20).collect();
-        let mut run = state.begin_run(false).unwrap();
-        run.add(&[
-            GroupToCommit::active("kept", &kept),
-            GroupToCommit::active("changed", &before),
-        ])
-        .unwrap();
-        run.commit("2026-11-21", Vec::new(), 5).unwrap();
+        let (_dir, state) = state_with_one_run(&[("kept", &kept), ("changed", &before)]);
         let kept_blob = {
             let read = state.db.begin_read().unwrap();
             read.open_table(MEMBERS)
@@ -1326,22 +1318,29 @@ mod tests {
         assert!(matches!(error, Some(StateError::Corrupt { .. })), "{error:?}");
     }
 
+    /// A new state, in a directory that lives as long as the returned
+    /// handle, with one committed run of active `groups`.
+    fn state_with_one_run(groups: &[(&str, &RoaringBitmap)]) -> (tempfile::TempDir, State) {
+        let dir = tempfile::tempdir().unwrap();
+        let state = State::open_or_create(dir.path()).unwrap();
+        let mut run = state.begin_run(false).unwrap();
+        let groups: Vec<GroupToCommit> = groups
+            .iter()
+            .map(|(key, members)| GroupToCommit::active(key, members))
+            .collect();
+        run.add(&groups).unwrap();
+        run.commit("2026-11-21", Vec::new(), 5).unwrap();
+        (dir, state)
+    }
+
     /// A group that names, in `same_members_as`, a group added before it in
     /// the run takes that group's digest instead of hashing its members.
     /// The caller vouches that the members are the same; here they are not,
     /// so that the test sees which digest was used.
     #[test]
     fn a_group_with_the_same_members_takes_the_digest_of_the_first() {
-        let dir = tempfile::tempdir().unwrap();
-        let state = State::open_or_create(dir.path()).unwrap();
         let members: RoaringBitmap = (0..100_000).step_by(3).collect();
-        let mut run = state.begin_run(false).unwrap();
-        run.add(&[
-            GroupToCommit::active("first", &members),
-            GroupToCommit::active("second", &members),
-        ])
-        .unwrap();
-        run.commit("2026-11-21", Vec::new(), 5).unwrap();
+        let (_dir, state) = state_with_one_run(&[("first", &members), ("second", &members)]);
 
         let changed: RoaringBitmap = (0..100_000).step_by(5).collect();
         let same_as_first = |key, members| GroupToCommit {
