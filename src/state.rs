@@ -248,7 +248,7 @@ pub struct GroupToCommit<'a> {
     /// A group added earlier in this run that commits exactly these
     /// members (the same rule), if the caller knows one: the digest that
     /// tells whether the members changed is then taken from it, not hashed
-    /// again. Groups with one rule are common in large rules files.
+    /// again. Large rules files repeat rules often.
     pub same_members_as: Option<&'a str>,
 }
 
