@@ -346,7 +346,10 @@ impl Dataset {
                 text.frequent_value_bits();
             }
             if of_users && text.values.len() >= MIN_VALUES_TO_SORT {
-                text.row_of_unique_value();
+                // A column whose codes are its rows never looks its rows up.
+                if !text.codes_are_rows() {
+                    text.row_of_unique_value();
+                }
                 text.build_sorted_values();
             }
         });
