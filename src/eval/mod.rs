@@ -5,10 +5,13 @@
 //! of the columns the rules test (or, on a column whose values the rules
 //! name few of, the rows of those values); every distinct column and branch atom
 //! used in more than one place, once; every distinct enrollment atom once
-//! (over those bitmaps); then each group's bitmap algebra, batch by batch in
-//! `member_of` order. An atom used in one place only is evaluated there.
+//! (over those bitmaps, or, for conditions such as `completed("C")`, from
+//! the users of each (course, status) pair); then each group's bitmap
+//! algebra, batch by batch in `member_of` order. An atom used in one place
+//! only is evaluated there.
 
 mod atoms;
+mod coded;
 mod plan;
 
 pub use plan::dependency_closure;
@@ -22,6 +25,7 @@ use crate::dataset::{Dataset, NO_USER};
 use atoms::{
     all_rows, branch_rows, codes_containing, column_rows, for_each_member, rows_where, rows_with_codes, text_codes,
 };
+use coded::CodedConditions;
 use plan::{Atom, Node, Plan};
 use rayon::prelude::*;
 use roaring::{MultiOps, RoaringBitmap};
@@ -179,10 +183,11 @@ fn evaluate_batches(
             eprintln!("{:>10.3} ms  {phase} done", started.elapsed().as_secs_f64() * 1e3);
         }
     };
-    let indexed = index_columns(&plan, data);
+    let coded = CodedConditions::find(&plan, data);
+    let indexed = index_columns(&plan, data, &coded.answered);
     phase_done("phase 0 (postings, contains)");
     let leaf = |a: usize| leaf_atom(&plan.atoms[a], indexed.get(&a), data);
-    let mut results = evaluate_atoms(&plan, data, &users, &leaf, trace, &phase_done);
+    let mut results = evaluate_atoms(&plan, data, &users, &leaf, &coded, trace, &phase_done);
 
     // Phase 3: groups, batch by batch. Members are kept past their batch
     // only until the last group that refers to them by `member_of`, or takes
@@ -410,12 +415,12 @@ const VALUES_PER_NAMED_VALUE: u64 = 8;
 /// values the rules name few of, the rows of each such atom in one pass;
 /// and every `contains` literal of a column matched against its values in
 /// one pass, giving the codes of the values each `contains` atom matches.
-/// By atom id.
-fn index_columns(plan: &Plan<'_>, data: &Dataset) -> HashMap<usize, Indexed> {
+/// By atom id; atoms `answered` otherwise are left out.
+fn index_columns(plan: &Plan<'_>, data: &Dataset, answered: &[bool]) -> HashMap<usize, Indexed> {
     // Per column, the equality and `in` atoms and the codes each names.
     let mut equal: Vec<(&TextColumn, Vec<(usize, RoaringBitmap)>)> = Vec::new();
     let mut containing: Vec<(&TextColumn, Vec<(usize, &str)>)> = Vec::new();
-    for (a, atom) in plan.atoms.iter().enumerate() {
+    for (a, atom) in plan.atoms.iter().enumerate().filter(|(a, _)| !answered[*a]) {
         let Some((Column::Text(text), test)) = column_test(atom, data) else {
             continue;
         };
@@ -476,13 +481,14 @@ fn index_columns(plan: &Plan<'_>, data: &Dataset) -> HashMap<usize, Indexed> {
 /// A column or branch atom used in one place only (most `in` lists of a
 /// large rules file) is left out: evaluated where it is used, its rows are
 /// never held from phase 1 to that group's batch, and an enrollments column
-/// atom whose condition is answered from per-user counts is never
-/// evaluated at all.
+/// atom whose condition is answered from per-user counts, or only in
+/// `coded` conditions, is never evaluated at all.
 fn evaluate_atoms<'i>(
     plan: &Plan<'_>,
     data: &Dataset,
     users: &RoaringBitmap,
     leaf: &(dyn Fn(usize) -> Cow<'i, RoaringBitmap> + Sync),
+    coded: &CodedConditions<'_, '_>,
     trace: bool,
     phase_done: &dyn Fn(&str),
 ) -> AtomResults {
@@ -500,7 +506,10 @@ fn evaluate_atoms<'i>(
         .atoms
         .par_iter()
         .enumerate()
-        .map(|(a, atom)| (!atom.is_enrollment() && !used_once[a]).then(|| timed(|| Arc::new(leaf(a).into_owned()))))
+        .map(|(a, atom)| {
+            (!atom.is_enrollment() && !used_once[a] && !coded.answered[a])
+                .then(|| timed(|| Arc::new(leaf(a).into_owned())))
+        })
         .collect();
     phase_done("phase 1 (column and branch atoms)");
     // Atoms that differ only in their count share the rows and counts of
@@ -511,30 +520,46 @@ fn evaluate_atoms<'i>(
             by_condition.entry(condition.as_ref()).or_default().push(a);
         }
     }
-    let enrollment_results: Vec<(usize, (Arc<RoaringBitmap>, Duration))> = by_condition
-        .par_iter()
-        .flat_map_iter(|(condition, atoms)| {
-            let (enrolled, shared) = timed(|| {
-                let context = Context {
-                    universe: &enrollment_universe,
-                    atoms: &results,
-                    leaf,
-                    groups: &no_groups,
-                    statics,
-                };
-                if let Some(Node::Atom(a)) = condition
-                    && let Some(counts) = counted_values(&plan.atoms[*a], data)
-                {
-                    return EnrolledUsers::Counted(counts);
-                }
-                let rows = match condition {
-                    Some(c) => context.rows_of(c),
-                    None => Cow::Borrowed(&enrollment_universe),
-                };
-                EnrolledUsers::new(data, &rows)
-            });
+    // The coded conditions are answered first, from one sort of the
+    // enrollment rows by pair of values; each counts an equal share of its
+    // time.
+    let (coded_tallies, coded_took) = timed(|| coded.tally(data));
+    let coded_share = coded_took / u32::try_from(coded_tallies.len().max(1)).unwrap_or(u32::MAX);
+    let mut coded_tallies: HashMap<&Node, EnrolledUsers> = coded_tallies.into_iter().collect();
+    let work: Vec<(Option<&Node>, Vec<usize>, Option<EnrolledUsers>)> = by_condition
+        .into_iter()
+        .map(|(condition, atoms)| {
+            let tallied = condition.and_then(|c| coded_tallies.remove(c));
+            (condition, atoms, tallied)
+        })
+        .collect();
+    let enrollment_results: Vec<(usize, (Arc<RoaringBitmap>, Duration))> = work
+        .into_par_iter()
+        .flat_map_iter(|(condition, atoms, tallied)| {
+            let (enrolled, shared) = match tallied {
+                Some(enrolled) => (enrolled, coded_share),
+                None => timed(|| {
+                    let context = Context {
+                        universe: &enrollment_universe,
+                        atoms: &results,
+                        leaf,
+                        groups: &no_groups,
+                        statics,
+                    };
+                    if let Some(Node::Atom(a)) = condition
+                        && let Some(counts) = counted_values(&plan.atoms[*a], data)
+                    {
+                        return EnrolledUsers::Counted(counts);
+                    }
+                    let rows = match condition {
+                        Some(c) => context.rows_of(c),
+                        None => Cow::Borrowed(&enrollment_universe),
+                    };
+                    EnrolledUsers::new(data, &rows)
+                }),
+            };
             let atom_list = &plan.atoms;
-            atoms.iter().map(move |&a| {
+            atoms.into_iter().map(move |a| {
                 let Atom::Enrollment { count, .. } = &atom_list[a] else {
                     unreachable!("grouped enrollment atoms")
                 };
@@ -613,6 +638,9 @@ enum EnrolledUsers<'d> {
     /// it builds the bitmap a block of users at a time, far faster than
     /// pushing millions of listed users one by one.
     Dense(Vec<AtomicU32>),
+    /// Only which users have a matching row, for counts that only ask
+    /// that (see [`presence_decides`]).
+    Present(RoaringBitmap),
     /// The rows matching one test on a column of few values: the per-user
     /// counts of the values it holds for ([`Dataset::user_counts_by_value`]),
     /// summed when a user is asked about.
@@ -679,7 +707,7 @@ impl EnrolledUsers<'_> {
             });
             return EnrolledUsers::Dense(counts);
         }
-        let mut runs: Vec<(u32, u32)> = (0..ranges)
+        let runs: Vec<(u32, u32)> = (0..ranges)
             .into_par_iter()
             .flat_map_iter(|range| {
                 let mut runs = Vec::new();
@@ -687,6 +715,12 @@ impl EnrolledUsers<'_> {
                 runs
             })
             .collect();
+        EnrolledUsers::from_runs(runs)
+    }
+
+    /// The users of `runs`, (user, matching rows) pairs in any order, a
+    /// user in as many pairs as it has runs of rows.
+    fn from_runs<'d>(mut runs: Vec<(u32, u32)>) -> EnrolledUsers<'d> {
         if !runs.is_sorted_by_key(|&(user, _)| user) {
             runs.par_sort_unstable_by_key(|&(user, _)| user);
         }
@@ -725,6 +759,14 @@ impl EnrolledUsers<'_> {
                     )
                 });
             }
+            EnrolledUsers::Present(present) => {
+                return match (holds(1), holds(0)) {
+                    (true, true) => universe.clone(),
+                    (true, false) => present.clone(),
+                    (false, true) => universe - present,
+                    (false, false) => RoaringBitmap::new(),
+                };
+            }
             EnrolledUsers::Listed { users, counts } => (users, counts),
         };
         let with_count = |wanted: bool| {
@@ -743,6 +785,13 @@ impl EnrolledUsers<'_> {
             with_count(true)
         }
     }
+}
+
+/// Whether `count` holds alike for every user with matching rows, however
+/// many: whether a user has any then decides it (`>= 1`, `< 1`, `> 0`,
+/// no count at all).
+fn presence_decides(count: Option<(CmpOp, u64)>) -> bool {
+    count.is_none_or(|(op, n)| n <= 1 && op.holds(1, n) == op.holds(u64::MAX, n))
 }
 
 fn atom_ids(node: &Node) -> Vec<usize> {
@@ -892,6 +941,20 @@ mod tests {
         let user_by_user = |e: usize| (e * 5 / rows) as f64; // user 4 spans two tasks
         check_tally(rows, &shuffled);
         check_tally(rows, &user_by_user);
+    }
+
+    /// Presence decides a count exactly when the count holds alike for
+    /// one matching row and for any more.
+    #[test]
+    fn presence_decides_the_counts_that_hold_alike_for_any_rows() {
+        use CmpOp::*;
+        assert!(presence_decides(None));
+        for op in [Eq, Ne, Lt, Le, Gt, Ge] {
+            for n in 0..4 {
+                let alike = (1..10).all(|rows| op.holds(rows, n) == op.holds(1, n));
+                assert_eq!(presence_decides(Some((op, n))), alike, "{op:?} {n}");
+            }
+        }
     }
 
     fn check_tally(rows: usize, user_of: &dyn Fn(usize) -> f64) {

@@ -177,6 +177,12 @@ impl Plan<'_> {
     /// Per atom, whether it is used in exactly one place: one leaf of one
     /// group's tree or of one enrollment atom's condition.
     pub(super) fn used_once(&self) -> Vec<bool> {
+        self.uses().into_iter().map(|n| n == 1).collect()
+    }
+
+    /// Per atom, the places it is used in: leaves of groups' trees and of
+    /// enrollment atoms' conditions.
+    pub(super) fn uses(&self) -> Vec<usize> {
         let mut uses = vec![0usize; self.atoms.len()];
         let conditions = self.atoms.iter().filter_map(|atom| match atom {
             Atom::Enrollment {
@@ -192,7 +198,7 @@ impl Plan<'_> {
                 }
             });
         }
-        uses.into_iter().map(|n| n == 1).collect()
+        uses
     }
 }
 

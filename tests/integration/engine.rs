@@ -277,6 +277,77 @@ fn a_group_with_the_rule_of_an_earlier_batch_takes_its_members() {
     );
 }
 
+/// Enrollment conditions on a course column of too many values for
+/// per-user counts, answered from the users of each (course, status) pair:
+/// rows out of user order, unknown users, missing courses and statuses,
+/// values in two letter cases, counts beyond "any", two tests on the
+/// status, and a course atom also used by a condition on a number column.
+/// All agree with the reference, and each group has some users but not all.
+#[test]
+fn enrollment_conditions_on_many_courses_agree_with_the_reference() {
+    use dyngroups::data::{Column, TextColumn};
+    let rows = 5_000u32;
+    // A fixed scramble of the rows, so users come in no order.
+    let user_of = |r: u32| (r * 7_919) % 311 + 1; // ids 301..=311 are unknown
+    let mix = |r: u32| (r ^ (r >> 3)).wrapping_mul(2_654_435_761) >> 7;
+    let course_of = |r: u32| match mix(r) % 43 {
+        42 => None,
+        c if c % 5 == 0 => Some(format!("COURSE-{c}")),
+        c => Some(format!("course-{c}")),
+    };
+    let status_of = |r: u32| {
+        ["completed", "Completed", "in_progress", "dropped"]
+            .get((mix(r + 1) % 5) as usize)
+            .copied()
+    };
+    let mut tables = fixed_tables();
+    tables.user_ids = (1..=300).collect();
+    tables.users = vec![("user_id".into(), Column::Number((1..=300).map(f64::from).collect()))];
+    tables.enrollments = vec![
+        (
+            "user_id".into(),
+            Column::Number((0..rows).map(|r| f64::from(user_of(r))).collect()),
+        ),
+        (
+            "course".into(),
+            Column::Text((0..rows).map(course_of).collect::<TextColumn>()),
+        ),
+        (
+            "status".into(),
+            Column::Text(
+                (0..rows)
+                    .map(|r| status_of(r).map(String::from))
+                    .collect::<TextColumn>(),
+            ),
+        ),
+        (
+            "grade".into(),
+            Column::Number((0..rows).map(|r| f64::from(r % 4)).collect()),
+        ),
+    ];
+    let file = dyngroups::parse_rules(
+        r#"group enrolled { enrolled("course-3") }
+           group completed { completed("course-5") }
+           group twice { count(enrollment(course == "course-10")) >= 2 }
+           group never { count(enrollment(course == "course-10")) < 1 }
+           group once_open { count(enrollment(course in ["course-1", "COURSE-20"] and status in ["in_progress", "dropped"])) == 1 }
+           group two_on_status { enrollment(course == "course-7" and status in ["dropped", "completed"] and status in ["completed", "in_progress"]) }
+           group prefix { count(enrollment(course starts_with "course-1")) >= 7 }
+           group graded { enrollment(course == "course-9" and grade >= 2) }
+           group nine { enrolled("course-9") or completed("course-41") }"#,
+    )
+    .unwrap();
+    let (engine, reference) = run_both(&tables, &file);
+    assert_eq!(engine, reference);
+    for (key, members) in &engine {
+        assert!(
+            !members.is_empty() && members.len() < 300,
+            "{key}: {} members",
+            members.len()
+        );
+    }
+}
+
 fn fixed_tables() -> Tables {
     use dyngroups::data::{Column, TextColumn};
     let text = |v: &[Option<&str>]| Column::Text(v.iter().map(|s| s.map(String::from)).collect::<TextColumn>());

@@ -1,0 +1,308 @@
+//! Enrollment conditions made only of tests on enrollments text columns,
+//! as `enrolled("C")` and `completed("C")` are, answered together from the
+//! users of each pair of values: (course, status) → users.
+//!
+//! Thousands of such conditions (one per course a rules file names) would
+//! otherwise need the row bitmaps of every course, intersected with those
+//! of a status, and then a tally that looks up the user of each of their
+//! rows. Here one counting sort of the enrollment rows by their pair of
+//! values, reading the columns in order, lists each pair's users, and each
+//! condition unions the lists of the pairs it holds for.
+
+use super::EnrolledUsers;
+use super::atoms::text_codes;
+use super::plan::{Atom, Node, Plan};
+use super::{column_test, counted_values, presence_decides};
+use crate::data::{Column, NULL_CODE, TextColumn};
+use crate::dataset::{Dataset, NO_USER};
+use rayon::prelude::*;
+use roaring::RoaringBitmap;
+use std::collections::{HashMap, HashSet};
+
+/// The most distinct values of the second column of a condition (a status):
+/// the pairs of values number picked values × these.
+const MAX_SECOND_VALUES: usize = 64;
+
+/// The enrollment conditions of a plan answered from the users of pairs of
+/// values, and the atoms only they use.
+pub(super) struct CodedConditions<'p, 'd> {
+    conditions: Vec<CodedCondition<'p, 'd>>,
+    /// Per atom id, whether every use of it is in one of these conditions:
+    /// such an atom's rows are never needed.
+    pub answered: Vec<bool>,
+}
+
+/// A condition: some values of one column (a course), and, if it tests a
+/// second column (a status), the values of that one it holds for.
+struct CodedCondition<'p, 'd> {
+    node: &'p Node,
+    /// The column of most distinct values among the condition's tests,
+    /// and the codes of those it holds for.
+    first: (&'d TextColumn, Vec<u32>),
+    /// The other column, and per code whether the tests on it hold.
+    second: Option<(&'d TextColumn, Vec<bool>)>,
+    /// Whether an atom of the condition asks how many rows a user has
+    /// (beyond whether it has any).
+    counted: bool,
+}
+
+impl<'p, 'd> CodedConditions<'p, 'd> {
+    /// Finds the conditions of `plan` answered from pairs of values: a test
+    /// on a text column, or an `and` of tests on at most two text columns,
+    /// the second of at most [`MAX_SECOND_VALUES`] values, whose first
+    /// column has no postings yet (the REPL builds them at load, and then
+    /// the few rows of one rule beat a pass over every row). A single test
+    /// on a column of per-user counts is left to those counts.
+    pub(super) fn find(plan: &'p Plan<'d>, data: &'d Dataset) -> CodedConditions<'p, 'd> {
+        let mut counted: HashMap<&Node, bool> = HashMap::new();
+        for atom in &plan.atoms {
+            if let Atom::Enrollment {
+                condition: Some(node),
+                count,
+            } = atom
+            {
+                *counted.entry(node).or_default() |= !presence_decides(*count);
+            }
+        }
+        let mut conditions = Vec::new();
+        let mut seen = HashSet::new();
+        let mut coded_uses = vec![0usize; plan.atoms.len()];
+        for atom in &plan.atoms {
+            let Atom::Enrollment {
+                condition: Some(node), ..
+            } = atom
+            else {
+                continue;
+            };
+            if !seen.contains(node) {
+                let Some(condition) = CodedCondition::of(node, counted[node], plan, data) else {
+                    continue;
+                };
+                seen.insert(node);
+                conditions.push(condition);
+            }
+            node.for_each_leaf(|leaf| {
+                if let Node::Atom(a) = leaf {
+                    coded_uses[*a] += 1;
+                }
+            });
+        }
+        let answered = plan
+            .uses()
+            .into_iter()
+            .zip(coded_uses)
+            .map(|(uses, coded)| coded > 0 && coded == uses)
+            .collect();
+        CodedConditions { conditions, answered }
+    }
+
+    /// Each condition, with the users of its matching rows (and how many
+    /// each has, where an atom of the condition asks).
+    pub(super) fn tally(&self, data: &Dataset) -> Vec<(&'p Node, EnrolledUsers<'d>)> {
+        let Some(enrollments) = &data.enrollments else {
+            return Vec::new();
+        };
+        // One sort per pair of columns (in practice one: course, status);
+        // a condition of one column goes with a pair of the same first
+        // column, if any.
+        let mut sorts: Vec<(&TextColumn, Option<&TextColumn>, Vec<&CodedCondition>)> = Vec::new();
+        let (paired, single): (Vec<_>, Vec<_>) = self.conditions.iter().partition(|c| c.second.is_some());
+        for condition in paired.into_iter().chain(single) {
+            let second = condition.second.as_ref().map(|(text, _)| *text);
+            let same = |column: Option<&TextColumn>| second.is_none_or(|s| column.is_some_and(|c| std::ptr::eq(c, s)));
+            match sorts
+                .iter_mut()
+                .find(|(first, column, _)| std::ptr::eq(*first, condition.first.0) && same(*column))
+            {
+                Some((_, column, conditions)) => {
+                    *column = column.or(second);
+                    conditions.push(condition);
+                }
+                None => sorts.push((condition.first.0, second, vec![condition])),
+            }
+        }
+        sorts
+            .into_iter()
+            .flat_map(|(first, second, conditions)| {
+                let pairs = UsersByPair::sort(first, second, &conditions, &enrollments.user_rows);
+                let enrolled: Vec<EnrolledUsers<'d>> = conditions.par_iter().map(|c| pairs.enrolled(c)).collect();
+                conditions.into_iter().map(|c| c.node).zip(enrolled)
+            })
+            .collect()
+    }
+}
+
+/// The users of the enrollment rows of each pair of values of two columns,
+/// for the first column's values some condition picks: per task (a range of
+/// rows), the users in row order, grouped by pair.
+struct UsersByPair {
+    /// Per code of the first column, its place among the picked values.
+    place_of: Vec<u32>,
+    /// Pairs per picked value: the second column's values, and one for
+    /// rows without one.
+    seconds: usize,
+    /// Per task, where each pair's users start (and the last end), and the
+    /// users.
+    tasks: Vec<(Vec<usize>, Vec<u32>)>,
+}
+
+impl UsersByPair {
+    fn sort(
+        first: &TextColumn,
+        second: Option<&TextColumn>,
+        conditions: &[&CodedCondition],
+        user_rows: &[u32],
+    ) -> Self {
+        let mut place_of = vec![NULL_CODE; first.values.len()];
+        let mut places = 0;
+        for code in conditions.iter().flat_map(|c| &c.first.1) {
+            if place_of[*code as usize] == NULL_CODE {
+                place_of[*code as usize] = places;
+                places += 1;
+            }
+        }
+        let seconds = second.map_or(1, |s| s.values.len() + 1);
+        let pairs = places as usize * seconds;
+        let pair_of = |row: usize| -> Option<usize> {
+            let place = *place_of.get(first.codes[row] as usize)?;
+            if place == NULL_CODE || user_rows[row] == NO_USER {
+                return None;
+            }
+            let second = second.map_or(0, |s| (s.codes[row] as usize).min(seconds - 1));
+            Some(place as usize * seconds + second)
+        };
+        let task_rows = first
+            .codes
+            .len()
+            .div_ceil(2 * rayon::current_num_threads())
+            .max(1 << 16);
+        let tasks = (0..first.codes.len().div_ceil(task_rows))
+            .into_par_iter()
+            .map(|task| {
+                let rows = task * task_rows..first.codes.len().min((task + 1) * task_rows);
+                let mut starts = vec![0usize; pairs + 1];
+                for pair in rows.clone().filter_map(pair_of) {
+                    starts[pair + 1] += 1;
+                }
+                for i in 1..starts.len() {
+                    starts[i] += starts[i - 1];
+                }
+                let mut next = starts.clone();
+                let mut users = vec![0u32; starts[pairs]];
+                for row in rows {
+                    if let Some(pair) = pair_of(row) {
+                        users[next[pair]] = user_rows[row];
+                        next[pair] += 1;
+                    }
+                }
+                (starts, users)
+            })
+            .collect();
+        UsersByPair {
+            place_of,
+            seconds,
+            tasks,
+        }
+    }
+
+    /// The users of `condition`'s rows: those of every pair it holds for,
+    /// task by task.
+    fn enrolled<'d>(&self, condition: &CodedCondition) -> EnrolledUsers<'d> {
+        let holds = |second: usize| match &condition.second {
+            None => true,
+            Some((_, holds)) => holds.get(second).copied().unwrap_or(false),
+        };
+        let pairs: Vec<usize> = condition
+            .first
+            .1
+            .iter()
+            .flat_map(|&code| {
+                let place = self.place_of[code as usize] as usize;
+                (0..self.seconds)
+                    .filter(|&second| holds(second))
+                    .map(move |second| place * self.seconds + second)
+            })
+            .collect();
+        let users_of_pair = |pair: usize| {
+            self.tasks
+                .iter()
+                .flat_map(move |(starts, users)| users[starts[pair]..starts[pair + 1]].iter().copied())
+        };
+        if condition.counted {
+            let mut runs: Vec<(u32, u32)> = Vec::new();
+            for pair in pairs {
+                for user in users_of_pair(pair) {
+                    match runs.last_mut() {
+                        Some((last, count)) if *last == user => *count += 1,
+                        _ => runs.push((user, 1)),
+                    }
+                }
+            }
+            return EnrolledUsers::from_runs(runs);
+        }
+        let mut present = RoaringBitmap::new();
+        for pair in pairs {
+            let mut users: Vec<u32> = users_of_pair(pair).collect();
+            // Rows stored user by user list each pair's users ascending.
+            if !users.is_sorted() {
+                users.sort_unstable();
+            }
+            users.dedup();
+            present |= RoaringBitmap::from_sorted_iter(users).expect("users ascend");
+        }
+        EnrolledUsers::Present(present)
+    }
+}
+
+impl<'p, 'd> CodedCondition<'p, 'd> {
+    fn of(node: &'p Node, counted: bool, plan: &Plan<'d>, data: &'d Dataset) -> Option<CodedCondition<'p, 'd>> {
+        let atoms: Vec<usize> = match node {
+            Node::Atom(a) => {
+                if counted_values(&plan.atoms[*a], data).is_some() {
+                    return None;
+                }
+                vec![*a]
+            }
+            Node::And(nodes) => nodes
+                .iter()
+                .map(|n| match n {
+                    Node::Atom(a) => Some(*a),
+                    _ => None,
+                })
+                .collect::<Option<_>>()?,
+            _ => return None,
+        };
+        let mut tests = Vec::with_capacity(atoms.len());
+        for a in atoms {
+            let atom = &plan.atoms[a];
+            let (Atom::EnrollmentColumn(_), Some((Column::Text(text), test))) = (atom, column_test(atom, data)) else {
+                return None;
+            };
+            tests.push((text, text_codes(text, &test.test)?));
+        }
+        let first = (0..tests.len()).max_by_key(|&t| tests[t].0.values.len())?;
+        let (first_text, first_codes) = tests.swap_remove(first);
+        if first_text.has_postings() || tests.iter().any(|(text, _)| std::ptr::eq(*text, first_text)) {
+            return None;
+        }
+        let mut second: Option<(&TextColumn, Vec<bool>)> = None;
+        for (text, codes) in tests {
+            if text.values.len() > MAX_SECOND_VALUES {
+                return None;
+            }
+            let (column, holds) = second.get_or_insert_with(|| (text, vec![true; text.values.len()]));
+            if !std::ptr::eq(*column, text) {
+                return None;
+            }
+            for (code, holds) in (0u32..).zip(holds.iter_mut()) {
+                *holds &= codes.contains(code);
+            }
+        }
+        Some(CodedCondition {
+            node,
+            first: (first_text, first_codes.iter().collect()),
+            second,
+            counted,
+        })
+    }
+}
