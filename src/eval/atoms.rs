@@ -31,6 +31,42 @@ pub(super) fn rows_where(rows: usize, keep: impl Fn(usize) -> bool + Sync) -> Ro
     })
 }
 
+/// The rows of `values` whose value `keep` accepts, each chunk's bits read
+/// off its slice of values: with no index to check per row and a test
+/// whose kind is settled before the loop, a comparison runs several times
+/// faster than through [`rows_where`].
+fn rows_of_values<T: Copy + Sync>(values: &[T], keep: impl Fn(T) -> bool + Sync) -> RoaringBitmap {
+    rows_in_chunks(values.len(), |start, end| {
+        let bits: Vec<u8> = values[start..end]
+            .chunks(8)
+            .map(|eight| {
+                (0..)
+                    .zip(eight)
+                    .fold(0u8, |byte, (i, &v)| byte | (u8::from(keep(v)) << i))
+            })
+            .collect();
+        RoaringBitmap::from_lsb0_bytes(start as u32, &bits)
+    })
+}
+
+/// The rows of `values` that are `valid` (not missing) and compare to `n`
+/// by `op`, with the comparison chosen once rather than per row.
+fn rows_comparing<T: Copy + PartialOrd + Sync>(
+    values: &[T],
+    op: CmpOp,
+    n: T,
+    valid: impl Fn(T) -> bool + Sync,
+) -> RoaringBitmap {
+    match op {
+        CmpOp::Eq => rows_of_values(values, |v| valid(v) & (v == n)),
+        CmpOp::Ne => rows_of_values(values, |v| valid(v) & (v != n)),
+        CmpOp::Lt => rows_of_values(values, |v| valid(v) & (v < n)),
+        CmpOp::Le => rows_of_values(values, |v| valid(v) & (v <= n)),
+        CmpOp::Gt => rows_of_values(values, |v| valid(v) & (v > n)),
+        CmpOp::Ge => rows_of_values(values, |v| valid(v) & (v >= n)),
+    }
+}
+
 /// The rows `0..rows`, as `chunk(start, end)` finds those of each chunk,
 /// the chunks side by side.
 fn rows_in_chunks(rows: usize, chunk: impl Fn(usize, usize) -> RoaringBitmap + Sync) -> RoaringBitmap {
@@ -287,32 +323,24 @@ fn match_codes(values: usize, test: impl Fn(usize) -> bool + Sync) -> RoaringBit
 pub(super) fn column_rows(column: &Column, test: &ColumnTest) -> RoaringBitmap {
     match column {
         Column::Text(text) => text_rows(text, &test.test),
-        Column::Number(values) => rows_where(values.len(), |r| {
-            let v = values[r];
-            match &test.test {
-                Test::IsEmpty => v.is_nan(),
-                _ if v.is_nan() => false,
-                Test::Compare(op, Scalar::Number(n)) => op.holds(v, *n),
-                Test::In(items) => items.contains(&Scalar::Number(v)),
-                _ => false,
-            }
-        }),
-        Column::Date(values) => {
-            let set: HashSet<i32> = match &test.test {
-                Test::In(items) => items
+        Column::Number(values) => match &test.test {
+            Test::IsEmpty => rows_of_values(values, f64::is_nan),
+            Test::Compare(op, Scalar::Number(n)) => rows_comparing(values, *op, *n, |v: f64| !v.is_nan()),
+            Test::In(items) => rows_of_values(values, |v| !v.is_nan() && items.contains(&Scalar::Number(v))),
+            _ => RoaringBitmap::new(),
+        },
+        Column::Date(values) => match &test.test {
+            Test::IsEmpty => rows_of_values(values, |v| v.is_none()),
+            Test::Compare(op, Scalar::Date(d, _)) => rows_comparing(values, *op, Some(*d), |v| v.is_some()),
+            Test::In(items) => {
+                let set: HashSet<i32> = items
                     .iter()
                     .filter_map(|i| if let Scalar::Date(d, _) = i { Some(*d) } else { None })
-                    .collect(),
-                _ => HashSet::new(),
-            };
-            rows_where(values.len(), |r| match (values[r], &test.test) {
-                (None, Test::IsEmpty) => true,
-                (None, _) | (Some(_), Test::IsEmpty) => false,
-                (Some(v), Test::Compare(op, Scalar::Date(d, _))) => op.holds(v, *d),
-                (Some(v), Test::In(_)) => set.contains(&v),
-                _ => false,
-            })
-        }
+                    .collect();
+                rows_of_values(values, |v| v.is_some_and(|v| set.contains(&v)))
+            }
+            _ => RoaringBitmap::new(),
+        },
         Column::Boolean(values) => rows_where(values.len(), |r| match (values[r], &test.test) {
             (None, Test::IsEmpty) => true,
             (Some(v), Test::IsTrue) => v,
@@ -461,6 +489,27 @@ mod tests {
         let keep = |r: usize| r.is_multiple_of(7) || (CHUNK_ROWS - 3..CHUNK_ROWS + 3).contains(&r) || r == rows - 1;
         let expected: Vec<u32> = (0..rows).filter(|&r| keep(r)).map(|r| r as u32).collect();
         assert_eq!(rows_where(rows, keep).iter().collect::<Vec<_>>(), expected);
+    }
+
+    /// Comparisons on numbers and dates over several chunks, with missing
+    /// values on both sides of a chunk boundary: every operator finds the
+    /// rows a plain filter finds, and never a missing value.
+    #[test]
+    fn comparisons_find_the_rows_a_filter_finds_across_chunks() {
+        let rows = 2 * CHUNK_ROWS + 13;
+        let missing = |r: usize| r.is_multiple_of(11) || (CHUNK_ROWS - 2..CHUNK_ROWS + 2).contains(&r);
+        let numbers: Vec<f64> = (0..rows)
+            .map(|r| if missing(r) { f64::NAN } else { (r % 5) as f64 })
+            .collect();
+        let dates: Vec<Option<i32>> = (0..rows).map(|r| (!missing(r)).then_some((r % 5) as i32)).collect();
+        let members = |rows: RoaringBitmap| rows.iter().map(|r| r as usize).collect::<Vec<_>>();
+        for op in [CmpOp::Eq, CmpOp::Ne, CmpOp::Lt, CmpOp::Le, CmpOp::Gt, CmpOp::Ge] {
+            let expected: Vec<usize> = (0..rows).filter(|&r| !missing(r) && op.holds(r % 5, 2)).collect();
+            let found_numbers = members(rows_comparing(&numbers, op, 2.0, |v: f64| !v.is_nan()));
+            let found_dates = members(rows_comparing(&dates, op, Some(2), |v| v.is_some()));
+            assert_eq!(found_numbers, expected, "{op:?} on numbers");
+            assert_eq!(found_dates, expected, "{op:?} on dates");
+        }
     }
 
     /// With the values sorted, every comparison, `in` list, prefix and
