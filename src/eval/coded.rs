@@ -114,10 +114,7 @@ impl<'p, 'd> CodedConditions<'p, 'd> {
                 .iter_mut()
                 .find(|(first, column, _)| std::ptr::eq(*first, condition.first.0) && same(*column))
             {
-                Some((_, column, conditions)) => {
-                    *column = column.or(second);
-                    conditions.push(condition);
-                }
+                Some((_, _, conditions)) => conditions.push(condition),
                 None => sorts.push((condition.first.0, second, vec![condition])),
             }
         }
