@@ -248,13 +248,27 @@ pub(super) fn codes_containing(text: &TextColumn, literals: &[&str]) -> Vec<Roar
                 .map(|task| search_task(lower, task, search, &searched))
                 .collect(),
         };
-        found.extend((0..batch.len()).map(|i| {
-            if batch[i].is_empty() {
-                return all_rows(lower.len());
+        // One pass hands each hit to the literals it holds: a pass over
+        // every hit per literal read a million hits 25 times, one core alone.
+        let mut codes_of: Vec<Vec<u32>> = vec![Vec::new(); batch.len()];
+        for &(code, bits) in hits.iter().flatten() {
+            let mut rest = bits;
+            while rest != 0 {
+                codes_of[rest.trailing_zeros() as usize].push(code);
+                rest &= rest - 1;
             }
-            let codes = hits.iter().flatten().filter(|(_, bits)| bits >> i & 1 == 1);
-            RoaringBitmap::from_sorted_iter(codes.map(|(code, _)| *code)).expect("codes found in ascending order")
-        }));
+        }
+        let batch_found: Vec<RoaringBitmap> = codes_of
+            .into_par_iter()
+            .zip(batch)
+            .map(|(codes, literal)| {
+                if literal.is_empty() {
+                    return all_rows(lower.len());
+                }
+                RoaringBitmap::from_sorted_iter(codes).expect("codes found in ascending order")
+            })
+            .collect();
+        found.extend(batch_found);
     }
     found
 }
