@@ -23,6 +23,15 @@ use std::collections::{HashMap, HashSet};
 /// the pairs of values number picked values × these.
 const MAX_SECOND_VALUES: usize = 64;
 
+/// A condition whose rows number at least one per this many users gathers
+/// its users in a bitset of every user, whose bytes are then at most 8 per
+/// row: cheaper than sorting and uniting the users of its pairs.
+const USERS_PER_MEMBER_FOR_BITSET: usize = 64;
+
+/// Enrollment rows a task of the pair sort sorts: its scratch of a pair per
+/// row is then 4 MB.
+const ROWS_PER_SORT_TASK: usize = 1 << 20;
+
 /// The enrollment conditions of a plan answered from the users of pairs of
 /// values, and the atoms only they use.
 pub(super) struct CodedConditions<'p, 'd> {
@@ -121,7 +130,7 @@ impl<'p, 'd> CodedConditions<'p, 'd> {
         sorts
             .into_iter()
             .flat_map(|(first, second, conditions)| {
-                let pairs = UsersByPair::sort(first, second, &conditions, &enrollments.user_rows);
+                let pairs = UsersByPair::sort(first, second, &conditions, &enrollments.user_rows, data.user_count());
                 let enrolled: Vec<EnrolledUsers<'d>> = conditions.par_iter().map(|c| pairs.enrolled(c)).collect();
                 conditions.into_iter().map(|c| c.node).zip(enrolled)
             })
@@ -141,6 +150,8 @@ struct UsersByPair {
     /// Per task, where each pair's users start (and the last end), and the
     /// users.
     tasks: Vec<(Vec<usize>, Vec<u32>)>,
+    /// Rows of the users table.
+    users: usize,
 }
 
 impl UsersByPair {
@@ -149,6 +160,7 @@ impl UsersByPair {
         second: Option<&TextColumn>,
         conditions: &[&CodedCondition],
         user_rows: &[u32],
+        users: usize,
     ) -> Self {
         let mut place_of = vec![NULL_CODE; first.values.len()];
         let mut places = 0;
@@ -160,36 +172,49 @@ impl UsersByPair {
         }
         let seconds = second.map_or(1, |s| s.values.len() + 1);
         let pairs = places as usize * seconds;
-        let pair_of = |row: usize| -> Option<usize> {
-            let place = *place_of.get(first.codes[row] as usize)?;
-            if place == NULL_CODE || user_rows[row] == NO_USER {
-                return None;
-            }
-            let second = second.map_or(0, |s| (s.codes[row] as usize).min(seconds - 1));
-            Some(place as usize * seconds + second)
-        };
-        let task_rows = first
-            .codes
-            .len()
-            .div_ceil(2 * rayon::current_num_threads())
-            .max(1 << 16);
-        let tasks = (0..first.codes.len().div_ceil(task_rows))
+        // Per row, its pair or `NO_PAIR`, read off the columns' slices in
+        // one pass that also counts each pair's rows; the second pass reads
+        // only the pairs and the users.
+        const NO_PAIR: u32 = u32::MAX;
+        assert!(
+            u32::try_from(pairs).is_ok_and(|p| p < NO_PAIR),
+            "fewer than 2^32 - 1 pairs"
+        );
+        let second_codes = second.map(|s| &s.codes);
+        let tasks = (0..first.codes.len().div_ceil(ROWS_PER_SORT_TASK))
             .into_par_iter()
             .map(|task| {
-                let rows = task * task_rows..first.codes.len().min((task + 1) * task_rows);
+                let rows = task * ROWS_PER_SORT_TASK..first.codes.len().min((task + 1) * ROWS_PER_SORT_TASK);
                 let mut starts = vec![0usize; pairs + 1];
-                for pair in rows.clone().filter_map(pair_of) {
-                    starts[pair + 1] += 1;
+                let user_rows = &user_rows[rows.clone()];
+                let places = first.codes[rows.clone()].iter().zip(user_rows).map(|(&code, &user)| {
+                    match place_of.get(code as usize) {
+                        Some(&place) if place != NULL_CODE && user != NO_USER => place * seconds as u32,
+                        _ => NO_PAIR,
+                    }
+                });
+                let pair_of_row: Vec<u32> = match second_codes {
+                    None => places.collect(),
+                    Some(codes) => places
+                        .zip(&codes[rows])
+                        .map(|(first, &second)| match first {
+                            NO_PAIR => NO_PAIR,
+                            first => first + second.min(seconds as u32 - 1),
+                        })
+                        .collect(),
+                };
+                for &pair in pair_of_row.iter().filter(|&&pair| pair != NO_PAIR) {
+                    starts[pair as usize + 1] += 1;
                 }
                 for i in 1..starts.len() {
                     starts[i] += starts[i - 1];
                 }
                 let mut next = starts.clone();
                 let mut users = vec![0u32; starts[pairs]];
-                for row in rows {
-                    if let Some(pair) = pair_of(row) {
-                        users[next[pair]] = user_rows[row];
-                        next[pair] += 1;
+                for (&pair, &user) in pair_of_row.iter().zip(user_rows) {
+                    if pair != NO_PAIR {
+                        users[next[pair as usize]] = user;
+                        next[pair as usize] += 1;
                     }
                 }
                 (starts, users)
@@ -199,7 +224,16 @@ impl UsersByPair {
             place_of,
             seconds,
             tasks,
+            users,
         }
+    }
+
+    /// How many rows `pair` has, over every task.
+    fn users_in(&self, pair: usize) -> usize {
+        self.tasks
+            .iter()
+            .map(|(starts, _)| starts[pair + 1] - starts[pair])
+            .sum()
     }
 
     /// The users of `condition`'s rows: those of every pair it holds for,
@@ -236,6 +270,16 @@ impl UsersByPair {
                 }
             }
             return EnrolledUsers::from_runs(runs);
+        }
+        let members: usize = pairs.iter().map(|&pair| self.users_in(pair)).sum();
+        if members >= self.users / USERS_PER_MEMBER_FOR_BITSET {
+            // Setting bits costs a store per row, where sorting, dedup and
+            // unions of millions of users cost tens of nanoseconds each.
+            let mut bits = vec![0u8; self.users.div_ceil(8)];
+            for user in pairs.into_iter().flat_map(users_of_pair) {
+                bits[user as usize / 8] |= 1 << (user % 8);
+            }
+            return EnrolledUsers::Present(RoaringBitmap::from_lsb0_bytes(0, &bits));
         }
         let mut present = RoaringBitmap::new();
         for pair in pairs {
