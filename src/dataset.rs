@@ -462,15 +462,78 @@ fn count_users_by_value(text: &TextColumn, user_rows: &[u32], users: usize) -> O
         .map(|_| (0..users).into_par_iter().map(|_| AtomicU16::new(0)).collect())
         .collect();
     let overflow = AtomicBool::new(false);
-    text.codes.par_iter().zip(user_rows).for_each(|(&code, &user)| {
-        if code != NULL_CODE
-            && user != NO_USER
-            && counts[code as usize][user as usize].fetch_add(1, Ordering::Relaxed) == u16::MAX
-        {
+    match ranges_of_whole_users(user_rows, 4 * rayon::current_num_threads()) {
+        // No two tasks count rows of one user: a load and a store, where
+        // an atomic addition per row took most of the pass.
+        Some(ranges) => ranges.into_par_iter().for_each(|rows| {
+            count_rows(&counts, &text.codes[rows.clone()], &user_rows[rows], &overflow, |c| {
+                let before = c.load(Ordering::Relaxed);
+                c.store(before.wrapping_add(1), Ordering::Relaxed);
+                before
+            });
+        }),
+        None => {
+            let pieces = text.codes.par_chunks(1 << 16).zip(user_rows.par_chunks(1 << 16));
+            pieces.for_each(|(codes, user_rows)| {
+                count_rows(&counts, codes, user_rows, &overflow, |c| {
+                    c.fetch_add(1, Ordering::Relaxed)
+                });
+            });
+        }
+    }
+    (!overflow.into_inner()).then_some(counts)
+}
+
+/// Counts the rows of `codes` and `user_rows` into `counts` with `add`,
+/// which returns the count before; marks `overflow` past `u16::MAX`.
+fn count_rows(
+    counts: &UserCountsByValue,
+    codes: &[u32],
+    user_rows: &[u32],
+    overflow: &AtomicBool,
+    add: impl Fn(&AtomicU16) -> u16,
+) {
+    for (&code, &user) in codes.iter().zip(user_rows) {
+        if code != NULL_CODE && user != NO_USER && add(&counts[code as usize][user as usize]) == u16::MAX {
             overflow.store(true, Ordering::Relaxed);
         }
-    });
-    (!overflow.into_inner()).then_some(counts)
+    }
+}
+
+/// About `tasks` ranges of rows, together every row, no two of which hold
+/// rows of one user, if the rows come user by user (ascending users rows,
+/// rows of no user anywhere); `None` if they do not.
+fn ranges_of_whole_users(user_rows: &[u32], tasks: usize) -> Option<Vec<std::ops::Range<usize>>> {
+    // Per piece, its first and last user, or none; `Err` if unordered.
+    let pieces: Vec<Option<(u32, u32)>> = user_rows
+        .par_chunks(1 << 16)
+        .map(|piece| {
+            let mut known = piece.iter().copied().filter(|&u| u != NO_USER);
+            let Some(first) = known.next() else {
+                return Ok(None);
+            };
+            let last = known.try_fold(first, |last, u| if u >= last { Ok(u) } else { Err(()) })?;
+            Ok(Some((first, last)))
+        })
+        .collect::<Result<_, ()>>()
+        .ok()?;
+    let bounds: Vec<(u32, u32)> = pieces.into_iter().flatten().collect();
+    if !bounds.windows(2).all(|w| w[0].1 <= w[1].0) {
+        return None;
+    }
+    let mut starts = vec![0];
+    for task in 1..tasks {
+        let mut start = (user_rows.len() * task / tasks).max(starts[starts.len() - 1]);
+        // A user's rows stay in the task of the row before `start`.
+        if let Some(&before) = user_rows[..start].iter().rev().find(|&&u| u != NO_USER) {
+            while start < user_rows.len() && (user_rows[start] == before || user_rows[start] == NO_USER) {
+                start += 1;
+            }
+        }
+        starts.push(start);
+    }
+    starts.push(user_rows.len());
+    Some(starts.windows(2).map(|w| w[0]..w[1]).collect())
 }
 
 /// Ties each enrollment row to its users row, in parallel.
@@ -689,6 +752,83 @@ mod tests {
                 .collect::<Vec<_>>()
         };
         assert_eq!((load(0), load(1)), (vec![2, 0, 1], vec![1, 0, 0]));
+    }
+
+    #[test]
+    fn ranges_of_whole_users_keep_each_users_rows_in_one_range() {
+        // Users ascend, with rows of no user among them, at the ends too,
+        // and long runs of one user across where the ranges would split.
+        let mut user_rows = vec![NO_USER, NO_USER];
+        for user in 0..40u32 {
+            let rows = if user % 7 == 3 { 300 } else { 1 + user % 3 };
+            user_rows.extend(std::iter::repeat_n(user, rows as usize));
+            if user % 5 == 0 {
+                user_rows.push(NO_USER);
+            }
+        }
+        user_rows.extend([NO_USER; 3]);
+        for tasks in [1, 2, 3, 8, 64, 2_000] {
+            let ranges = ranges_of_whole_users(&user_rows, tasks).expect("users ascend");
+            let mut task_of_user = HashMap::new();
+            let mut next = 0;
+            for (task, rows) in ranges.iter().enumerate() {
+                assert_eq!(rows.start, next, "{tasks} tasks: ranges cover every row in order");
+                next = rows.end;
+                for &user in user_rows[rows.clone()].iter().filter(|&&u| u != NO_USER) {
+                    assert_eq!(
+                        *task_of_user.entry(user).or_insert(task),
+                        task,
+                        "{tasks} tasks: user {user}"
+                    );
+                }
+            }
+            assert_eq!(next, user_rows.len());
+        }
+        assert!(ranges_of_whole_users(&[0, 1, NO_USER, 1, 2], 2).is_some());
+        assert!(ranges_of_whole_users(&[0, 2, NO_USER, 1], 2).is_none());
+        let far_apart: Vec<u32> = (0..200_000u32).rev().collect();
+        assert!(
+            ranges_of_whole_users(&far_apart, 2).is_none(),
+            "pieces each in order, but not together"
+        );
+    }
+
+    #[test]
+    fn user_counts_alike_whether_rows_come_user_by_user_or_not() {
+        let rows: Vec<(Option<&str>, u32)> = (0..300_000u32)
+            .map(|r| {
+                let value = ["a", "b", "c"][(r % 3) as usize];
+                let user = if r % 11 == 0 { NO_USER } else { r / 7 };
+                ((r % 13 != 0).then_some(value), user)
+            })
+            .collect();
+        let users = 300_000 / 7 + 1;
+        let counts_of = |rows: &[(Option<&str>, u32)]| {
+            let text: TextColumn = rows.iter().map(|(v, _)| v.map(String::from)).collect();
+            let user_rows: Vec<u32> = rows.iter().map(|(_, u)| *u).collect();
+            let counts = count_users_by_value(&text, &user_rows, users).expect("no overflow");
+            let mut by_value: Vec<(String, Vec<u16>)> = (0..text.values.len())
+                .map(|code| {
+                    let loaded = counts[code].iter().map(|c| c.load(Ordering::Relaxed)).collect();
+                    (text.values.get(code).to_string(), loaded)
+                })
+                .collect();
+            by_value.sort();
+            by_value
+        };
+        let in_order = counts_of(&rows);
+        let mut shuffled = rows.clone();
+        shuffled.reverse();
+        shuffled.swap(0, 150_000);
+        assert_eq!(in_order, counts_of(&shuffled));
+        let mut expected = vec![vec![0u16; users]; 3];
+        for (value, user) in &rows {
+            if let (Some(value), true) = (value, *user != NO_USER) {
+                expected[(value.as_bytes()[0] - b'a') as usize][*user as usize] += 1;
+            }
+        }
+        let found: Vec<Vec<u16>> = in_order.into_iter().map(|(_, counts)| counts).collect();
+        assert_eq!(found, expected);
     }
 
     #[test]
