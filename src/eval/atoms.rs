@@ -205,13 +205,44 @@ fn union_with_frequent_values(
     Some(rows)
 }
 
-/// Literals one automaton matches at once: a value's hits fit one `u64`.
-const LITERALS_PER_PASS: usize = 64;
+/// Needles one automaton matches at once: a value's hits fit one `u64`.
+const NEEDLES_PER_PASS: usize = 64;
 
 /// Distinct values searched per parallel task.
 const VALUES_PER_SEARCH_TASK: usize = 1 << 14;
 
-/// How a batch of literals is searched for.
+/// Where in a value a literal must be found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Anchor {
+    /// Anywhere: `contains`.
+    Anywhere,
+    /// At its start: `starts_with`.
+    Start,
+    /// At its end: `ends_with`.
+    End,
+}
+
+/// A test that a lowercase value holds a literal, where its anchor says.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Needle<'a> {
+    /// The literal, lowercase.
+    pub literal: &'a str,
+    /// Where it must be.
+    pub anchor: Anchor,
+}
+
+impl Needle<'_> {
+    /// Whether a match at `start..end` of a value at `value` holds.
+    fn holds_at(&self, start: usize, end: usize, value: std::ops::Range<usize>) -> bool {
+        match self.anchor {
+            Anchor::Anywhere => true,
+            Anchor::Start => start == value.start,
+            Anchor::End => end == value.end,
+        }
+    }
+}
+
+/// How the distinct literals of a batch of needles are searched for.
 enum Search<'a> {
     /// One literal.
     Alone(Box<memchr::memmem::Finder<'a>>),
@@ -219,37 +250,49 @@ enum Search<'a> {
     Many(AhoCorasick),
 }
 
-/// Per literal, the codes of the distinct values of `text` whose lowercase
-/// form contains it: one Aho-Corasick pass over all the values, kept end to
+/// Per needle, the codes of the distinct values of `text` whose lowercase
+/// form holds it: one Aho-Corasick pass over all the values, kept end to
 /// end, for many literals at once, where a search per value or per literal
-/// would start over millions of times.
-pub(super) fn codes_containing(text: &TextColumn, literals: &[&str]) -> Vec<RoaringBitmap> {
+/// would start over millions of times. `starts_with` and `ends_with` ride
+/// the same pass: a value starts with a literal found at its start.
+pub(super) fn codes_holding(text: &TextColumn, needles: &[Needle<'_>]) -> Vec<RoaringBitmap> {
     let lower = &text.lowercase;
-    let mut found = Vec::with_capacity(literals.len());
-    for batch in literals.chunks(LITERALS_PER_PASS) {
-        // The empty literal is in every value; the search gets the rest.
-        let searched: Vec<usize> = (0..batch.len()).filter(|&i| !batch[i].is_empty()).collect();
+    let mut found = Vec::with_capacity(needles.len());
+    for batch in needles.chunks(NEEDLES_PER_PASS) {
+        // The empty literal is in every value; the search gets the distinct
+        // others, each with a bit for every needle of the batch it is.
+        let mut literals: Vec<&str> = Vec::new();
+        let mut needles_of: Vec<u64> = Vec::new();
+        for (i, needle) in batch.iter().enumerate().filter(|(_, n)| !n.literal.is_empty()) {
+            match literals.iter().position(|&l| l == needle.literal) {
+                Some(p) => needles_of[p] |= 1 << i,
+                None => {
+                    literals.push(needle.literal);
+                    needles_of.push(1 << i);
+                }
+            }
+        }
         // Building fails only past billions of automaton states. One
         // literal alone is found faster by memmem's vectorised search.
-        let search = match searched[..] {
+        let search = match literals[..] {
             [] => None,
-            [i] => Some(Search::Alone(Box::new(memchr::memmem::Finder::new(batch[i])))),
+            [literal] => Some(Search::Alone(Box::new(memchr::memmem::Finder::new(literal)))),
             _ => Some(Search::Many(
-                AhoCorasick::new(searched.iter().map(|&i| batch[i])).expect("an automaton for a batch of literals"),
+                AhoCorasick::new(&literals).expect("an automaton for a batch of literals"),
             )),
         };
         // Per task, the values with a hit, ascending, each with a bit per
-        // literal of the batch: as many entries as values found, where a
+        // needle of the batch: as many entries as values found, where a
         // word per value would fill and copy 80 MB for 10M values.
         let hits: Vec<Vec<(u32, u64)>> = match &search {
             None => Vec::new(),
             Some(search) => (0..lower.len().div_ceil(VALUES_PER_SEARCH_TASK))
                 .into_par_iter()
-                .map(|task| search_task(lower, task, search, &searched))
+                .map(|task| search_task(lower, task, search, batch, &needles_of))
                 .collect(),
         };
-        // One pass hands each hit to the literals it holds: a pass over
-        // every hit per literal read a million hits 25 times, one core alone.
+        // One pass hands each hit to the needles it holds: a pass over
+        // every hit per needle read a million hits 25 times, one core alone.
         let mut codes_of: Vec<Vec<u32>> = vec![Vec::new(); batch.len()];
         for &(code, bits) in hits.iter().flatten() {
             let mut rest = bits;
@@ -261,8 +304,8 @@ pub(super) fn codes_containing(text: &TextColumn, literals: &[&str]) -> Vec<Roar
         let batch_found: Vec<RoaringBitmap> = codes_of
             .into_par_iter()
             .zip(batch)
-            .map(|(codes, literal)| {
-                if literal.is_empty() {
+            .map(|(codes, needle)| {
+                if needle.literal.is_empty() {
                     return all_rows(lower.len());
                 }
                 RoaringBitmap::from_sorted_iter(codes).expect("codes found in ascending order")
@@ -274,17 +317,45 @@ pub(super) fn codes_containing(text: &TextColumn, literals: &[&str]) -> Vec<Roar
 }
 
 /// The values of one search task (`VALUES_PER_SEARCH_TASK` values from
-/// `task * VALUES_PER_SEARCH_TASK`) that contain a literal, ascending, each
-/// with bit `searched[p]` set for every literal `p` of `search` it contains.
-fn search_task(lower: &Strings, task: usize, search: &Search<'_>, searched: &[usize]) -> Vec<(u32, u64)> {
+/// `task * VALUES_PER_SEARCH_TASK`) that hold a needle of `batch`,
+/// ascending, each with the bit of every needle it holds; `needles_of[p]`
+/// has the bits of the needles of `search`'s literal `p`.
+fn search_task(
+    lower: &Strings,
+    task: usize,
+    search: &Search<'_>,
+    batch: &[Needle<'_>],
+    needles_of: &[u64],
+) -> Vec<(u32, u64)> {
     let first = task * VALUES_PER_SEARCH_TASK;
     let last = lower.len().min(first + VALUES_PER_SEARCH_TASK) - 1;
     let base = lower.start(first);
     let haystack = &lower.text()[base..lower.end(last)];
     let mut hits: Vec<(u32, u64)> = Vec::new();
-    let mut hit = |value: usize, bit: u64| match hits.last_mut() {
-        Some((code, bits)) if *code as usize == value => *bits |= bit,
-        _ => hits.push((value as u32, bit)),
+    // Records the needles of literal `p` that a match at `start..end` of
+    // `haystack`, in value `value`, holds; returns the bits the value has.
+    let mut hit = |value: usize, p: usize, start: usize, end: usize| -> u64 {
+        let span = lower.start(value)..lower.end(value);
+        let mut bits = 0;
+        let mut rest = needles_of[p];
+        while rest != 0 {
+            let i = rest.trailing_zeros() as usize;
+            if batch[i].holds_at(base + start, base + end, span.clone()) {
+                bits |= 1 << i;
+            }
+            rest &= rest - 1;
+        }
+        match hits.last_mut() {
+            Some((code, held)) if *code as usize == value => {
+                *held |= bits;
+                *held
+            }
+            _ if bits == 0 => 0,
+            _ => {
+                hits.push((value as u32, bits));
+                bits
+            }
+        }
     };
     // Matches come by ascending end; one across two values is no match.
     let mut value = first;
@@ -302,17 +373,17 @@ fn search_task(lower: &Strings, task: usize, search: &Search<'_>, searched: &[us
     };
     match search {
         Search::Alone(finder) => {
-            // After a match the search goes on from the next value: its
-            // own start, or past the value it found.
+            // After a match the search goes on past the value it is in, once
+            // the value holds every needle of the literal (a match of an
+            // anchored needle may come later in it), else at the next byte;
+            // after a match across two values, at the second's start.
             let mut from = 0;
             while let Some(found) = finder.find(&haystack.as_bytes()[from..]) {
                 let start = from + found;
                 let end = start + finder.needle().len();
                 from = match holding(start, end) {
-                    Ok(v) => {
-                        hit(v, 1 << searched[0]);
-                        lower.end(v) - base
-                    }
+                    Ok(v) if hit(v, 0, start, end) == needles_of[0] => lower.end(v) - base,
+                    Ok(_) => start + 1,
                     Err(v) => lower.start(v) - base,
                 };
             }
@@ -320,7 +391,7 @@ fn search_task(lower: &Strings, task: usize, search: &Search<'_>, searched: &[us
         Search::Many(automaton) => {
             for m in automaton.find_overlapping_iter(haystack) {
                 if let Ok(v) = holding(m.start(), m.end()) {
-                    hit(v, 1 << searched[m.pattern().as_usize()]);
+                    hit(v, m.pattern().as_usize(), m.start(), m.end());
                 }
             }
         }
@@ -403,7 +474,14 @@ pub(super) fn text_codes(text: &TextColumn, test: &Test) -> Option<RoaringBitmap
                 .collect();
             match_codes(lower.len(), |c| set.contains(lower.get_bytes(c)))
         }
-        Test::Contains(t) => codes_containing(text, &[t]).swap_remove(0),
+        Test::Contains(t) => codes_holding(
+            text,
+            &[Needle {
+                literal: t,
+                anchor: Anchor::Anywhere,
+            }],
+        )
+        .swap_remove(0),
         Test::StartsWith(t) => match_codes(lower.len(), |c| lower.get_bytes(c).starts_with(t.as_bytes())),
         Test::EndsWith(t) => match_codes(lower.len(), |c| lower.get_bytes(c).ends_with(t.as_bytes())),
         Test::Matches(regex) => match_codes(text.values.len(), |c| regex.is_match(text.values.get(c))),
@@ -676,36 +754,78 @@ mod tests {
     }
 
     #[test]
-    fn every_literal_finds_the_values_containing_it_over_several_passes() {
+    fn every_needle_finds_the_values_holding_it_over_several_passes() {
         // Values over several search tasks.
-        let values = ["Ana@Acme.com", "bob@acme.co.uk", "", "aaa", "ab", "zed", "xab", "abay"]
-            .map(String::from)
-            .into_iter()
-            .chain((0..3 * VALUES_PER_SEARCH_TASK).map(|i| format!("v{i}x")));
+        let values = [
+            "Ana@Acme.com",
+            "bob@acme.co.uk",
+            "",
+            "aaa",
+            "ab",
+            "zed",
+            "xab",
+            "abay",
+            "acme.com.acme.com",
+        ]
+        .map(String::from)
+        .into_iter()
+        .chain((0..3 * VALUES_PER_SEARCH_TASK).map(|i| format!("v{i}x")));
         let text: TextColumn = values.map(Some).collect();
-        // More literals than one pass takes, overlapping ones, the empty one,
-        // ones found only across two values ("aaa" "ab", "v0x" "v1x"), and
-        // one found across two values and then inside the second ("xab" "abay").
-        let mut literals: Vec<String> = (0..LITERALS_PER_PASS + 6).map(|i| format!("x{i}")).collect();
+        // More needles than one pass takes, overlapping ones, the empty one,
+        // ones found only across two values ("aaa" "ab", "v0x" "v1x"), one
+        // found across two values and then inside the second ("xab" "abay"),
+        // one found inside a value before its end ("acme.com.acme.com"),
+        // and one literal under all three anchors.
+        let mut literals: Vec<String> = (0..NEEDLES_PER_PASS + 6).map(|i| format!("x{i}")).collect();
         literals.extend(
             [
-                "a", "aa", "ab", "@acme.co", "acme.com", "", "z", "aaab", "bz", "xv1", "9x", "aba",
+                "a", "aa", "ab", "@acme.co", "acme.com", "", "z", "aaab", "bz", "xv1", "9x", "aba", "v1", "x",
             ]
             .map(String::from),
         );
-        let literal_refs: Vec<&str> = literals.iter().map(String::as_str).collect();
-        let found = codes_containing(&text, &literal_refs);
-        for (literal, codes) in literals.iter().zip(&found) {
+        let anchors = [Anchor::Anywhere, Anchor::Start, Anchor::End];
+        let needles: Vec<Needle> = literals
+            .iter()
+            .enumerate()
+            .flat_map(|(i, literal)| {
+                // Every literal anywhere; one in three also at a start, one
+                // in three also at an end; the last ones under all three.
+                let extra = if i + 4 >= literals.len() {
+                    &anchors[1..]
+                } else {
+                    &anchors[1 + i % 3..(2 + i % 3).min(3)]
+                };
+                std::iter::once(Anchor::Anywhere)
+                    .chain(extra.iter().copied())
+                    .map(move |anchor| Needle { literal, anchor })
+            })
+            .collect();
+        let found = codes_holding(&text, &needles);
+        let mut anchored = 0;
+        for (needle, codes) in needles.iter().zip(&found) {
+            let holds = |value: &str| match needle.anchor {
+                Anchor::Anywhere => value.contains(needle.literal),
+                Anchor::Start => value.starts_with(needle.literal),
+                Anchor::End => value.ends_with(needle.literal),
+            };
             let expected: Vec<u32> = (0..text.lowercase.len() as u32)
-                .filter(|&c| text.lowercase.get(c as usize).contains(literal.as_str()))
+                .filter(|&c| holds(text.lowercase.get(c as usize)))
                 .collect();
-            assert_eq!(codes.iter().collect::<Vec<_>>(), expected, "literal {literal:?}");
+            assert_eq!(codes.iter().collect::<Vec<_>>(), expected, "{needle:?}");
+            anchored += usize::from(needle.anchor != Anchor::Anywhere && !expected.is_empty());
             // Alone, a literal takes the memmem path.
-            assert_eq!(
-                &codes_containing(&text, &[literal.as_str()])[0],
-                codes,
-                "literal {literal:?} alone"
-            );
+            assert_eq!(&codes_holding(&text, &[*needle])[0], codes, "{needle:?} alone");
         }
+        assert!(anchored >= 5, "anchored needles that hold somewhere: {anchored}");
+        // One literal under every anchor, alone on the memmem path: "acme.com"
+        // is inside "acme.com.acme.com" before it is at its end.
+        let acme: Vec<Needle> = anchors
+            .map(|anchor| Needle {
+                literal: "acme.com",
+                anchor,
+            })
+            .to_vec();
+        let codes: Vec<Vec<u32>> = codes_holding(&text, &acme).iter().map(|c| c.iter().collect()).collect();
+        assert_eq!(codes, [vec![0, 8], vec![8], vec![0, 8]]);
     }
 }

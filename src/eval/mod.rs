@@ -23,7 +23,8 @@ use crate::checked::{ColumnTest, Test};
 use crate::data::{Column, TextColumn};
 use crate::dataset::{Dataset, NO_USER};
 use atoms::{
-    all_rows, branch_rows, codes_containing, column_rows, for_each_member, rows_where, rows_with_codes, text_codes,
+    Anchor, Needle, all_rows, branch_rows, codes_holding, column_rows, for_each_member, rows_where, rows_with_codes,
+    text_codes,
 };
 use coded::CodedConditions;
 use plan::{Atom, Node, Plan};
@@ -399,7 +400,8 @@ type AtomResults = Vec<Option<(Arc<RoaringBitmap>, Duration)>>;
 
 /// What phase 0 found for an atom.
 enum Indexed {
-    /// The distinct values a `contains` atom matches, by code.
+    /// The distinct values a `contains`, `starts_with` or `ends_with` atom
+    /// matches, by code.
     Codes(RoaringBitmap),
     /// The rows of an equality or `in` atom.
     Rows(RoaringBitmap),
@@ -413,13 +415,15 @@ const VALUES_PER_NAMED_VALUE: u64 = 8;
 /// Phase 0: the per-value postings that equality and `in` tests use, one
 /// column per task, before any atom waits on them, or, on a column whose
 /// values the rules name few of, the rows of each such atom in one pass;
-/// and every `contains` literal of a column matched against its values in
-/// one pass, giving the codes of the values each `contains` atom matches.
+/// and every `contains`, `starts_with` and `ends_with` literal of a column
+/// matched against its values in one pass, giving the codes of the values
+/// each such atom matches (prefixes and suffixes are left to the REPL's
+/// sorted values where it has them).
 /// By atom id; atoms `answered` otherwise are left out.
 fn index_columns(plan: &Plan<'_>, data: &Dataset, answered: &[bool]) -> HashMap<usize, Indexed> {
     // Per column, the equality and `in` atoms and the codes each names.
     let mut equal: Vec<(&TextColumn, Vec<(usize, RoaringBitmap)>)> = Vec::new();
-    let mut containing: Vec<(&TextColumn, Vec<(usize, &str)>)> = Vec::new();
+    let mut containing: Vec<(&TextColumn, Vec<(usize, Needle)>)> = Vec::new();
     for (a, atom) in plan.atoms.iter().enumerate().filter(|(a, _)| !answered[*a]) {
         let Some((Column::Text(text), test)) = column_test(atom, data) else {
             continue;
@@ -432,10 +436,30 @@ fn index_columns(plan: &Plan<'_>, data: &Dataset, answered: &[bool]) -> HashMap<
                     None => equal.push((text, vec![(a, codes)])),
                 }
             }
-            Test::Contains(literal) => match containing.iter_mut().find(|(t, _)| std::ptr::eq(*t, text)) {
-                Some((_, literals)) => literals.push((a, literal)),
-                None => containing.push((text, vec![(a, literal)])),
-            },
+            Test::Contains(_) | Test::StartsWith(_) | Test::EndsWith(_) => {
+                let needle = match &test.test {
+                    Test::Contains(literal) => Needle {
+                        literal,
+                        anchor: Anchor::Anywhere,
+                    },
+                    // The REPL's sorted values find a prefix or suffix by
+                    // binary search, with no pass.
+                    _ if text.sorted_values().is_some() => continue,
+                    Test::StartsWith(literal) => Needle {
+                        literal,
+                        anchor: Anchor::Start,
+                    },
+                    Test::EndsWith(literal) => Needle {
+                        literal,
+                        anchor: Anchor::End,
+                    },
+                    _ => unreachable!("a test of a literal"),
+                };
+                match containing.iter_mut().find(|(t, _)| std::ptr::eq(*t, text)) {
+                    Some((_, needles)) => needles.push((a, needle)),
+                    None => containing.push((text, vec![(a, needle)])),
+                }
+            }
             _ => {}
         }
     }
@@ -464,10 +488,10 @@ fn index_columns(plan: &Plan<'_>, data: &Dataset, answered: &[bool]) -> HashMap<
         || -> Vec<(usize, Indexed)> {
             containing
                 .par_iter()
-                .flat_map_iter(|(text, literals)| {
-                    let texts: Vec<&str> = literals.iter().map(|(_, l)| *l).collect();
-                    let found = codes_containing(text, &texts).into_iter().map(Indexed::Codes);
-                    literals.iter().map(|(a, _)| *a).zip(found)
+                .flat_map_iter(|(text, needles)| {
+                    let batch: Vec<Needle> = needles.iter().map(|(_, n)| *n).collect();
+                    let found = codes_holding(text, &batch).into_iter().map(Indexed::Codes);
+                    needles.iter().map(|(a, _)| *a).zip(found)
                 })
                 .collect()
         },
