@@ -231,7 +231,18 @@ pub(super) struct Needle<'a> {
     pub anchor: Anchor,
 }
 
-impl Needle<'_> {
+impl<'a> Needle<'a> {
+    /// The needle of a `contains`, `starts_with` or `ends_with` test.
+    pub fn of(test: &'a Test) -> Option<Needle<'a>> {
+        let (literal, anchor) = match test {
+            Test::Contains(literal) => (literal, Anchor::Anywhere),
+            Test::StartsWith(literal) => (literal, Anchor::Start),
+            Test::EndsWith(literal) => (literal, Anchor::End),
+            _ => return None,
+        };
+        Some(Needle { literal, anchor })
+    }
+
     /// Whether a match at `start..end` of a value at `value` holds.
     fn holds_at(&self, start: usize, end: usize, value: std::ops::Range<usize>) -> bool {
         match self.anchor {
@@ -474,14 +485,7 @@ pub(super) fn text_codes(text: &TextColumn, test: &Test) -> Option<RoaringBitmap
                 .collect();
             match_codes(lower.len(), |c| set.contains(lower.get_bytes(c)))
         }
-        Test::Contains(t) => codes_holding(
-            text,
-            &[Needle {
-                literal: t,
-                anchor: Anchor::Anywhere,
-            }],
-        )
-        .swap_remove(0),
+        Test::Contains(_) => codes_holding(text, &[Needle::of(test).expect("a needle")]).swap_remove(0),
         Test::StartsWith(t) => match_codes(lower.len(), |c| lower.get_bytes(c).starts_with(t.as_bytes())),
         Test::EndsWith(t) => match_codes(lower.len(), |c| lower.get_bytes(c).ends_with(t.as_bytes())),
         Test::Matches(regex) => match_codes(text.values.len(), |c| regex.is_match(text.values.get(c))),

@@ -436,25 +436,12 @@ fn index_columns(plan: &Plan<'_>, data: &Dataset, answered: &[bool]) -> HashMap<
                     None => equal.push((text, vec![(a, codes)])),
                 }
             }
-            Test::Contains(_) | Test::StartsWith(_) | Test::EndsWith(_) => {
-                let needle = match &test.test {
-                    Test::Contains(literal) => Needle {
-                        literal,
-                        anchor: Anchor::Anywhere,
-                    },
-                    // The REPL's sorted values find a prefix or suffix by
-                    // binary search, with no pass.
-                    _ if text.sorted_values().is_some() => continue,
-                    Test::StartsWith(literal) => Needle {
-                        literal,
-                        anchor: Anchor::Start,
-                    },
-                    Test::EndsWith(literal) => Needle {
-                        literal,
-                        anchor: Anchor::End,
-                    },
-                    _ => unreachable!("a test of a literal"),
-                };
+            test if let Some(needle) = Needle::of(test) => {
+                // The REPL's sorted values find a prefix or suffix by
+                // binary search, with no pass.
+                if needle.anchor != Anchor::Anywhere && text.sorted_values().is_some() {
+                    continue;
+                }
                 match containing.iter_mut().find(|(t, _)| std::ptr::eq(*t, text)) {
                     Some((_, needles)) => needles.push((a, needle)),
                     None => containing.push((text, vec![(a, needle)])),
