@@ -5,6 +5,7 @@
 
 use clap::{Args, Parser, Subcommand};
 use dyngroups::ast::GroupStatus;
+use dyngroups::checked::CheckedRules;
 use dyngroups::dataset::{InputPaths, OpenInputs};
 use dyngroups::diagnostic::render_all;
 use dyngroups::diff::{ChangeCount, GroupChange, RemovalGuard};
@@ -211,9 +212,17 @@ struct RunArgs {
     /// (percent) of a group's members...
     #[arg(long, value_name = "PERCENT", default_value_t = 10.0)]
     mass_removal_share: f64,
-    /// ...and at least this many; or when it empties a non-empty group.
+    /// ...and at least this many (of a group, or of the whole run).
     #[arg(long, value_name = "N", default_value_t = 100)]
     mass_removal_min: u64,
+    /// The guard also trips when a run removes more than this share
+    /// (percent) of all the memberships the last run committed.
+    #[arg(long, value_name = "PERCENT", default_value_t = 20.0)]
+    mass_removal_run_share: f64,
+    /// Delete this static group of the last run, which the memberships
+    /// input no longer names (repeatable; without KEY, every such group).
+    #[arg(long, value_name = "KEY", num_args = 0..=1, default_missing_value = "*")]
+    delete_static: Vec<String>,
     /// How many committed runs the state keeps.
     #[arg(long, value_name = "N", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
     keep: u64,
@@ -541,6 +550,13 @@ fn run_run(args: RunArgs) -> Result<(), Failure> {
         check_import(report, &args)?;
     }
     let fingerprints = fingerprints.map_err(|e| Failure::Data(e.to_string()))?;
+    let last_run = match &state {
+        Some(state) => state.last_run().map_err(state_failure)?,
+        None => None,
+    };
+    if let Some(last) = last_run.as_ref().filter(|_| selected.is_none()) {
+        guard_static_groups(last, &data.static_groups, &rules, &args)?;
+    }
     let loaded = started.elapsed();
 
     // Each batch of groups is diffed and stored as soon as it is evaluated,
@@ -623,9 +639,19 @@ fn run_run(args: RunArgs) -> Result<(), Failure> {
         members: g.members.len(),
         time: String::new(),
     }));
+    let was_static = |key: &str| {
+        last_run
+            .iter()
+            .flat_map(|last| &last.groups)
+            .any(|g| g.key == key && g.kind == "static")
+    };
     lines.extend(gone.iter().map(|key| RunLine {
         key: key.clone(),
-        name: "(gone from the rules)".into(),
+        name: if was_static(key) {
+            "(gone from the memberships input)".into()
+        } else {
+            "(gone from the rules)".into()
+        },
         members: 0,
         time: String::new(),
     }));
@@ -652,12 +678,12 @@ fn run_run(args: RunArgs) -> Result<(), Failure> {
             sink.took.as_secs_f64() * 1e3
         );
     }
-    if let Some(state) = &state {
+    if let Some(last) = &last_run {
         let now: HashSet<&str> = lines[..lines.len() - gone.len()]
             .iter()
             .map(|l| l.key.as_str())
             .collect();
-        guard_removals(state, &sink.counts, |key| now.contains(key), &args)?;
+        guard_removals(last, &sink.counts, |key| now.contains(key), &args)?;
     }
     if let Some(path) = &args.members_out {
         let members = kept_members.iter().map(|(key, members)| (key.as_str(), members));
@@ -776,47 +802,100 @@ impl RunSink<'_> {
     }
 }
 
+/// The groups a guard's message lists, those losing most first.
+const GUARD_GROUPS_LISTED: usize = 20;
+
 /// Stops the run before the diff is written or anything committed when a
-/// group would lose too many members, unless allowed.
+/// group, or the run as a whole, would lose too many members, unless allowed.
 fn guard_removals(
-    state: &State,
+    last: &RunRecord,
     counts: &[ChangeCount],
     still_committed: impl Fn(&str) -> bool,
     args: &RunArgs,
 ) -> Result<(), Failure> {
-    let Some(last) = state.last_run().map_err(state_failure)? else {
-        return Ok(());
-    };
     let before: HashMap<&str, u64> = last.groups.iter().map(|g| (g.key.as_str(), g.members)).collect();
     let guard = RemovalGuard {
         share: args.mass_removal_share / 100.0,
         min: args.mass_removal_min,
+        run_share: args.mass_removal_run_share / 100.0,
     };
     let allowed = |key: &str| args.allow_mass_removal.iter().any(|a| a == "*" || a == key);
-    let trips: Vec<_> = guard
-        .check(counts, |k| before.get(k).copied().unwrap_or(0), still_committed)
-        .into_iter()
-        .filter(|trip| !allowed(&trip.key))
-        .collect();
+    let trips = guard.check(
+        counts,
+        |k| before.get(k).copied().unwrap_or(0),
+        |k| still_committed(k) && !allowed(k),
+    );
     if trips.is_empty() {
         return Ok(());
     }
-    let mut message = format!(
-        "error: the mass-removal guard stopped the run: {} group{} would lose more than {}% of their members \
-         (and at least {}), or all of them; nothing was written or committed\n",
-        trips.len(),
-        if trips.len() == 1 { "" } else { "s" },
-        args.mass_removal_share,
-        args.mass_removal_min
-    );
-    for trip in &trips {
+    let mut message = String::from("error: the mass-removal guard stopped the run; nothing was written or committed\n");
+    if !trips.groups.is_empty() {
         message += &format!(
-            "  {}: {} -> {} members (-{})\n",
+            "  {} group{} would lose more than {}% of their members (and at least {}):\n",
+            trips.groups.len(),
+            if trips.groups.len() == 1 { "" } else { "s" },
+            args.mass_removal_share,
+            args.mass_removal_min
+        );
+    }
+    let mut groups = trips.groups.clone();
+    groups.sort_by(|a, b| b.removed.cmp(&a.removed).then_with(|| a.key.cmp(&b.key)));
+    for trip in groups.iter().take(GUARD_GROUPS_LISTED) {
+        message += &format!(
+            "    {}: {} -> {} members (-{})\n",
             trip.key, trip.before, trip.after, trip.removed
+        );
+    }
+    if groups.len() > GUARD_GROUPS_LISTED {
+        message += &format!("    and {} more\n", groups.len() - GUARD_GROUPS_LISTED);
+    }
+    if let Some(run) = trips.run {
+        message += &format!(
+            "  the run would remove {} of the {} memberships committed last, more than {}% (and at least {})\n",
+            run.removed, run.before, args.mass_removal_run_share, args.mass_removal_min
         );
     }
     message += "  = help: check the input data; if the removals are right, run again with \
                 `--allow-mass-removal` (every group) or `--allow-mass-removal KEY`\n";
+    Err(Failure::Guard(message))
+}
+
+/// Stops the run before anything is evaluated, written or committed when
+/// static groups of the last run, with members, are missing from the
+/// memberships input (or the run has none), unless deleted on purpose.
+fn guard_static_groups(
+    last: &RunRecord,
+    statics_now: &BTreeMap<String, RoaringBitmap>,
+    rules: &CheckedRules,
+    args: &RunArgs,
+) -> Result<(), Failure> {
+    let deleted = |key: &str| args.delete_static.iter().any(|a| a == "*" || a == key);
+    let missing: Vec<&GroupRecord> = last
+        .static_groups_missing(
+            |key| statics_now.contains_key(key),
+            |key| rules.groups.iter().any(|g| g.key == key),
+        )
+        .into_iter()
+        .filter(|g| !deleted(&g.key))
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    let input = match &args.inputs.data.memberships {
+        Some(path) => format!("the memberships input {} does not name", path.display()),
+        None => "this run has no `--memberships` input for".to_string(),
+    };
+    let mut message = format!(
+        "error: {} static group{} of the last run {input} {}; nothing was evaluated, written or committed\n",
+        missing.len(),
+        if missing.len() == 1 { "" } else { "s" },
+        if missing.len() == 1 { "it" } else { "them" },
+    );
+    for group in &missing {
+        message += &format!("  {}: {} members\n", group.key, group.members);
+    }
+    message += "  = help: pass the memberships export with `--memberships FILE`; to delete a group on purpose, \
+                run again with `--delete-static KEY` (repeatable) or `--delete-static` (every such group)\n";
     Err(Failure::Guard(message))
 }
 

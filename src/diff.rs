@@ -132,20 +132,33 @@ pub fn changes<E: Send>(
     Ok(out)
 }
 
-/// Stops a run that would remove too many members of a group: more than
-/// `share` of them and at least `min`, or all of a non-empty group. This is
-/// what a broken export (an empty department column) looks like.
+/// Stops a run that removes more members than a day's churn would: what a
+/// broken export (an emptied column, a truncated file) looks like. Routine
+/// churn passes: small groups empty every day at thousands of groups, so a
+/// group trips only from `min` removals up, whatever its share.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct RemovalGuard {
     /// The share of a group's members (0 to 1) a run may remove.
     pub share: f64,
-    /// Removals below this many never trip the guard, whatever the share.
+    /// Removals below this many never trip the guard, of a group or of the
+    /// whole run, whatever the share.
     pub min: u64,
+    /// The share of all the members the last run committed (0 to 1) that
+    /// one run may remove, over every group together.
+    pub run_share: f64,
 }
 
 impl Default for RemovalGuard {
+    /// 10% of a group and at least 100 members; 20% of all memberships.
+    /// A day of churn (leavers, movers, time-relative rules moving by a day)
+    /// removes a few percent; a truncated file or an emptied column the
+    /// rules use removes far more, from big groups or from the whole run.
     fn default() -> RemovalGuard {
-        RemovalGuard { share: 0.10, min: 100 }
+        RemovalGuard {
+            share: 0.10,
+            min: 100,
+            run_share: 0.20,
+        }
     }
 }
 
@@ -162,32 +175,66 @@ pub struct MassRemoval {
     pub after: u64,
 }
 
+/// Removals over the whole run that tripped the guard.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RunRemoval {
+    /// Members committed before, over the groups the guard watched.
+    pub before: u64,
+    /// Members this run would remove from them.
+    pub removed: u64,
+}
+
+/// What tripped the guard: groups one by one, and the run as a whole.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct GuardTrips {
+    /// Groups that would lose too many members.
+    pub groups: Vec<MassRemoval>,
+    /// The run, when it would remove too many members in all.
+    pub run: Option<RunRemoval>,
+}
+
+impl GuardTrips {
+    /// Whether nothing tripped.
+    pub fn is_empty(&self) -> bool {
+        self.groups.is_empty() && self.run.is_none()
+    }
+}
+
 impl RemovalGuard {
-    /// The groups among `changes` whose removals trip the guard. `before`
-    /// gives each group's committed member count; groups not in `still_committed`
-    /// (gone from the rules, or now drafts) are removed on purpose and pass.
+    /// What among `changes` trips the guard. `before` gives each group's
+    /// committed member count. Only groups for which `watched` holds count:
+    /// groups gone from the rules or now drafts are removed on purpose, and
+    /// groups an operator allowed pass too.
     pub fn check(
         &self,
         changes: &[ChangeCount],
         before: impl Fn(&str) -> u64,
-        still_committed: impl Fn(&str) -> bool,
-    ) -> Vec<MassRemoval> {
-        changes
+        watched: impl Fn(&str) -> bool,
+    ) -> GuardTrips {
+        let trips = |removed: u64, count: u64| removed >= self.min && removed as f64 > self.share * count as f64;
+        let watched: Vec<&ChangeCount> = changes.iter().filter(|c| watched(&c.key)).collect();
+        let groups = watched
             .iter()
-            .filter(|c| c.removed > 0 && still_committed(&c.key))
+            .filter(|c| c.removed > 0)
             .filter_map(|c| {
                 let count = before(&c.key);
-                let removed = c.removed;
-                let after = count + c.added - removed;
-                let too_many = removed >= self.min && removed as f64 > self.share * count as f64;
-                (too_many || (after == 0 && count > 0)).then(|| MassRemoval {
+                trips(c.removed, count).then(|| MassRemoval {
                     key: c.key.clone(),
                     before: count,
-                    removed,
-                    after,
+                    removed: c.removed,
+                    after: count + c.added - c.removed,
                 })
             })
-            .collect()
+            .collect();
+        let run = RunRemoval {
+            before: watched.iter().map(|c| before(&c.key)).sum(),
+            removed: watched.iter().map(|c| c.removed).sum(),
+        };
+        let run_trips = run.removed >= self.min && run.removed as f64 > self.run_share * run.before as f64;
+        GuardTrips {
+            groups,
+            run: run_trips.then_some(run),
+        }
     }
 }
 
@@ -238,26 +285,51 @@ mod tests {
     }
 
     #[test]
-    fn the_guard_trips_on_large_shares_and_on_emptied_groups() {
+    fn the_guard_trips_on_large_shares_of_groups_and_of_the_run() {
         let range = |a: u32, b: u32| (a..b).collect::<RoaringBitmap>();
         let before = |key: &str| match key {
             "big" => 1000,
             "small" => 20,
+            "quiet" => 10_000,
             _ => 500,
         };
         let changes = [
             GroupChange::between("big", &range(0, 1000), &range(0, 899)), // 101 of 1000
             GroupChange::between("fine", &range(0, 500), &range(0, 450)), // 50: under min
-            GroupChange::between("small", &range(0, 20), &RoaringBitmap::new()), // emptied
+            GroupChange::between("small", &range(0, 20), &RoaringBitmap::new()), // emptied, under min
             GroupChange::between("gone", &range(0, 500), &RoaringBitmap::new()),
+            GroupChange::between("quiet", &range(0, 10_000), &range(0, 10_000)),
         ]
         .map(|c| c.count());
         let trips = RemovalGuard::default().check(&changes, before, |k| k != "gone");
-        let keys: Vec<&str> = trips.iter().map(|t| t.key.as_str()).collect();
-        assert_eq!(keys, ["big", "small"]);
-        assert_eq!((trips[0].before, trips[0].removed, trips[0].after), (1000, 101, 899));
-        let lenient = RemovalGuard { share: 0.2, min: 100 };
-        assert_eq!(lenient.check(&changes[..1], before, |_| true), []);
+        let keys: Vec<&str> = trips.groups.iter().map(|t| t.key.as_str()).collect();
+        assert_eq!(keys, ["big"]);
+        let big = &trips.groups[0];
+        assert_eq!((big.before, big.removed, big.after), (1000, 101, 899));
+        // 171 of 11,520 watched memberships: under 20%.
+        assert_eq!(trips.run, None);
+        let lenient = RemovalGuard {
+            share: 0.2,
+            ..RemovalGuard::default()
+        };
+        assert!(lenient.check(&changes[..1], before, |_| true).groups.is_empty());
+
+        // Without the quiet group, 171 of 1,520 is over 5%; the gone group
+        // never counts, and nothing counts under `min` removals.
+        let strict_run = RemovalGuard {
+            run_share: 0.05,
+            ..RemovalGuard::default()
+        };
+        let run = strict_run.check(&changes[..4], before, |k| k != "gone").run;
+        assert_eq!(
+            run,
+            Some(RunRemoval {
+                before: 1520,
+                removed: 171
+            })
+        );
+        let few = RemovalGuard { min: 172, ..strict_run };
+        assert_eq!(few.check(&changes[..4], before, |k| k != "gone").run, None);
     }
 
     #[test]

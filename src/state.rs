@@ -231,6 +231,24 @@ pub struct RunRecord {
     pub groups: Vec<GroupRecord>,
 }
 
+impl RunRecord {
+    /// The groups of this run that came from the memberships input with
+    /// members, and that a run with `statics_now` (the static groups of its
+    /// memberships input) and `rule_keys` (its rules file's groups) would
+    /// remove: a missing or broken memberships export looks like this.
+    pub fn static_groups_missing(
+        &self,
+        statics_now: impl Fn(&str) -> bool,
+        rule_keys: impl Fn(&str) -> bool,
+    ) -> Vec<&GroupRecord> {
+        self.groups
+            .iter()
+            .filter(|g| g.kind == "static" && g.members > 0)
+            .filter(|g| !statics_now(&g.key) && !rule_keys(&g.key))
+            .collect()
+    }
+}
+
 /// One group a run commits.
 #[derive(Clone, Copy, Debug)]
 pub struct GroupToCommit<'a> {

@@ -158,9 +158,10 @@ fn the_mass_removal_guard_stops_a_broken_export_until_allowed() {
     let stderr = text(&out.stderr);
     assert_eq!(
         &stderr[stderr.find("error:").unwrap()..],
-        "error: the mass-removal guard stopped the run: 1 group would lose more than 10% of their members \
-         (and at least 100), or all of them; nothing was written or committed\n\
-         \x20 sales: 300 -> 0 members (-300)\n\
+        "error: the mass-removal guard stopped the run; nothing was written or committed\n\
+         \x20 1 group would lose more than 10% of their members (and at least 100):\n\
+         \x20   sales: 300 -> 0 members (-300)\n\
+         \x20 the run would remove 300 of the 300 memberships committed last, more than 20% (and at least 100)\n\
          \x20 = help: check the input data; if the removals are right, run again with `--allow-mass-removal` \
          (every group) or `--allow-mass-removal KEY`\n"
     );
@@ -187,7 +188,15 @@ fn the_mass_removal_guard_stops_a_broken_export_until_allowed() {
     w.write("users.csv", &users);
     assert_eq!(w.run(&["--dry-run"]).status.code(), Some(5));
     assert_eq!(
-        w.run(&["--dry-run", "--mass-removal-share", "50"]).status.code(),
+        w.run(&[
+            "--dry-run",
+            "--mass-removal-share",
+            "50",
+            "--mass-removal-run-share",
+            "50"
+        ])
+        .status
+        .code(),
         Some(0)
     );
     assert_eq!(

@@ -7,6 +7,7 @@ mod diagnostics;
 mod engine;
 mod explain;
 mod generate;
+mod guard;
 mod inputs;
 mod kill;
 mod reference;
