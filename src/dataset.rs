@@ -40,11 +40,12 @@ pub struct OpenInputs {
 }
 
 /// Inputs loaded for evaluation. Rows of the users table are addressed by
-/// their position ("row"); [`Dataset::user_ids`] maps rows to user ids.
+/// their position ("row"), in the order of their user ids whatever the
+/// file's order; [`Dataset::user_ids`] maps rows to user ids.
 pub struct Dataset {
     /// The users table, with the columns the rules use.
     pub users: Table,
-    /// The user id of each users row.
+    /// The user id of each users row, ascending.
     pub user_ids: Vec<u32>,
     /// The enrollments, if given.
     pub enrollments: Option<Enrollments>,
@@ -82,45 +83,45 @@ const MAX_VALUES_FOR_USER_COUNTS: usize = 16;
 /// Marks an enrollment row whose user is not in the users table.
 pub const NO_USER: u32 = u32::MAX;
 
-/// user id → users row.
+/// user id → users row, for ids that ascend with the rows.
 enum RowIndex {
     /// `user_ids[row] == row` for every row.
     Identity(usize),
-    /// Any other ids; `ascending` when ids grow with the row, so mapping a
-    /// set of rows keeps their order.
-    Map { rows: IdTable, ascending: bool },
-}
-
-/// The users row of each id.
-enum IdTable {
-    /// Indexed by id ([`NO_USER`] where no user has it): ids no larger than
-    /// a few times the number of users, as most systems number them.
-    Dense(Vec<u32>),
-    /// Sparse ids.
-    Hashed(HashMap<u32, u32>),
+    /// Any other ids, ascending, so mapping a set of rows keeps its order.
+    Map {
+        /// Indexed by id ([`NO_USER`] where no user has it), for the ids up
+        /// to a few times the number of users: most systems number users
+        /// from 1, with gaps.
+        dense: Vec<u32>,
+        /// The ids past the dense table (imported from another system,
+        /// say), ascending: found by binary search. Their rows follow the
+        /// rows of the dense ids.
+        sparse: Vec<u32>,
+        /// The number of dense ids: the row of `sparse[0]`.
+        dense_rows: usize,
+    },
 }
 
 /// A dense id table may have this many slots per user.
 const DENSE_SLOTS_PER_USER: usize = 4;
 
 impl RowIndex {
+    /// The index of `ids`, which ascend.
     fn new(ids: &[u32]) -> RowIndex {
+        debug_assert!(ids.is_sorted_by(|a, b| a < b));
         if ids.iter().enumerate().all(|(row, &id)| row as u64 == u64::from(id)) {
             return RowIndex::Identity(ids.len());
         }
-        let slots = ids.iter().max().map_or(0, |&max| max as usize + 1);
-        let rows = if slots <= ids.len().saturating_mul(DENSE_SLOTS_PER_USER).max(1024) {
-            let mut table = vec![NO_USER; slots];
-            for (row, &id) in ids.iter().enumerate() {
-                table[id as usize] = row as u32;
-            }
-            IdTable::Dense(table)
-        } else {
-            IdTable::Hashed(ids.iter().enumerate().map(|(row, &id)| (id, row as u32)).collect())
-        };
+        let slots = ids.len().saturating_mul(DENSE_SLOTS_PER_USER).max(1024);
+        let dense_rows = ids.partition_point(|&id| (id as usize) < slots);
+        let mut dense = vec![NO_USER; ids[..dense_rows].last().map_or(0, |&max| max as usize + 1)];
+        for (row, &id) in ids[..dense_rows].iter().enumerate() {
+            dense[id as usize] = row as u32;
+        }
         RowIndex::Map {
-            rows,
-            ascending: ids.is_sorted(),
+            dense,
+            sparse: ids[dense_rows..].to_vec(),
+            dense_rows,
         }
     }
 
@@ -128,13 +129,13 @@ impl RowIndex {
         match self {
             RowIndex::Identity(n) => ((id as usize) < *n).then_some(id),
             RowIndex::Map {
-                rows: IdTable::Dense(table),
-                ..
-            } => table.get(id as usize).copied().filter(|&row| row != NO_USER),
-            RowIndex::Map {
-                rows: IdTable::Hashed(rows),
-                ..
-            } => rows.get(&id).copied(),
+                dense,
+                sparse,
+                dense_rows,
+            } => match dense.get(id as usize) {
+                Some(&row) => (row != NO_USER).then_some(row),
+                None => Some((dense_rows + sparse.binary_search(&id).ok()?) as u32),
+            },
         }
     }
 }
@@ -274,8 +275,7 @@ impl OpenInputs {
                     .transpose()
             },
         );
-        let users = users?;
-        let user_ids = validate_user_ids(&users, self.user_id_column)?;
+        let (users, user_ids) = users_by_id(users?, self.user_id_column)?;
         let row_of_id = RowIndex::new(&user_ids);
         let enrollments = enrollments?
             .map(|(table, user_id_column)| {
@@ -396,13 +396,8 @@ impl Dataset {
     pub fn rows_to_ids(&self, rows: &RoaringBitmap) -> RoaringBitmap {
         match self.row_of_id {
             RowIndex::Identity(_) => rows.clone(),
-            RowIndex::Map { ascending: true, .. } => {
+            RowIndex::Map { .. } => {
                 RoaringBitmap::from_sorted_iter(rows.iter().map(|r| self.user_ids[r as usize])).expect("ids ascend")
-            }
-            RowIndex::Map { ascending: false, .. } => {
-                let mut ids: Vec<u32> = rows.iter().map(|r| self.user_ids[r as usize]).collect();
-                ids.sort_unstable();
-                RoaringBitmap::from_sorted_iter(ids).expect("sorted, distinct ids")
             }
         }
     }
@@ -434,26 +429,50 @@ pub(crate) fn user_id_value(value: f64) -> Option<u32> {
     (f64::from(id) == value).then_some(id)
 }
 
-fn validate_user_ids(users: &Table, column: usize) -> Result<Vec<u32>, DataError> {
+/// The users table with its rows in the order of their user ids, and those
+/// ids. Exports come in any order (by name, by department); with rows
+/// ascending with ids, a set of rows maps to its ids in one pass and no
+/// sort, for every group of every run. Errors name rows as the file holds
+/// them.
+fn users_by_id(mut users: Table, column: usize) -> Result<(Table, Vec<u32>), DataError> {
     let Column::Number(values) = users.column(column) else {
         unreachable!("user_id was checked to be a number column");
     };
-    // Ids that ascend are distinct; only others are checked for repeats.
-    let ascending = values.is_sorted_by(|a, b| a < b);
-    let mut seen = RoaringBitmap::new();
+    let error =
+        |row: usize, message: String| DataError::column(&users.path, "user_id", message).at_row(users.row_label(row));
     let mut ids = Vec::with_capacity(values.len());
     for (row, &value) in values.iter().enumerate() {
-        let error = |message: String| DataError::column(&users.path, "user_id", message).at_row(users.row_label(row));
         if value.is_nan() {
-            return Err(error("is empty; every user needs a user id".to_string()));
+            return Err(error(row, "is empty; every user needs a user id".to_string()));
         }
-        let id = user_id_value(value).ok_or_else(|| error(not_a_user_id(value)))?;
-        if !ascending && !seen.insert(id) {
-            return Err(error(format!("user id {id} appears twice")));
-        }
-        ids.push(id);
+        ids.push(user_id_value(value).ok_or_else(|| error(row, not_a_user_id(value)))?);
     }
-    Ok(ids)
+    // Ids that ascend are distinct, and in order already.
+    if ids.is_sorted_by(|a, b| a < b) {
+        return Ok((users, ids));
+    }
+    let mut by_id: Vec<u64> = ids
+        .par_iter()
+        .enumerate()
+        .map(|(row, &id)| (u64::from(id) << 32) | row as u64)
+        .collect();
+    by_id.par_sort_unstable();
+    let row_of = |key: u64| key as u32;
+    let id_of = |key: u64| (key >> 32) as u32;
+    // Of the rows that repeat an earlier row's id, the first in the file.
+    let repeat = by_id
+        .par_windows(2)
+        .filter(|pair| id_of(pair[0]) == id_of(pair[1]))
+        .map(|pair| row_of(pair[1]))
+        .min();
+    if let Some(row) = repeat {
+        let id = ids[row as usize];
+        return Err(error(row as usize, format!("user id {id} appears twice")));
+    }
+    let order: Vec<u32> = by_id.par_iter().map(|&key| row_of(key)).collect();
+    let ids = by_id.par_iter().map(|&key| id_of(key)).collect();
+    users.reorder_rows(&order);
+    Ok((users, ids))
 }
 
 /// See [`Dataset::user_counts_by_value`].
@@ -707,29 +726,27 @@ mod tests {
 
     #[test]
     fn rows_are_found_by_dense_and_sparse_ids() {
-        for ids in [vec![7, 3, 12, 0], vec![4_000_000_000, 5, 90_000_000]] {
+        for ids in [
+            vec![0, 3, 7, 12],
+            vec![5, 90_000_000, 4_000_000_000],
+            vec![2, 4_000_000_000, u32::MAX],
+            vec![1, 2, 3],
+        ] {
             let index = RowIndex::new(&ids);
             for (row, &id) in ids.iter().enumerate() {
                 assert_eq!(index.row(id), Some(row as u32), "id {id} of {ids:?}");
             }
-            for absent in [1, 4, 13, 6, 4_000_000_001, u32::MAX] {
-                assert_eq!(index.row(absent), None, "id {absent} of {ids:?}");
+            for absent in [1, 4, 13, 6, 4_000_000_001, u32::MAX - 1] {
+                if !ids.contains(&absent) {
+                    assert_eq!(index.row(absent), None, "id {absent} of {ids:?}");
+                }
             }
         }
-        assert!(matches!(
-            RowIndex::new(&[7, 3, 12, 0]),
-            RowIndex::Map {
-                rows: IdTable::Dense(_),
-                ..
-            }
-        ));
-        assert!(matches!(
-            RowIndex::new(&[4_000_000_000, 5]),
-            RowIndex::Map {
-                rows: IdTable::Hashed(_),
-                ..
-            }
-        ));
+        assert!(matches!(RowIndex::new(&[0, 1, 2]), RowIndex::Identity(3)));
+        let RowIndex::Map { dense, sparse, .. } = RowIndex::new(&[5, 90_000_000, 4_000_000_000]) else {
+            panic!("ids that are not rows need a map");
+        };
+        assert_eq!((dense.len(), sparse), (6, vec![90_000_000, 4_000_000_000]));
     }
 
     #[test]

@@ -75,6 +75,20 @@ impl Column {
         self.len() == 0
     }
 
+    /// The column with its rows in `order`: row `i` of the result is row
+    /// `order[i]` of this one.
+    pub fn reordered(&self, order: &[u32]) -> Column {
+        fn pick<T: Copy + Send + Sync>(values: &[T], order: &[u32]) -> Vec<T> {
+            order.par_iter().map(|&row| values[row as usize]).collect()
+        }
+        match self {
+            Column::Text(text) => Column::Text(text.reordered(order)),
+            Column::Number(values) => Column::Number(pick(values, order)),
+            Column::Date(values) => Column::Date(pick(values, order)),
+            Column::Boolean(values) => Column::Boolean(pick(values, order)),
+        }
+    }
+
     /// Whether row `row` holds a missing value (null, NaN).
     pub fn is_missing(&self, row: usize) -> bool {
         match self {
@@ -148,6 +162,22 @@ impl Strings {
             self.text.push_str(&s.to_lowercase());
         }
         self.ends.push(self.text.len());
+    }
+
+    /// The strings at `indices`, in that order.
+    fn select(&self, indices: &[u32]) -> Strings {
+        let bytes = indices
+            .iter()
+            .map(|&i| self.ends[i as usize] - self.start(i as usize))
+            .sum();
+        let mut out = Strings {
+            text: String::with_capacity(bytes),
+            ends: Vec::with_capacity(indices.len()),
+        };
+        for &i in indices {
+            out.push(self.get(i as usize));
+        }
+        out
     }
 
     fn append(&mut self, other: Strings) {
@@ -229,6 +259,39 @@ impl PartialEq for TextColumn {
 const MIN_ROWS_PER_VALUE_FOR_POSTINGS: usize = 16;
 
 impl TextColumn {
+    /// The column with its rows in `order` (see [`Column::reordered`]).
+    /// Codes are numbered again in the order the new rows first hold their
+    /// values, as a builder numbers them: [`TextColumn::codes_are_rows`]
+    /// and [`TextColumn::row_of_unique_value`] rely on it. Values no row
+    /// holds are dropped.
+    fn reordered(&self, order: &[u32]) -> TextColumn {
+        let mut new_code = vec![NULL_CODE; self.values.len()];
+        // The old codes, in the order of their new codes.
+        let mut kept: Vec<u32> = Vec::with_capacity(self.values.len());
+        let codes = order
+            .iter()
+            .map(|&row| {
+                let old = self.codes[row as usize];
+                if old == NULL_CODE {
+                    return NULL_CODE;
+                }
+                let code = &mut new_code[old as usize];
+                if *code == NULL_CODE {
+                    *code = kept.len() as u32;
+                    kept.push(old);
+                }
+                *code
+            })
+            .collect();
+        let (values, lowercase) = rayon::join(|| self.values.select(&kept), || self.lowercase.select(&kept));
+        TextColumn {
+            codes,
+            values,
+            lowercase,
+            ..TextColumn::default()
+        }
+    }
+
     /// Per distinct value, the bitmap of rows holding it, or `None` for a
     /// column of mostly unique values. Built once, in one pass, on first use.
     pub fn postings(&self) -> Option<&[RoaringBitmap]> {

@@ -10,6 +10,7 @@ pub use column::{Column, FrequentValueBits, NULL_CODE, SortedValues, Strings, Te
 pub use csv::TextRows;
 
 use crate::schema::{ColumnType, TableSchema, ValueType};
+use rayon::prelude::*;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
@@ -240,6 +241,17 @@ impl Table {
     /// to load from the same checked rules it evaluates.
     pub fn column(&self, index: usize) -> &Column {
         self.columns[index].as_ref().expect("column was loaded")
+    }
+
+    /// Puts the rows in `order`: row `i` becomes what row `order[i]` was.
+    /// Errors still name rows as the file holds them.
+    pub fn reorder_rows(&mut self, order: &[u32]) {
+        let labels = order.iter().map(|&row| self.row_label(row as usize)).collect();
+        self.columns
+            .par_iter_mut()
+            .flatten()
+            .for_each(|column| *column = column.reordered(order));
+        self.lines = Some(labels);
     }
 
     /// How to name data row `row` (0-based) in an error: the line number for

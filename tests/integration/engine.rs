@@ -42,6 +42,31 @@ fn run_both(tables: &Tables, file: &RulesFile) -> (BTreeMap<String, BTreeSet<u32
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(cases(3000)))]
 
+    /// Rows load in the order of their user ids, whatever the file's
+    /// order: each user keeps every cell of its row, and each enrollment
+    /// its user. The reference evaluator reads the loaded rows, so this is
+    /// what ties it to the file.
+    #[test]
+    fn loaded_rows_keep_their_cells_in_user_id_order((tables, _) in case()) {
+        let data = tables.open().load_all(&BTreeSet::new()).unwrap();
+        let mut sorted = tables.user_ids.clone();
+        sorted.sort_unstable();
+        prop_assert_eq!(&data.user_ids, &sorted);
+        for (file_row, &id) in tables.user_ids.iter().enumerate() {
+            let row = data.row_of(id).unwrap() as usize;
+            for (index, (name, column)) in tables.users.iter().enumerate() {
+                prop_assert_eq!(data.users.column(index).cell_text(row), column.cell_text(file_row), "{} of {}", name, id);
+            }
+        }
+        let enrollments = data.enrollments.as_ref().unwrap();
+        let dyngroups::data::Column::Number(enrolled) = &tables.enrollments[0].1 else { unreachable!() };
+        for (row, &user) in enrollments.user_rows.iter().enumerate() {
+            let id = enrolled[row] as u32;
+            let expected = data.row_of(id).unwrap_or(dyngroups::dataset::NO_USER);
+            prop_assert_eq!(user, expected, "enrollment row {}", row);
+        }
+    }
+
     #[test]
     fn engine_equals_reference((tables, file) in case()) {
         let (engine, reference) = run_both(&tables, &file);
