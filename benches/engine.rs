@@ -12,7 +12,7 @@
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use dyngroups::dataset::{InputPaths, OpenInputs};
 use dyngroups::state::{GroupToCommit, State};
-use dyngroups::synth::{FAMILIES, SynthSpec, family_rules, generate, rules};
+use dyngroups::synth::{FAMILIES, Shape, SynthSpec, family_rules, generate, rules};
 use std::hint::black_box;
 use std::sync::Arc;
 
@@ -30,6 +30,7 @@ fn spec(users: u32, rules: usize) -> SynthSpec {
         seed: 42,
         rules,
         as_of: as_of(),
+        shape: Shape::default(),
     }
 }
 

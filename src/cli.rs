@@ -119,6 +119,19 @@ struct GenArgs {
     /// Output directory.
     #[arg(long)]
     out: PathBuf,
+    /// The files' shape: `export` (user ids with gaps in random row order,
+    /// enrollments by course, distinct text literals in rules) or
+    /// `sequential` (user ids equal to rows, enrollments user by user).
+    #[arg(long, value_enum, default_value_t = GenShape::Export)]
+    shape: GenShape,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum GenShape {
+    /// As systems export them.
+    Export,
+    /// Ids equal to rows, enrollments user by user.
+    Sequential,
 }
 
 #[derive(Args)]
@@ -1307,6 +1320,10 @@ fn run_gen(args: GenArgs) -> Result<(), Failure> {
         seed: args.seed,
         rules: args.rules,
         as_of: args.as_of.unwrap_or_else(|| chrono::Utc::now().date_naive()),
+        shape: match args.shape {
+            GenShape::Export => dyngroups::synth::Shape::Export,
+            GenShape::Sequential => dyngroups::synth::Shape::Sequential,
+        },
     };
     dyngroups::synth::generate(&spec, &args.out).map_err(|e| Failure::Output(e.to_string()))?;
     println!(

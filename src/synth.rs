@@ -3,6 +3,11 @@
 //! email domains), ~10 enrollments per user over ~5,000 courses, an org tree
 //! of ~500 units, and optionally a rules file mixing the rule families admins
 //! write. The same seed gives the same files, on any machine.
+//!
+//! By default the files have the shape of real exports ([`Shape::Export`]):
+//! user ids with gaps in no particular row order, enrollments by course, not
+//! by user, and rules whose `contains`/`starts_with`/`ends_with` literals
+//! are mostly distinct.
 
 use arrow_array::builder::{BooleanBuilder, Date32Builder, Float64Builder, StringBuilder, UInt32Builder};
 use arrow_array::{ArrayRef, RecordBatch};
@@ -26,6 +31,23 @@ pub struct SynthSpec {
     pub rules: usize,
     /// The as-of date relative dates in the data are drawn around.
     pub as_of: chrono::NaiveDate,
+    /// How the files are laid out.
+    pub shape: Shape,
+}
+
+/// How [`generate`] lays out the population.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Shape {
+    /// As systems export them: user ids from 1 with gaps (deleted
+    /// accounts), a few near 2^32 - 1, rows in random order; enrollments
+    /// ordered by course within each block of 65,536 users; rules with
+    /// thousands of distinct `contains`/`starts_with`/`ends_with` literals
+    /// and more negations and `or`s.
+    #[default]
+    Export,
+    /// User ids equal to rows, enrollments user by user, and the rules mix
+    /// of earlier benchmarks.
+    Sequential,
 }
 
 /// A failure to write the synthetic files.
@@ -184,6 +206,35 @@ fn course(i: usize) -> String {
 
 const COURSES: usize = 5_000;
 const CHUNK: u32 = 1 << 16;
+/// Rows of a Parquet row group: files of a million rows hold several, as
+/// exports written in batches do.
+const ROWS_PER_ROW_GROUP: usize = 1 << 17;
+
+/// The user id of each users row. [`Shape::Export`]: ids from 1 with one
+/// gap in four (a deleted account), one user in a thousand near 2^32 - 1
+/// (ids imported from another system), shuffled.
+fn user_ids(spec: &SynthSpec) -> Vec<u32> {
+    if spec.shape == Shape::Sequential {
+        return (0..spec.users).collect();
+    }
+    let mut rng = Rng::new(spec.seed, u64::MAX - 1);
+    let high = spec.users / 1000;
+    let mut next = 1u32;
+    let mut ids: Vec<u32> = (0..spec.users - high)
+        .map(|_| {
+            if rng.chance(0.25) {
+                next += 1 + rng.below(3) as u32;
+            }
+            next += 1;
+            next - 1
+        })
+        .collect();
+    ids.extend((0..high).map(|k| u32::MAX - 2 * k));
+    for i in (1..ids.len()).rev() {
+        ids.swap(i, rng.below(i + 1));
+    }
+    ids
+}
 
 fn write_parquet(path: &Path, batches: impl Iterator<Item = RecordBatch>) -> Result<(), SynthError> {
     let error = |e: &dyn std::fmt::Display| SynthError {
@@ -194,7 +245,7 @@ fn write_parquet(path: &Path, batches: impl Iterator<Item = RecordBatch>) -> Res
     let Some(first) = batches.peek() else { return Ok(()) };
     let props = WriterProperties::builder()
         .set_compression(Compression::ZSTD(ZstdLevel::default()))
-        .set_max_row_group_row_count(Some(1 << 20))
+        .set_max_row_group_row_count(Some(ROWS_PER_ROW_GROUP))
         .build();
     let file = File::create(path).map_err(|e| error(&e))?;
     let mut writer = ArrowWriter::try_new(file, first.schema(), Some(props)).map_err(|e| error(&e))?;
@@ -209,8 +260,8 @@ fn batch(columns: Vec<(&str, ArrayRef)>) -> RecordBatch {
     RecordBatch::try_from_iter(columns).expect("columns of one length")
 }
 
-/// Users and enrollments of one chunk of user ids, as two batches.
-fn chunk(spec: &SynthSpec, index: u32, pools: &Pools) -> (RecordBatch, RecordBatch) {
+/// Users and enrollments of one chunk of users rows, as two batches.
+fn chunk(spec: &SynthSpec, index: u32, ids: &[u32], pools: &Pools) -> (RecordBatch, RecordBatch) {
     let mut rng = Rng::new(spec.seed, u64::from(index));
     let start = index * CHUNK;
     let end = spec.users.min(start + CHUNK);
@@ -224,12 +275,10 @@ fn chunk(spec: &SynthSpec, index: u32, pools: &Pools) -> (RecordBatch, RecordBat
     let mut salary = Float64Builder::with_capacity(n);
     let mut is_manager = BooleanBuilder::with_capacity(n);
     let mut remote = BooleanBuilder::with_capacity(n);
-    let mut e_user = UInt32Builder::new();
-    let mut e_course = StringBuilder::new();
-    let mut e_status = StringBuilder::new();
-    let mut e_enrolled = Date32Builder::new();
-    let mut e_score = Float64Builder::new();
-    for id in start..end {
+    // (user id, course, status, enrolled at, score)
+    let mut enrollments: Vec<(u32, usize, &str, i32, Option<f64>)> = Vec::new();
+    for row in start..end {
+        let id = ids[row as usize];
         user_id.append_value(id);
         let first = FIRST_NAMES[pools.first.sample(&mut rng)];
         let last = LAST_NAMES[pools.last.sample(&mut rng)];
@@ -258,12 +307,26 @@ fn chunk(spec: &SynthSpec, index: u32, pools: &Pools) -> (RecordBatch, RecordBat
         remote.append_value(rng.chance(0.3));
         for _ in 0..rng.below(21) {
             let status = COURSE_STATUSES[[0, 0, 0, 0, 0, 1, 1, 2, 3, 4][rng.below(10)]];
-            e_user.append_value(id);
-            e_course.append_value(course(pools.course.sample(&mut rng)));
-            e_status.append_value(status);
-            e_enrolled.append_value(today - rng.below(5 * 365) as i32);
-            e_score.append_option(status.eq_ignore_ascii_case("completed").then(|| rng.below(101) as f64));
+            let course = pools.course.sample(&mut rng);
+            let enrolled = today - rng.below(5 * 365) as i32;
+            let score = status.eq_ignore_ascii_case("completed").then(|| rng.below(101) as f64);
+            enrollments.push((id, course, status, enrolled, score));
         }
+    }
+    if spec.shape == Shape::Export {
+        enrollments.sort_by_key(|e| e.1);
+    }
+    let mut e_user = UInt32Builder::with_capacity(enrollments.len());
+    let mut e_course = StringBuilder::new();
+    let mut e_status = StringBuilder::new();
+    let mut e_enrolled = Date32Builder::with_capacity(enrollments.len());
+    let mut e_score = Float64Builder::with_capacity(enrollments.len());
+    for (id, course_index, status, enrolled, score) in enrollments {
+        e_user.append_value(id);
+        e_course.append_value(course(course_index));
+        e_status.append_value(status);
+        e_enrolled.append_value(enrolled);
+        e_score.append_option(score);
     }
     let names = [
         "email",
@@ -352,9 +415,10 @@ pub fn generate(spec: &SynthSpec, dir: &Path) -> Result<(), SynthError> {
         reason: e.to_string(),
     })?;
     let pools = Pools::new();
+    let ids = user_ids(spec);
     let chunks: Vec<(RecordBatch, RecordBatch)> = (0..spec.users.div_ceil(CHUNK))
         .into_par_iter()
-        .map(|i| chunk(spec, i, &pools))
+        .map(|i| chunk(spec, i, &ids, &pools))
         .collect();
     let (users, enrollments): (Vec<_>, Vec<_>) = chunks.into_iter().unzip();
     rayon::join(
@@ -386,10 +450,32 @@ pub fn generate(spec: &SynthSpec, dir: &Path) -> Result<(), SynthError> {
     Ok(())
 }
 
-/// One atom of a family, as rule text.
-fn atom(rng: &mut Rng, pools: &Pools, family: usize) -> String {
+/// One atom of a family, as rule text. In the export shape, most text
+/// tests name a literal of their own: part of one person's email, as an
+/// admin picks out a few people or an address pattern.
+fn atom(rng: &mut Rng, pools: &Pools, family: usize, shape: Shape) -> String {
     let quote = crate::ast::quote;
+    let distinct_text = shape == Shape::Export && rng.chance(0.7);
     match family {
+        2 if distinct_text => {
+            let last = LAST_NAMES[pools.last.sample(rng)].to_lowercase();
+            format!("email contains {}", quote(&format!("{last}{}", 1 + rng.below(999))))
+        }
+        3 if distinct_text => match rng.below(2) {
+            0 => {
+                let first = FIRST_NAMES[pools.first.sample(rng)].to_lowercase();
+                let last: String = LAST_NAMES[pools.last.sample(rng)]
+                    .to_lowercase()
+                    .chars()
+                    .take(1 + rng.below(4))
+                    .collect();
+                format!("email starts_with {}", quote(&format!("{first}.{last}")))
+            }
+            _ => format!(
+                "email ends_with {}",
+                quote(&format!("{}@{}", rng.below(100), DOMAINS[pools.domain.sample(rng)]))
+            ),
+        },
         0 => {
             let (field, value) = match rng.below(4) {
                 0 => ("department", pools.departments[pools.department.sample(rng)].clone()),
@@ -456,9 +542,17 @@ fn atom(rng: &mut Rng, pools: &Pools, family: usize) -> String {
 /// and/or/not combinations of 2-6 atoms 30.
 const SHARES: [usize; 9] = [15, 10, 5, 5, 5, 5, 15, 5, 5];
 
-fn family(rng: &mut Rng) -> Option<usize> {
+/// The export shape's shares: `contains` 6 and `starts_with`/`ends_with`
+/// 6 (at least 10% of rules test text), enrollment existence 13.
+const EXPORT_SHARES: [usize; 9] = [15, 10, 6, 6, 5, 5, 13, 5, 5];
+
+fn family(rng: &mut Rng, shape: Shape) -> Option<usize> {
+    let shares = match shape {
+        Shape::Export => &EXPORT_SHARES,
+        Shape::Sequential => &SHARES,
+    };
     let mut roll = rng.below(100);
-    for (family, share) in SHARES.iter().enumerate() {
+    for (family, share) in shares.iter().enumerate() {
         if roll < *share {
             return Some(family);
         }
@@ -480,7 +574,7 @@ pub fn family_rules(spec: &SynthSpec, family: usize) -> String {
     let pools = Pools::new();
     let mut rng = Rng::new(spec.seed, family as u64);
     (0..spec.rules)
-        .map(|g| format!("group f{g:05} {{ {} }}\n", atom(&mut rng, &pools, family)))
+        .map(|g| format!("group f{g:05} {{ {} }}\n", atom(&mut rng, &pools, family, spec.shape)))
         .collect()
 }
 
@@ -500,22 +594,28 @@ pub const FAMILIES: [&str; 9] = [
 fn rules_text(spec: &SynthSpec, pools: &Pools) -> String {
     let mut rng = Rng::new(spec.seed, u64::MAX);
     let mut out = String::new();
+    // The export shape's combinations negate and unite big atoms more
+    // often, as rules like "staff outside Sales or new hires" do.
+    let (negated, and) = match spec.shape {
+        Shape::Export => (0.25, 0.6),
+        Shape::Sequential => (0.2, 0.6),
+    };
     for g in 0..spec.rules {
-        let rule = match family(&mut rng) {
-            Some(f) => atom(&mut rng, pools, f),
+        let rule = match family(&mut rng, spec.shape) {
+            Some(f) => atom(&mut rng, pools, f, spec.shape),
             None => {
                 let parts: Vec<String> = (0..2 + rng.below(5))
                     .map(|_| {
                         let f = rng.below(SHARES.len());
-                        let a = atom(&mut rng, pools, f);
-                        if rng.chance(0.2) {
+                        let a = atom(&mut rng, pools, f, spec.shape);
+                        if rng.chance(negated) {
                             format!("not ({a})")
                         } else {
                             format!("({a})")
                         }
                     })
                     .collect();
-                parts.join(if rng.chance(0.6) { " and " } else { " or " })
+                parts.join(if rng.chance(and) { " and " } else { " or " })
             }
         };
         let _ = writeln!(out, "group g{g:05} \"Generated group {g}\" {{\n    {rule}\n}}\n");
@@ -534,6 +634,7 @@ mod tests {
             seed: 7,
             rules: 2000,
             as_of: chrono::NaiveDate::MIN,
+            shape: Shape::Sequential,
         };
         let pools = Pools::new();
         let text = rules_text(&spec, &pools);

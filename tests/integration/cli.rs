@@ -311,3 +311,91 @@ fn sql_refuses_what_a_dialect_would_read_differently() {
     let out = sql(&["--group", "nope"]);
     assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
 }
+
+/// The user ids of a users (or enrollments) file, in its row order.
+fn user_ids_of(path: &Path) -> Vec<u32> {
+    let table = dyngroups::data::OpenTable::open(path).unwrap();
+    let column = table.schema().names().position(|n| n == "user_id").unwrap();
+    let table = table.load(&[column]).unwrap();
+    let dyngroups::data::Column::Number(ids) = table.column(column) else {
+        panic!("user_id is a number column");
+    };
+    ids.iter().map(|&id| id as u32).collect()
+}
+
+#[test]
+fn gen_makes_the_shapes_of_real_exports_by_default() {
+    use parquet::file::reader::{FileReader, SerializedFileReader};
+    let dir = tempfile::tempdir().unwrap();
+    let out = |name: &str| dir.path().join(name);
+    let users = "140000";
+    let made = dyngroups(&[
+        "gen",
+        "--users",
+        users,
+        "--rules",
+        "1000",
+        "--out",
+        out("export").to_str().unwrap(),
+    ]);
+    assert!(made.status.success(), "{}", text(&made.stderr));
+
+    let ids = user_ids_of(&out("export/users.parquet"));
+    assert_eq!(ids.len(), 140_000);
+    assert!(!ids.is_sorted(), "rows in no id order");
+    let mut sorted = ids.clone();
+    sorted.sort_unstable();
+    sorted.dedup();
+    assert_eq!(sorted.len(), ids.len(), "ids are distinct");
+    let below_2_31 = sorted.iter().filter(|&&id| id < 1 << 31).count();
+    assert!(sorted[below_2_31 - 1] > 150_000, "ids with gaps");
+    assert_eq!(sorted.len() - below_2_31, 140, "one id in 1,000 near 2^32 - 1");
+    let file = std::fs::File::open(out("export/users.parquet")).unwrap();
+    assert!(SerializedFileReader::new(file).unwrap().metadata().num_row_groups() >= 2);
+    let enrolled = user_ids_of(&out("export/enrollments.parquet"));
+    let user_changes = enrolled.windows(2).filter(|w| w[0] != w[1]).count();
+    assert!(user_changes > enrolled.len() / 2, "enrollments not user by user");
+
+    // At least 10% of rules test text, with mostly distinct literals.
+    let rules = std::fs::read_to_string(out("export/rules.rules")).unwrap();
+    let text_tests: Vec<&str> = rules
+        .split(['(', ')', '\n'])
+        .filter(|t| {
+            ["contains", "starts_with", "ends_with"]
+                .iter()
+                .any(|op| t.contains(&format!(" {op} ")))
+        })
+        .collect();
+    let groups_testing_text = rules
+        .split("group ")
+        .filter(|g| g.contains("contains") || g.contains("_with"))
+        .count();
+    assert!(
+        groups_testing_text >= 100,
+        "{groups_testing_text} of 1000 groups test text"
+    );
+    let distinct: std::collections::BTreeSet<&str> = text_tests.iter().map(|t| t.trim()).collect();
+    assert!(
+        distinct.len() * 3 >= text_tests.len() * 2,
+        "{} of {}",
+        distinct.len(),
+        text_tests.len()
+    );
+
+    // The earlier shape, on request: ids are rows, enrollments user by user.
+    let made = dyngroups(&[
+        "gen",
+        "--users",
+        "1000",
+        "--shape",
+        "sequential",
+        "--out",
+        out("sequential").to_str().unwrap(),
+    ]);
+    assert!(made.status.success(), "{}", text(&made.stderr));
+    assert_eq!(
+        user_ids_of(&out("sequential/users.parquet")),
+        (0..1000).collect::<Vec<u32>>()
+    );
+    assert!(user_ids_of(&out("sequential/enrollments.parquet")).is_sorted());
+}
