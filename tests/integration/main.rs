@@ -10,6 +10,7 @@ mod generate;
 mod guard;
 mod inputs;
 mod kill;
+mod language;
 mod reference;
 mod repl;
 mod robustness;
