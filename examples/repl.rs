@@ -128,12 +128,15 @@ fn run(args: Args) -> Result<(), String> {
         org: args.org.clone(),
         memberships: args.memberships.clone(),
         match_by: MatchBy::UserId,
+        ..InputPaths::default()
     })
     .map_err(|e| format!("error: {e}\n"))?;
     let rules = match &args.rules {
         Some(path) => Some((
             path.clone(),
-            std::fs::read_to_string(path).map_err(|e| format!("error: cannot read {}: {e}\n", path.display()))?,
+            dyngroups::SourceFile::read(path)
+                .map_err(|e| format!("error: cannot read {}: {e}\n", path.display()))?
+                .text,
         )),
         None => None,
     };

@@ -547,7 +547,7 @@ impl<'a> Checker<'a> {
             FieldTest::Compare(op, literal) => {
                 let scalar = self.scalar(literal);
                 if let (Some(t), Some((_, lt))) = (column_type, &scalar) {
-                    self.expect_type(field, t, literal, *lt);
+                    self.expect_type(field, scope, t, literal, *lt);
                     if t == ValueType::Boolean && !matches!(op, CmpOp::Eq | CmpOp::Ne) {
                         self.error(
                             Diagnostic::error(
@@ -566,7 +566,7 @@ impl<'a> Checker<'a> {
                 );
             }
             FieldTest::In { negated, items } => {
-                return self.in_list(field, column_type, items, *negated, column);
+                return self.in_list(field, scope, column_type, items, *negated, column);
             }
             FieldTest::Text(op, text) => {
                 if let Some(t) = column_type.filter(|t| *t != ValueType::Text) {
@@ -609,6 +609,7 @@ impl<'a> Checker<'a> {
     fn in_list(
         &mut self,
         field: &FieldRef,
+        scope: Scope,
         column_type: Option<ValueType>,
         items: &Spanned<Vec<Spanned<Literal>>>,
         negated: bool,
@@ -645,7 +646,7 @@ impl<'a> Checker<'a> {
                 continue;
             };
             match column_type {
-                Some(t) if t != ValueType::Boolean => self.expect_type(field, t, item, item_type),
+                Some(t) if t != ValueType::Boolean => self.expect_type(field, scope, t, item, item_type),
                 Some(_) => {}
                 None => {
                     let expected = *first_type.get_or_insert(item_type);
@@ -665,6 +666,7 @@ impl<'a> Checker<'a> {
     fn expect_type(
         &mut self,
         field: &FieldRef,
+        scope: Scope,
         column_type: ValueType,
         literal: &Spanned<Literal>,
         literal_type: ValueType,
@@ -682,7 +684,18 @@ impl<'a> Checker<'a> {
             (Literal::Text(t), ValueType::Boolean) if matches!(t.trim(), "true" | "false") => {
                 format!("write `{}` without quotes", t.trim())
             }
-            (Literal::Number(_) | Literal::Bool(_) | Literal::Date(_), ValueType::Text) => {
+            // Quoting the date would compare text with text: a wrong answer,
+            // not a fix. The column is text because of how the data wrote it.
+            (Literal::Date(_), ValueType::Text) => {
+                let input = if scope == Scope::Users { "users" } else { "enrollments" };
+                format!(
+                    "the data holds `{field}` as text; if its cells are dates written another way (like \
+                     `30/11/2025`), load them as dates with `--date-format {input}.{}=%d/%m/%Y` \
+                     (or `%m/%d/%Y` for month first)",
+                    field.name
+                )
+            }
+            (Literal::Number(_) | Literal::Bool(_), ValueType::Text) => {
                 format!("put the value in quotes: `\"{}\"`", literal.value)
             }
             (_, ValueType::Date) => "compare with a date like `2024-01-31` or `today - 30d`".to_string(),

@@ -114,7 +114,7 @@ struct GenArgs {
     #[arg(long, default_value_t = 0)]
     rules: usize,
     /// The date relative dates are drawn around (default: today, UTC).
-    #[arg(long, value_name = "YYYY-MM-DD")]
+    #[arg(long, value_name = "YYYY-MM-DD", value_parser = parse_as_of)]
     as_of: Option<chrono::NaiveDate>,
     /// Output directory.
     #[arg(long)]
@@ -151,8 +151,23 @@ struct DataArgs {
     #[arg(long, value_name = "COLUMN", requires = "memberships")]
     match_by: Option<String>,
     /// The date `today` means in rules (default: today, UTC).
-    #[arg(long, value_name = "YYYY-MM-DD")]
+    #[arg(long, value_name = "YYYY-MM-DD", value_parser = parse_as_of)]
     as_of: Option<chrono::NaiveDate>,
+    /// How a CSV column writes its dates, when its cells cannot tell (day
+    /// or month first): `users.start_date=%d/%m/%Y` (repeatable).
+    #[arg(long, value_name = "INPUT.COLUMN=FORMAT")]
+    date_format: Vec<dyngroups::dataset::DateFormat>,
+    /// The text encoding of CSV inputs that are not UTF-8, e.g.
+    /// `windows-1252` (what Excel on Windows saves as "CSV").
+    #[arg(long, value_name = "LABEL", value_parser = parse_encoding)]
+    encoding: Option<String>,
+}
+
+/// `--encoding`: a label of the WHATWG encoding standard.
+fn parse_encoding(label: &str) -> Result<String, String> {
+    dyngroups::data::is_text_encoding(label)
+        .then(|| label.to_string())
+        .ok_or_else(|| format!("`{label}` is not a text encoding: write e.g. `windows-1252`, `latin1` or `utf-16le`"))
 }
 
 #[derive(Args)]
@@ -413,9 +428,35 @@ pub fn main() -> ExitCode {
 }
 
 fn read_rules(path: &Path) -> Result<SourceFile, Failure> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| Failure::Usage(format!("cannot read rules file {}: {e}", path.display())))?;
-    Ok(SourceFile::new(path.display().to_string(), text))
+    SourceFile::read(path).map_err(|e| Failure::Usage(format!("cannot read rules file {}: {e}", path.display())))
+}
+
+/// `--as-of`, with an error in plain words: a date written day or month
+/// first gets the ISO dates it may mean.
+fn parse_as_of(text: &str) -> Result<chrono::NaiveDate, String> {
+    if let Ok(date) = chrono::NaiveDate::parse_from_str(text, "%Y-%m-%d") {
+        return Ok(date);
+    }
+    let parts: Vec<&str> = text.split(['/', '.', '-']).collect();
+    let numbers: Option<Vec<u32>> = parts.iter().map(|p| p.parse().ok()).collect();
+    let meanings: Vec<String> = match (parts.as_slice(), numbers.as_deref()) {
+        ([_, _, year], Some(&[a, b, y])) if year.len() == 4 => {
+            let day_first = chrono::NaiveDate::from_ymd_opt(y as i32, b, a);
+            let month_first = chrono::NaiveDate::from_ymd_opt(y as i32, a, b);
+            match (day_first, month_first) {
+                (Some(d), Some(m)) if d != m => vec![format!("{d} (day first)"), format!("{m} (month first)")],
+                (Some(d), _) => vec![d.to_string()],
+                (None, Some(m)) => vec![m.to_string()],
+                (None, None) => Vec::new(),
+            }
+        }
+        _ => Vec::new(),
+    };
+    Err(match meanings.as_slice() {
+        [] => format!("`{text}` is not a date: write it as YYYY-MM-DD, e.g. 2026-11-22"),
+        [one] => format!("`{text}` is not written YYYY-MM-DD: did you mean {one}?"),
+        [first, second, ..] => format!("`{text}` is not written YYYY-MM-DD: did you mean {first} or {second}?"),
+    })
 }
 
 fn as_of(data: &DataArgs) -> chrono::NaiveDate {
@@ -467,6 +508,8 @@ fn open_inputs(users: PathBuf, data: &DataArgs) -> Result<OpenInputs, Failure> {
         org: data.org.clone(),
         memberships: data.memberships.clone(),
         match_by: data.match_by.clone().map_or(MatchBy::UserId, MatchBy::Column),
+        date_formats: data.date_format.clone(),
+        encoding: data.encoding.clone(),
     })
     .map_err(|e| Failure::Data(e.to_string()))
 }

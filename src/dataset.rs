@@ -3,7 +3,7 @@
 //! with only the columns the checked rules use.
 
 use crate::checked::CheckedRules;
-use crate::data::{Column, DataError, NULL_CODE, OpenTable, Table, TextColumn};
+use crate::data::{Column, CsvOptions, DataError, NULL_CODE, OpenTable, Table, TextColumn};
 pub use crate::import::MatchBy;
 use crate::import::{ImportReport, MembershipRows};
 use crate::schema::{Schema, ValueType};
@@ -11,7 +11,7 @@ use rayon::prelude::*;
 use roaring::RoaringBitmap;
 use std::borrow::Borrow;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicBool, AtomicU16, Ordering};
 
@@ -28,6 +28,70 @@ pub struct InputPaths {
     pub memberships: Option<PathBuf>,
     /// How the memberships name their users.
     pub match_by: MatchBy,
+    /// How CSV inputs write dates that are not ISO, by input and column.
+    pub date_formats: Vec<DateFormat>,
+    /// The text encoding of CSV inputs when not UTF-8, by its WHATWG label
+    /// (`windows-1252`).
+    pub encoding: Option<String>,
+}
+
+/// How one CSV column writes its dates: `users.start_date=%d/%m/%Y`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DateFormat {
+    /// The input: `users`, `enrollments`, `org` or `memberships`.
+    pub input: String,
+    /// The column's name.
+    pub column: String,
+    /// The format, in `chrono`'s syntax (`%d/%m/%Y`).
+    pub format: String,
+}
+
+impl std::str::FromStr for DateFormat {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<DateFormat, String> {
+        let usage = || format!("`{text}`: write INPUT.COLUMN=FORMAT, e.g. `users.start_date=%d/%m/%Y`");
+        let (input, rest) = text.split_once('.').ok_or_else(usage)?;
+        let (column, format) = rest.split_once('=').ok_or_else(usage)?;
+        if !INPUT_ROLES.contains(&input) {
+            return Err(format!(
+                "`{input}` is not an input: write one of {}",
+                INPUT_ROLES.join(", ")
+            ));
+        }
+        if column.is_empty() || format.is_empty() {
+            return Err(usage());
+        }
+        if chrono::format::StrftimeItems::new(format).any(|item| matches!(item, chrono::format::Item::Error)) {
+            return Err(format!(
+                "`{format}` is not a date format: write it like `%d/%m/%Y` (%d day, %m month, %Y year)"
+            ));
+        }
+        Ok(DateFormat {
+            input: input.to_string(),
+            column: column.to_string(),
+            format: format.to_string(),
+        })
+    }
+}
+
+/// The inputs, as the command line's options and `--date-format` name them.
+const INPUT_ROLES: [&str; 4] = ["users", "enrollments", "org", "memberships"];
+
+impl InputPaths {
+    /// How to read the CSV file of input `role`.
+    fn csv_options(&self, role: &str) -> CsvOptions {
+        CsvOptions {
+            role: role.to_string(),
+            date_formats: self
+                .date_formats
+                .iter()
+                .filter(|f| f.input == role)
+                .map(|f| (f.column.clone(), f.format.clone()))
+                .collect(),
+            encoding: self.encoding.clone(),
+        }
+    }
 }
 
 /// Inputs opened and validated enough to give the checker a schema.
@@ -144,13 +208,18 @@ impl OpenInputs {
     /// Opens every input given, reading schemas, the org tree and the static
     /// memberships, and checking required columns.
     pub fn open(paths: &InputPaths) -> Result<OpenInputs, DataError> {
-        let users = OpenTable::open(&paths.users)?;
-        let enrollments = paths.enrollments.as_deref().map(OpenTable::open).transpose()?;
-        let org = paths.org.as_deref().map(OpenTable::open).transpose()?;
+        let open = |path: &Path, role: &str| OpenTable::open_with(path, &paths.csv_options(role));
+        let users = open(&paths.users, "users")?;
+        let enrollments = paths
+            .enrollments
+            .as_deref()
+            .map(|p| open(p, "enrollments"))
+            .transpose()?;
+        let org = paths.org.as_deref().map(|p| open(p, "org")).transpose()?;
         let memberships = paths
             .memberships
             .as_deref()
-            .map(|path| MembershipRows::read(path, paths.match_by.clone()))
+            .map(|path| MembershipRows::read(path, paths.match_by.clone(), &paths.csv_options("memberships")))
             .transpose()?;
         OpenInputs::assemble(users, enrollments, org, memberships)
     }

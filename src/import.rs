@@ -3,7 +3,7 @@
 //! `username`, `institutional_id`, ...). Nothing is rejected silently:
 //! every row is either a membership or a line of the [`ImportReport`].
 
-use crate::data::{Column, DataError, OpenTable, Table, TextRows};
+use crate::data::{Column, CsvOptions, DataError, OpenTable, Table, TextRows};
 use roaring::RoaringBitmap;
 use serde::Serialize;
 use std::collections::{BTreeMap, HashMap};
@@ -176,7 +176,8 @@ impl ImportReport {
 impl MembershipRows {
     /// Reads a memberships file: CSV line by line (so blank and ragged lines
     /// are reported, not fatal), Parquet through its columns.
-    pub fn read(path: &Path, match_by: MatchBy) -> Result<MembershipRows, DataError> {
+    /// `options` say how to read a CSV file's text.
+    pub fn read(path: &Path, match_by: MatchBy, options: &CsvOptions) -> Result<MembershipRows, DataError> {
         let is_parquet = path
             .extension()
             .and_then(|e| e.to_str())
@@ -184,7 +185,7 @@ impl MembershipRows {
         if is_parquet {
             return MembershipRows::from_table(OpenTable::open(path)?, match_by);
         }
-        let lines = csv_lines(path, &match_by)?;
+        let lines = csv_lines(path, &match_by, options)?;
         Ok(MembershipRows::classify_all(path, match_by, lines))
     }
 
@@ -342,8 +343,8 @@ type Line = (usize, Result<[String; 2], String>);
 
 /// Each CSV data line's `group` and identifier cells; `Err("")` for a blank
 /// line, `Err(why)` for a ragged one.
-fn csv_lines(path: &Path, match_by: &MatchBy) -> Result<Vec<Line>, DataError> {
-    let table = TextRows::read(path)?;
+fn csv_lines(path: &Path, match_by: &MatchBy, options: &CsvOptions) -> Result<Vec<Line>, DataError> {
+    let table = TextRows::read(path, options)?;
     let column = |name: &str| required(path, &table.header, name);
     let (group, identifier) = (column("group")?, column(match_by.column())?);
     Ok(table

@@ -93,6 +93,18 @@ impl SourceFile {
         }
     }
 
+    /// Reads a rules file. A byte-order mark at its start, which editors on
+    /// Windows write, is dropped: it is no part of the rules, and an error
+    /// pointing at it would show nothing.
+    pub fn read(path: &std::path::Path) -> std::io::Result<SourceFile> {
+        let text = std::fs::read_to_string(path)?;
+        let text = match text.strip_prefix('\u{feff}') {
+            Some(rest) => rest.to_string(),
+            None => text,
+        };
+        Ok(SourceFile::new(path.display().to_string(), text))
+    }
+
     /// Line and column of byte offset `offset` (clamped to the text).
     pub fn line_col(&self, offset: usize) -> LineCol {
         let offset = self.floor_char_boundary(offset);

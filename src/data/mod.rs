@@ -11,6 +11,7 @@ pub use csv::TextRows;
 
 use crate::schema::{ColumnType, TableSchema, ValueType};
 use rayon::prelude::*;
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
@@ -107,10 +108,34 @@ pub struct Table {
     lines: Option<Vec<usize>>,
 }
 
+/// How to read a CSV file beyond what the file says of itself.
+#[derive(Clone, Debug, Default)]
+pub struct CsvOptions {
+    /// The input's role, as the command line names it (`users`,
+    /// `enrollments`): errors name the option to pass with it.
+    pub role: String,
+    /// Per column name, how its dates are written, in `chrono`'s format
+    /// (`%d/%m/%Y`), when the cells alone cannot tell.
+    pub date_formats: BTreeMap<String, String>,
+    /// The file's text encoding when it is not UTF-8, by its WHATWG label
+    /// (`windows-1252`, `latin1`, `utf-16le`...).
+    pub encoding: Option<String>,
+}
+
+/// Whether `label` names a text encoding [`CsvOptions::encoding`] can read.
+pub fn is_text_encoding(label: &str) -> bool {
+    encoding_rs::Encoding::for_label(label.as_bytes()).is_some()
+}
+
 impl OpenTable {
     /// Opens `path` (Parquet for `.parquet`/`.parq`/`.pq`, CSV otherwise) and
     /// reads its schema.
     pub fn open(path: &Path) -> Result<OpenTable, DataError> {
+        OpenTable::open_with(path, &CsvOptions::default())
+    }
+
+    /// Like [`OpenTable::open`], reading a CSV file with `options`.
+    pub fn open_with(path: &Path, options: &CsvOptions) -> Result<OpenTable, DataError> {
         let is_parquet = path
             .extension()
             .and_then(|e| e.to_str())
@@ -124,7 +149,7 @@ impl OpenTable {
                 rows,
             })
         } else {
-            let cells = csv::CsvCells::read(path)?;
+            let cells = csv::CsvCells::read(path, options)?;
             Ok(OpenTable {
                 path: path.to_path_buf(),
                 schema: cells.schema(),

@@ -399,3 +399,30 @@ fn gen_makes_the_shapes_of_real_exports_by_default() {
     );
     assert!(user_ids_of(&out("sequential/enrollments.parquet")).is_sorted());
 }
+
+#[test]
+fn a_rules_file_saved_with_a_byte_order_mark_checks() {
+    let dir = tempfile::tempdir().unwrap();
+    let rules = dir.path().join("bom.rules");
+    std::fs::write(&rules, "\u{feff}# saved by a Windows editor\ngroup all { true }\n").unwrap();
+    let out = dyngroups(&["check", rules.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "1 group OK\n");
+    // Errors still point at the right line and column.
+    std::fs::write(&rules, "\u{feff}group all { ( }\n").unwrap();
+    let out = dyngroups(&["check", rules.to_str().unwrap()]);
+    assert!(text(&out.stderr).contains("bom.rules:1:13"), "{}", text(&out.stderr));
+}
+
+#[test]
+fn as_of_dates_not_written_iso_get_plain_words() {
+    let check = |date: &str| {
+        let out = dyngroups(&["check", "examples/groups.rules", "--as-of", date]);
+        assert_eq!(out.status.code(), Some(2), "{date}");
+        text(&out.stderr)
+    };
+    assert!(check("22/11/2026").contains("`22/11/2026` is not written YYYY-MM-DD: did you mean 2026-11-22?"));
+    assert!(check("03/12/2026").contains("did you mean 2026-12-03 (day first) or 2026-03-12 (month first)?"));
+    assert!(check("tomorrow").contains("`tomorrow` is not a date: write it as YYYY-MM-DD, e.g. 2026-11-22"));
+    assert!(!check("31/02/2026").contains("did you mean"));
+}

@@ -3,6 +3,7 @@
 
 mod admin;
 mod cli;
+mod dates;
 mod diagnostics;
 mod engine;
 mod explain;
