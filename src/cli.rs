@@ -35,6 +35,9 @@ enum Command {
     Check(CheckArgs),
     /// Evaluate every group of a rules file over the data.
     Run(Box<RunArgs>),
+    /// Type rules against your data and see at once who they catch, why a
+    /// user is caught or not, and what a group of the rules file would change.
+    Repl(Box<crate::repl::ReplArgs>),
     /// Why a user is or is not in a group: the rule as a tree, each node
     /// true or false for the user, with the user's values.
     Explain(ExplainArgs),
@@ -391,6 +394,7 @@ enum Failure {
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
+        Command::Repl(args) => return crate::repl::main(*args),
         Command::Check(args) => run_check(args),
         Command::Run(args) => run_run(*args),
         Command::Explain(args) => run_explain(args),

@@ -1,6 +1,7 @@
 //! The `dyngroups` command: a thin layer over the library.
 
 mod cli;
+mod repl;
 
 fn main() -> std::process::ExitCode {
     // Piped into `head`, a command should stop quietly when the reader

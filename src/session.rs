@@ -1,7 +1,7 @@
 //! An interactive session over loaded data: admins type a rule and see who
 //! it catches, ask why a user is (not) caught, preview a group of the rules
 //! file against the last committed run, and save a rule as a new group.
-//! The REPL example is a line editor around this.
+//! `dyngroups repl` is a line editor around this.
 
 use crate::ast::{Expr, RulesFile};
 use crate::check::check_expression;

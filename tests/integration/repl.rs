@@ -1,31 +1,20 @@
-//! The REPL example driven through its standard input, as a script would.
+//! `dyngroups repl` driven through its standard input, as a script would.
 
 use crate::workspace::{Workspace, text};
 use std::io::Write;
-use std::path::PathBuf;
 use std::process::{Command, Stdio};
-
-/// The example's binary, built by this test: `cargo test --all-targets`
-/// builds examples only as test harnesses, not as the program itself.
-fn repl_binary() -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let profile_dir = exe.parent().and_then(|deps| deps.parent()).unwrap().to_path_buf();
-    let manifest = concat!(env!("CARGO_MANIFEST_DIR"), "/Cargo.toml");
-    let mut build = Command::new(env!("CARGO"));
-    build.args(["build", "--quiet", "--example", "repl", "--manifest-path", manifest]);
-    if profile_dir.ends_with("release") {
-        build.arg("--release");
-    }
-    let out = build.output().unwrap();
-    assert!(out.status.success(), "building the REPL example: {}", text(&out.stderr));
-    profile_dir.join("examples").join("repl")
-}
 
 fn session(w: &Workspace, script: &str) -> (String, String) {
     let root = env!("CARGO_MANIFEST_DIR");
     let data = |name: &str| format!("{root}/examples/data/{name}");
-    let mut child = Command::new(repl_binary())
-        .args(["--users", &data("users.csv"), "--enrollments", &data("enrollments.csv")])
+    let mut child = Command::new(env!("CARGO_BIN_EXE_dyngroups"))
+        .args([
+            "repl",
+            "--users",
+            &data("users.csv"),
+            "--enrollments",
+            &data("enrollments.csv"),
+        ])
         .args(["--org", &data("org.csv"), "--memberships", &data("memberships.csv")])
         .args(["--rules", "groups.rules", "--as-of", "2026-11-22"])
         .current_dir(w.path(""))

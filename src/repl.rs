@@ -1,8 +1,8 @@
-//! The dyngroups REPL: load the data once, then type rules and see at once
+//! `dyngroups repl`: load the data once, then type rules and see at once
 //! who they catch; `:explain ID` says why a user is (not) caught.
 //!
 //! ```sh
-//! cargo run --release --example repl -- --users examples/data/users.csv \
+//! dyngroups repl --users examples/data/users.csv \
 //!     --enrollments examples/data/enrollments.csv --org examples/data/org.csv \
 //!     --memberships examples/data/memberships.csv --rules examples/groups.rules
 //! ```
@@ -11,7 +11,6 @@
 //! completion of keywords, fields and group keys); without one it reads
 //! standard input line by line, so sessions can be scripted.
 
-use clap::Parser;
 use dyngroups::dataset::{InputPaths, MatchBy, OpenInputs};
 use dyngroups::diagnostic::render_all;
 use dyngroups::session::{Session, SessionError};
@@ -21,9 +20,9 @@ use std::io::{BufRead, IsTerminal};
 use std::path::PathBuf;
 use std::time::Instant;
 
-/// Type rules against your data and see who they catch.
-#[derive(Parser)]
-struct Args {
+/// The REPL's options.
+#[derive(clap::Args)]
+pub struct ReplArgs {
     /// Users (Parquet or CSV).
     #[arg(long, value_name = "FILE")]
     users: PathBuf,
@@ -95,8 +94,9 @@ impl Completer for Completion {
     }
 }
 
-fn main() -> std::process::ExitCode {
-    let args = Args::parse();
+/// Runs a session until `:quit` or the end of input; exit code 3 when the
+/// data or the rules file cannot be loaded.
+pub fn main(args: ReplArgs) -> std::process::ExitCode {
     match run(args) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(message) => {
@@ -117,7 +117,7 @@ fn report(error: &SessionError) -> String {
     }
 }
 
-fn run(args: Args) -> Result<(), String> {
+fn run(args: ReplArgs) -> Result<(), String> {
     let started = Instant::now();
     let spinner = indicatif::ProgressBar::with_draw_target(None, indicatif::ProgressDrawTarget::stderr());
     spinner.set_message(format!("loading {}", args.users.display()));
