@@ -52,8 +52,10 @@ def worker(args):
     """One contender, in this process: prints {group: member count} as JSON."""
     if args.contender == "dyngroups":
         state = tempfile.mkdtemp(prefix="dyngroups-state-")
+        members_out = ["--members-out", f"{state}/members.parquet"] if args.members_parquet else []
         subprocess.run(
-            [args.dyngroups, "run", "--rules", f"{args.data}/rules.rules", *data_args(args.data), "--state", state],
+            [args.dyngroups, "run", "--rules", f"{args.data}/rules.rules", *data_args(args.data), "--state", state,
+             *members_out],
             check=True,
             stdout=subprocess.DEVNULL,
         )
@@ -84,6 +86,16 @@ def worker(args):
             pl.read_parquet(f"{args.data}/org.parquet"),
         )
         counts = {key: int(n) for key, n in result.drop("user_id").sum().row(0, named=True).items()}
+        if args.members_parquet:
+            # The same (group, user_id) rows as dyngroups' --members-out.
+            keys = [key for key in result.columns if key != "user_id"]
+            wide = result.lazy()
+            rows = pl.concat(
+                [wide.filter(pl.col(key)).select(pl.lit(key).alias("group"), pl.col("user_id")) for key in keys]
+            )
+            path = tempfile.mktemp(prefix="polars-members-", suffix=".parquet")
+            rows.sink_parquet(path)
+            os.remove(path)
         print(json.dumps(counts))
         return
     import duckdb
@@ -124,6 +136,11 @@ def main():
     parser.add_argument(
         "--contenders", default="dyngroups,duckdb-per-rule,duckdb-wide,polars-wide", help="comma-separated"
     )
+    parser.add_argument(
+        "--members-parquet",
+        action="store_true",
+        help="dyngroups and Polars also write every (group, user_id) membership to a Parquet file",
+    )
     parser.add_argument("--worker", dest="contender", help=argparse.SUPPRESS)
     parser.add_argument("--sql", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -160,6 +177,8 @@ def main():
             # A fresh process per run, so RUSAGE_CHILDREN holds this run only.
             command = [sys.executable, __file__, "--worker", contender, "--data", data,
                        "--dyngroups", args.dyngroups, "--sql", sql_path]
+            if args.members_parquet:
+                command.append("--members-parquet")
             outcome = measured(command, args.timeout)
             if not isinstance(outcome, tuple):
                 runs = outcome
@@ -175,7 +194,8 @@ def main():
 
     dyngroups_runs = results.get("dyngroups", (None, None))[0]
     base = statistics.median(w for w, _ in dyngroups_runs) if isinstance(dyngroups_runs, list) else None
-    print(f"\n{args.users:,} users, {args.rules:,} rules, medians of {args.repeat} runs\n")
+    outputs = ", members written to Parquet" if args.members_parquet else ""
+    print(f"\n{args.users:,} users, {args.rules:,} rules, medians of {args.repeat} runs{outputs}\n")
     print("| contender | wall (median) | runs | peak RSS | × dyngroups | same members |")
     print("|---|---|---|---|---|---|")
     for contender, (runs, agrees) in results.items():
