@@ -31,6 +31,54 @@ impl RulesFile {
             })
             .collect()
     }
+
+    /// The file with only group `key` and the groups it uses through
+    /// `member_of`, directly or not, in file order; `None` without such a
+    /// group. Explaining one group then needs only the inputs those groups
+    /// read. Keys are matched as written; `member_of` keys that name no
+    /// group of the file (static groups) are left to the checker.
+    pub fn closure_of(&self, key: &str) -> Option<RulesFile> {
+        let by_key: std::collections::HashMap<&str, &GroupDef> =
+            self.groups.iter().map(|g| (g.key.value.as_str(), g)).collect();
+        let mut kept = std::collections::HashSet::new();
+        let mut pending = vec![by_key.get(key)?.key.value.as_str()];
+        while let Some(next) = pending.pop() {
+            if !kept.insert(next) {
+                continue;
+            }
+            let mut used = Vec::new();
+            by_key[next].rule.member_of_keys(&mut used);
+            pending.extend(used.into_iter().filter(|k| by_key.contains_key(k)));
+        }
+        Some(RulesFile {
+            groups: self
+                .groups
+                .iter()
+                .filter(|g| kept.contains(g.key.value.as_str()))
+                .cloned()
+                .collect(),
+        })
+    }
+}
+
+impl Expr {
+    /// Appends the keys this expression names with `member_of`.
+    fn member_of_keys<'e>(&'e self, keys: &mut Vec<&'e str>) {
+        match &self.kind {
+            ExprKind::MemberOf(key) => keys.push(&key.value),
+            ExprKind::Or(operands) | ExprKind::And(operands) => {
+                operands.iter().for_each(|e| e.member_of_keys(keys));
+            }
+            ExprKind::Not(operand) => operand.member_of_keys(keys),
+            ExprKind::Bool(_)
+            | ExprKind::Field(..)
+            | ExprKind::Enrollment(_)
+            | ExprKind::Count { .. }
+            | ExprKind::Completed(_)
+            | ExprKind::Enrolled(_)
+            | ExprKind::InBranch(_) => {}
+        }
+    }
 }
 
 /// `group KEY ["Name"] [STATUS] { RULE [include [...]] [exclude [...]] }`.

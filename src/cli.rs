@@ -478,11 +478,18 @@ fn parse_and_check(
     source: &SourceFile,
     inputs: Option<&OpenInputs>,
     as_of: chrono::NaiveDate,
+    only_group: Option<&str>,
 ) -> Result<(dyngroups::ast::RulesFile, Option<dyngroups::Checked>), Failure> {
     let file = parse_rules(&source.text).map_err(|e| {
         print_diagnostics(&[e.0], source);
         Failure::Rules
     })?;
+    let file = match only_group {
+        Some(key) => file
+            .closure_of(key)
+            .ok_or_else(|| Failure::Usage(format!("no group `{key}`")))?,
+        None => file,
+    };
     let checked = match inputs {
         Some(inputs) => Some(check(&file, &inputs.schema(), as_of).map_err(|e| {
             print_diagnostics(&e.errors, source);
@@ -527,7 +534,7 @@ fn run_check(args: CheckArgs) -> Result<(), Failure> {
         }
         None => None,
     };
-    let (file, _) = parse_and_check(&source, inputs.as_ref(), as_of(&args.data))?;
+    let (file, _) = parse_and_check(&source, inputs.as_ref(), as_of(&args.data), None)?;
     let n = file.groups.len();
     println!("{n} group{} OK", if n == 1 { "" } else { "s" });
     Ok(())
@@ -569,7 +576,7 @@ fn run_run(args: RunArgs) -> Result<(), Failure> {
         open_inputs(args.inputs.users.clone(), &args.inputs.data)
     })?;
     let as_of = as_of(&args.inputs.data);
-    let (_, checked) = parse_and_check(&source, Some(&inputs), as_of)?;
+    let (_, checked) = parse_and_check(&source, Some(&inputs), as_of, None)?;
     let rules = checked.expect("checked against data").rules;
     let selected = if args.groups.is_empty() {
         None
@@ -1269,15 +1276,33 @@ fn run_diff(args: DiffArgs) -> Result<(), Failure> {
 }
 
 fn run_explain(args: ExplainArgs) -> Result<(), Failure> {
-    let (rules, inputs) = rules_checked_against_data(&args.inputs)?;
-    let group = rules.groups.iter().position(|g| g.key == args.group).ok_or_else(|| {
+    // Only the group and the groups it uses are checked: the inputs the
+    // rest of the file reads need not be given.
+    let source = read_rules(&args.inputs.rules)?;
+    let inputs = open_inputs(args.inputs.users.clone(), &args.inputs.data)?;
+    let no_such_group = || {
         Failure::Usage(format!(
             "`--group {}`: no such group in {}",
             args.group,
             args.inputs.rules.display()
         ))
-    })?;
-    let data = inputs.load(&rules).map_err(|e| Failure::Data(e.to_string()))?;
+    };
+    let (_, checked) =
+        parse_and_check(&source, Some(&inputs), as_of(&args.inputs.data), Some(&args.group)).map_err(|failure| {
+            match failure {
+                Failure::Usage(_) => no_such_group(),
+                other => other,
+            }
+        })?;
+    let rules = checked.expect("checked against data").rules;
+    let group = rules
+        .groups
+        .iter()
+        .position(|g| g.key == args.group)
+        .ok_or_else(no_such_group)?;
+    // Every column, so that the trace shows each enrollment row whole.
+    let keys = rules.groups.iter().map(|g| g.key.clone()).collect();
+    let data = inputs.load_all(&keys).map_err(|e| Failure::Data(e.to_string()))?;
     let evaluation = evaluate(&rules, &data, Some(&dependency_closure(&rules, &[group])));
     let trace = dyngroups::explain::explain(&rules, &data, &evaluation, group, args.user, args.depth)
         .map_err(|e| Failure::Usage(e.to_string()))?;
@@ -1303,7 +1328,7 @@ fn run_template(args: TemplateArgs) -> Result<(), Failure> {
 fn rules_checked_against_data(args: &RulesAndData) -> Result<(dyngroups::checked::CheckedRules, OpenInputs), Failure> {
     let source = read_rules(&args.rules)?;
     let inputs = open_inputs(args.users.clone(), &args.data)?;
-    let (_, checked) = parse_and_check(&source, Some(&inputs), as_of(&args.data))?;
+    let (_, checked) = parse_and_check(&source, Some(&inputs), as_of(&args.data), None)?;
     Ok((checked.expect("checked against data").rules, inputs))
 }
 

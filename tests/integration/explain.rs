@@ -52,3 +52,33 @@ fn member_of_unexpanded_and_static_groups() {
 fn an_unknown_user_is_a_usage_error() {
     insta::assert_snapshot!(explain("sales_emea", "42", "0"));
 }
+
+/// A group that reads only the users needs only `--users`, though other
+/// groups of the file read enrollments, the org tree and static groups.
+#[test]
+fn explain_needs_only_the_inputs_of_the_groups_it_uses() {
+    let run = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_dyngroups"))
+            .args([
+                "explain",
+                "--rules",
+                "examples/groups.rules",
+                "--users",
+                "examples/data/users.csv",
+            ])
+            .args(["--as-of", "2026-11-22"])
+            .args(args)
+            .current_dir(Path::new(env!("CARGO_MANIFEST_DIR")))
+            .output()
+            .unwrap()
+    };
+    let out = run(&["--group", "managers", "--user", "1001"]);
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("user 1001 is a member"));
+    // One that uses a group reading enrollments still needs them.
+    let out = run(&["--group", "drivers_not_in_sales", "--user", "1001"]);
+    assert_eq!(out.status.code(), Some(1));
+    let out = run(&["--group", "nope", "--user", "1001"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("`--group nope`: no such group in examples/groups.rules"));
+}
