@@ -1,7 +1,8 @@
 //! The language reference for admins, `docs/language.md`: every example
 //! checks and runs against the bundled example data, and the reference
 //! covers every form of the language's contract (when the contract is
-//! beside the repository, as for its developers and in CI).
+//! beside the repository, as for its developers and in CI; recorded as
+//! skipped elsewhere).
 
 use dyngroups::dataset::{InputPaths, OpenInputs};
 use std::path::Path;
@@ -84,8 +85,10 @@ fn contract_words(spec: &str) -> Vec<String> {
 fn the_reference_covers_every_form_of_the_contract() {
     let spec = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/spec/RULES.md");
     let Ok(spec) = std::fs::read_to_string(spec) else {
-        // Reported, not silent: the summary's skip line comes from here.
-        eprintln!("SKIPPED: the language contract is not beside the repository");
+        crate::skips::skipped(
+            "language::the_reference_covers_every_form_of_the_contract",
+            "needs the language contract beside the repository (../shared/spec/RULES.md)",
+        );
         return;
     };
     let words = contract_words(&spec);

@@ -17,6 +17,7 @@ mod repl;
 mod robustness;
 mod roundtrip;
 mod schema;
+mod skips;
 mod spec;
 mod sql;
 mod state;

@@ -5,6 +5,7 @@
 
 use crate::engine::cases;
 use crate::generate::{Tables, as_of, tables, typed_rules};
+use crate::skips::tool_present;
 use arrow_array::{ArrayRef, BooleanArray, Date32Array, Float64Array, RecordBatch, StringArray, UInt32Array};
 use dyngroups::ast::{GroupStatus, RulesFile};
 use dyngroups::data::Column;
@@ -285,11 +286,12 @@ fn differential(translation: Translation, script: &str, n: u32, seed: u8) {
 }
 
 /// DuckDB, from PyPI (`.ci/run` installs it and sets
-/// `DYNGROUPS_REQUIRE_DUCKDB`); elsewhere the test says it skipped.
+/// `DYNGROUPS_REQUIRE_DUCKDB`); elsewhere the test is recorded as skipped.
 #[test]
 fn duckdb_agrees_with_the_engine() {
-    if usable(
+    if tool_present(
         has_python_module("duckdb"),
+        "sql::duckdb_agrees_with_the_engine",
         "DYNGROUPS_REQUIRE_DUCKDB",
         "python3 with duckdb",
     ) {
@@ -297,25 +299,13 @@ fn duckdb_agrees_with_the_engine() {
     }
 }
 
-/// Whether an engine a test needs is there; when it is not, fails if CI
-/// (`require`) asks for it, else says the test skipped.
-fn usable(present: bool, require: &str, what: &str) -> bool {
-    if !present {
-        assert!(
-            std::env::var_os(require).is_none(),
-            "{what} is required here ({require} is set)"
-        );
-        eprintln!("skipped: {what} is not available");
-    }
-    present
-}
-
 /// Polars, from PyPI (`.ci/run` installs it and sets
-/// `DYNGROUPS_REQUIRE_POLARS`); elsewhere the test says it skipped.
+/// `DYNGROUPS_REQUIRE_POLARS`); elsewhere the test is recorded as skipped.
 #[test]
 fn polars_agrees_with_the_engine() {
-    if usable(
+    if tool_present(
         has_python_module("polars"),
+        "sql::polars_agrees_with_the_engine",
         "DYNGROUPS_REQUIRE_POLARS",
         "python3 with polars",
     ) {
@@ -324,11 +314,12 @@ fn polars_agrees_with_the_engine() {
 }
 
 /// PostgreSQL through `psql`, on the server `.ci/run` installs and starts
-/// (it sets `DYNGROUPS_REQUIRE_POSTGRES`); elsewhere the test says it skipped.
+/// (it sets `DYNGROUPS_REQUIRE_POSTGRES`); elsewhere the test is recorded as skipped.
 #[test]
 fn postgres_agrees_with_the_engine() {
     let what = "a PostgreSQL server reachable by `psql -d postgres`, and python3 with duckdb,";
-    if usable(postgres_reachable(), "DYNGROUPS_REQUIRE_POSTGRES", what) {
+    let test = "sql::postgres_agrees_with_the_engine";
+    if tool_present(postgres_reachable(), test, "DYNGROUPS_REQUIRE_POSTGRES", what) {
         differential(Translation::Sql(Dialect::Postgres), "postgres_members.py", cases(60), 2);
     }
 }

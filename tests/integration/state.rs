@@ -361,19 +361,20 @@ fn diff_files_in_every_format() {
 /// The portable bitmap dyngroups stores reads back identically in pyroaring
 /// (CRoaring). `.ci/run` installs pyroaring and sets
 /// `DYNGROUPS_REQUIRE_PYROARING`; elsewhere, without pyroaring, the test
-/// says it skipped.
+/// is recorded as skipped.
 #[test]
 fn stored_bitmaps_read_back_in_pyroaring() {
     let has_pyroaring = Command::new("python3")
         .args(["-c", "import pyroaring"])
         .output()
         .is_ok_and(|o| o.status.success());
-    if !has_pyroaring {
-        assert!(
-            std::env::var_os("DYNGROUPS_REQUIRE_PYROARING").is_none(),
-            "pyroaring is required: python3 -m pip install pyroaring"
-        );
-        eprintln!("skipped: python3 with pyroaring is not installed");
+    let test = "state::stored_bitmaps_read_back_in_pyroaring";
+    if !crate::skips::tool_present(
+        has_pyroaring,
+        test,
+        "DYNGROUPS_REQUIRE_PYROARING",
+        "python3 with pyroaring",
+    ) {
         return;
     }
     let users: String = std::iter::once("user_id,department,grade\n".to_string())
