@@ -137,8 +137,10 @@ enum GenShape {
     Sequential,
 }
 
+/// The inputs besides the users and the rules, shared by the commands that
+/// read data and by `repl`.
 #[derive(Args)]
-struct DataArgs {
+pub(crate) struct DataArgs {
     /// Enrollments (Parquet or CSV): `user_id`, `course`, `status`, ...
     #[arg(long, value_name = "FILE")]
     enrollments: Option<PathBuf>,
@@ -463,7 +465,8 @@ fn parse_as_of(text: &str) -> Result<chrono::NaiveDate, String> {
     })
 }
 
-fn as_of(data: &DataArgs) -> chrono::NaiveDate {
+/// The date `today` means: `--as-of`, else today (UTC).
+pub(crate) fn as_of(data: &DataArgs) -> chrono::NaiveDate {
     data.as_of.unwrap_or_else(|| chrono::Utc::now().date_naive())
 }
 
@@ -513,7 +516,12 @@ fn parse_and_check(
 }
 
 fn open_inputs(users: PathBuf, data: &DataArgs) -> Result<OpenInputs, Failure> {
-    OpenInputs::open(&InputPaths {
+    OpenInputs::open(&input_paths(users, data)).map_err(|e| Failure::Data(e.to_string()))
+}
+
+/// Where the inputs are, and how to read them.
+pub(crate) fn input_paths(users: PathBuf, data: &DataArgs) -> InputPaths {
+    InputPaths {
         users,
         enrollments: data.enrollments.clone(),
         org: data.org.clone(),
@@ -521,8 +529,7 @@ fn open_inputs(users: PathBuf, data: &DataArgs) -> Result<OpenInputs, Failure> {
         match_by: data.match_by.clone().map_or(MatchBy::UserId, MatchBy::Column),
         date_formats: data.date_format.clone(),
         encoding: data.encoding.clone(),
-    })
-    .map_err(|e| Failure::Data(e.to_string()))
+    }
 }
 
 fn run_check(args: CheckArgs) -> Result<(), Failure> {

@@ -11,7 +11,7 @@
 //! completion of keywords, fields and group keys); without one it reads
 //! standard input line by line, so sessions can be scripted.
 
-use dyngroups::dataset::{InputPaths, MatchBy, OpenInputs};
+use dyngroups::dataset::OpenInputs;
 use dyngroups::diagnostic::render_all;
 use dyngroups::session::{Session, SessionError};
 use dyngroups::{SourceFile, parse::is_incomplete};
@@ -26,22 +26,13 @@ pub struct ReplArgs {
     /// Users (Parquet or CSV).
     #[arg(long, value_name = "FILE")]
     users: PathBuf,
-    /// Enrollments (Parquet or CSV).
-    #[arg(long, value_name = "FILE")]
-    enrollments: Option<PathBuf>,
-    /// Org tree (Parquet or CSV).
-    #[arg(long, value_name = "FILE")]
-    org: Option<PathBuf>,
-    /// Static group memberships (Parquet or CSV).
-    #[arg(long, value_name = "FILE")]
-    memberships: Option<PathBuf>,
+    /// The other inputs, as `run` takes them.
+    #[command(flatten)]
+    data: crate::cli::DataArgs,
     /// A rules file: its groups can be used with `member_of`, previewed
     /// with `:group`, and `:save` appends to it.
     #[arg(long, value_name = "FILE")]
     rules: Option<PathBuf>,
-    /// The date `today` means (default: today, UTC).
-    #[arg(long, value_name = "YYYY-MM-DD")]
-    as_of: Option<chrono::NaiveDate>,
     /// A state directory, for `:group` to show the changes a run would make.
     #[arg(long, value_name = "DIR")]
     state: Option<PathBuf>,
@@ -122,15 +113,8 @@ fn run(args: ReplArgs) -> Result<(), String> {
     let spinner = indicatif::ProgressBar::with_draw_target(None, indicatif::ProgressDrawTarget::stderr());
     spinner.set_message(format!("loading {}", args.users.display()));
     spinner.enable_steady_tick(std::time::Duration::from_millis(120));
-    let inputs = OpenInputs::open(&InputPaths {
-        users: args.users.clone(),
-        enrollments: args.enrollments.clone(),
-        org: args.org.clone(),
-        memberships: args.memberships.clone(),
-        match_by: MatchBy::UserId,
-        ..InputPaths::default()
-    })
-    .map_err(|e| format!("error: {e}\n"))?;
+    let inputs = OpenInputs::open(&crate::cli::input_paths(args.users.clone(), &args.data))
+        .map_err(|e| format!("error: {e}\n"))?;
     let rules = match &args.rules {
         Some(path) => Some((
             path.clone(),
@@ -140,7 +124,7 @@ fn run(args: ReplArgs) -> Result<(), String> {
         )),
         None => None,
     };
-    let as_of = args.as_of.unwrap_or_else(|| chrono::Utc::now().date_naive());
+    let as_of = crate::cli::as_of(&args.data);
     let mut session = Session::open(inputs, rules, as_of, args.state.clone()).map_err(|e| report(&e))?;
     spinner.finish_and_clear();
     let enrollments = session.data().enrollments.as_ref().map_or(0, |e| e.user_rows.len());
