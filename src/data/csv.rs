@@ -333,7 +333,7 @@ impl ColumnOf<'_> {
     /// The `--date-format` option for this column with `format`.
     fn date_format_option(&self, format: &str) -> String {
         let role = if self.options.role.is_empty() {
-            "TABLE"
+            "INPUT"
         } else {
             &self.options.role
         };
