@@ -98,10 +98,6 @@ pub fn write_changes(path: &Path, changes: &[GroupChange]) -> Result<(), OutputE
     write_rows(path, true, groups, Batching::default())
 }
 
-fn with_change_rows(group: &GroupRows<'_>) -> bool {
-    matches!(group, GroupRows::Changes(_))
-}
-
 fn change_word(added: bool) -> &'static str {
     if added { "add" } else { "remove" }
 }
@@ -187,8 +183,9 @@ fn write_rows(
 fn text_rows(format: Format, key: &str, group: &GroupRows<'_>) -> Vec<u8> {
     // A row's bytes past the key, at most: an id of 10 digits, the
     // punctuation, and the change.
-    let row_bytes =
-        key.len() + if format == Format::Csv { 12 } else { 35 } + if with_change_rows(group) { 20 } else { 0 };
+    let row_bytes = key.len()
+        + if format == Format::Csv { 12 } else { 35 }
+        + if matches!(group, GroupRows::Changes(_)) { 20 } else { 0 };
     let mut text = Vec::with_capacity(group.len() as usize * row_bytes);
     let mut number = itoa::Buffer::new();
     group.for_each(|id, change| {
