@@ -401,9 +401,13 @@ impl Dataset {
     /// them, the bitsets of the frequent values of users columns, the order
     /// of the values of users columns of many distinct values, and the
     /// per-value user counts of every enrollments column that gets them,
-    /// which a rule otherwise builds on its first use of the column: an
-    /// interactive session pays once at load, not on some first rule.
+    /// and every user's row and id, which a rule otherwise builds on its
+    /// first use: an interactive session pays once at load, not on some
+    /// first rule.
     pub fn build_indexes(&self) {
+        if let RowIndex::Map { dense_rows, .. } = &self.row_of_id {
+            self.everyone(*dense_rows);
+        }
         let enrollment_columns = self.enrollments.iter().flat_map(|e| &e.table.columns);
         // Per text column, whether it is a users column. Enrollments
         // columns get no bitsets at load: theirs would cover 100M rows for
@@ -476,14 +480,18 @@ impl Dataset {
         match &self.row_of_id {
             RowIndex::Identity(_) => rows.clone(),
             RowIndex::Map { dense_rows, .. } => {
-                let everyone = crate::data::built_once(&self.everyone, || {
-                    let rows: RoaringBitmap = (0..self.user_ids.len() as u32).collect();
-                    let ids = ids_of_rows(&self.user_ids, *dense_rows, &rows);
-                    Everyone { rows, ids }
-                });
-                ids_of_rows_or_of_the_rest(&self.user_ids, *dense_rows, rows, everyone)
+                ids_of_rows_or_of_the_rest(&self.user_ids, *dense_rows, rows, self.everyone(*dense_rows))
             }
         }
+    }
+
+    /// Every users row and user id, built on first use.
+    fn everyone(&self, dense_rows: usize) -> &Everyone {
+        crate::data::built_once(&self.everyone, || {
+            let rows: RoaringBitmap = (0..self.user_ids.len() as u32).collect();
+            let ids = ids_of_rows(&self.user_ids, dense_rows, &rows);
+            Everyone { rows, ids }
+        })
     }
 
     /// Like [`Dataset::rows_to_ids`], taking the rows (a bitmap, or one
