@@ -912,7 +912,7 @@ fn guard_removals(
             args.mass_removal_min
         );
     }
-    let mut groups = trips.groups.clone();
+    let mut groups = trips.groups;
     groups.sort_by(|a, b| b.removed.cmp(&a.removed).then_with(|| a.key.cmp(&b.key)));
     for trip in groups.iter().take(GUARD_GROUPS_LISTED) {
         message += &format!(
