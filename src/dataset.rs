@@ -4,6 +4,7 @@
 
 use crate::checked::CheckedRules;
 use crate::data::{Column, CsvOptions, DataError, NULL_CODE, OpenTable, Table, TextColumn};
+use crate::eval::UsersByPair;
 pub use crate::import::MatchBy;
 use crate::import::{ImportReport, MembershipRows};
 use crate::schema::{Schema, ValueType};
@@ -142,6 +143,9 @@ pub struct Enrollments {
     /// Per column of `table`, built on first use: see
     /// [`Dataset::user_counts_by_value`].
     user_counts: Vec<OnceLock<Option<UserCountsByValue>>>,
+    /// The users of each pair of values of two columns, built at load by
+    /// [`Dataset::build_indexes`] only: see [`Dataset::users_by_pair`].
+    users_by_pair: OnceLock<Option<UsersByPair>>,
 }
 
 /// Per distinct value of an enrollments text column, by value code: how
@@ -442,7 +446,20 @@ impl Dataset {
                     self.user_counts_by_value(column);
                 }
             }
+            enrollments
+                .users_by_pair
+                .get_or_init(|| UsersByPair::of_whole_columns(enrollments, self.user_count()));
         }
+    }
+
+    /// The users of each pair of values of the enrollments text column of
+    /// most distinct values (a course) and the first of at most 64 (a
+    /// status), if [`Dataset::build_indexes`] built them: `enrolled("C")`
+    /// and `completed("C")` then gather one pair's users, where a single
+    /// rule would otherwise intersect the rows of a course with those of a
+    /// status (tens of millions) and look up the user of each.
+    pub(crate) fn users_by_pair(&self) -> Option<&UsersByPair> {
+        self.enrollments.as_ref()?.users_by_pair.get()?.as_ref()
     }
 
     /// For an enrollments text column of few distinct values (at most
@@ -753,6 +770,7 @@ fn tie_enrollments(table: Table, user_id_column: usize, users: &RowIndex) -> Res
     let unknown_users = user_rows.par_iter().filter(|&&u| u == NO_USER).count();
     Ok(Enrollments {
         user_counts: table.columns.iter().map(|_| OnceLock::new()).collect(),
+        users_by_pair: OnceLock::new(),
         table,
         user_rows,
         unknown_users,

@@ -14,7 +14,7 @@ use super::atoms::text_codes;
 use super::plan::{Atom, Node, Plan};
 use super::{column_test, counted_values, presence_decides};
 use crate::data::{Column, NULL_CODE, TextColumn};
-use crate::dataset::{Dataset, NO_USER};
+use crate::dataset::{Dataset, Enrollments, NO_USER};
 use rayon::prelude::*;
 use roaring::RoaringBitmap;
 use std::collections::{HashMap, HashSet};
@@ -31,6 +31,9 @@ const USERS_PER_MEMBER_FOR_BITSET: usize = 64;
 /// Enrollment rows a task of the pair sort sorts: its scratch of a pair per
 /// row is then 4 MB.
 const ROWS_PER_SORT_TASK: usize = 1 << 20;
+
+/// Two enrollments columns, by index: a first, and a second if any.
+type PairColumns = (usize, Option<usize>);
 
 /// The enrollment conditions of a plan answered from the users of pairs of
 /// values, and the atoms only they use.
@@ -50,6 +53,8 @@ struct CodedCondition<'p, 'd> {
     first: (&'d TextColumn, Vec<u32>),
     /// The other column, and per code whether the tests on it hold.
     second: Option<(&'d TextColumn, Vec<bool>)>,
+    /// The enrollments columns of `first` and `second`.
+    columns: PairColumns,
     /// Whether an atom of the condition asks how many rows a user has
     /// (beyond whether it has any).
     counted: bool,
@@ -59,8 +64,9 @@ impl<'p, 'd> CodedConditions<'p, 'd> {
     /// Finds the conditions of `plan` answered from pairs of values: a test
     /// on a text column, or an `and` of tests on at most two text columns,
     /// the second of at most [`MAX_SECOND_VALUES`] values, whose first
-    /// column has no postings yet (the REPL builds them at load, and then
-    /// the few rows of one rule beat a pass over every row). A single test
+    /// column has no postings yet, or whose pairs were sorted at load (the
+    /// REPL builds both at load, and postings find the few rows of one
+    /// rule faster than a pass over every row, if no pairs). A single test
     /// on a column of per-user counts is left to those counts.
     pub(super) fn find(plan: &'p Plan<'d>, data: &'d Dataset) -> CodedConditions<'p, 'd> {
         let mut counted: HashMap<&Node, bool> = HashMap::new();
@@ -111,37 +117,61 @@ impl<'p, 'd> CodedConditions<'p, 'd> {
         let Some(enrollments) = &data.enrollments else {
             return Vec::new();
         };
-        // One sort per pair of columns (in practice one: course, status);
-        // a condition of one column goes with a pair of the same first
+        // The conditions the pairs sorted at load answer, and one sort per
+        // other pair of columns (in practice one: course, status); a
+        // condition of one column goes with a pair of the same first
         // column, if any.
-        let mut sorts: Vec<(&TextColumn, Option<&TextColumn>, Vec<&CodedCondition>)> = Vec::new();
-        let (paired, single): (Vec<_>, Vec<_>) = self.conditions.iter().partition(|c| c.second.is_some());
-        for condition in paired.into_iter().chain(single) {
-            let second = condition.second.as_ref().map(|(text, _)| *text);
-            let same = |column: Option<&TextColumn>| second.is_none_or(|s| column.is_some_and(|c| std::ptr::eq(c, s)));
+        let sorted_at_load = data.users_by_pair();
+        let (at_load, mut rest): (Vec<&CodedCondition>, Vec<&CodedCondition>) = self
+            .conditions
+            .iter()
+            .partition(|c| sorted_at_load.is_some_and(|pairs| pairs.covers(c.columns)));
+        rest.sort_by_key(|c| c.second.is_none());
+        let mut sorts: Vec<(PairColumns, Vec<&CodedCondition>)> = Vec::new();
+        for condition in rest {
+            let (first, second) = condition.columns;
             match sorts
                 .iter_mut()
-                .find(|(first, column, _)| std::ptr::eq(*first, condition.first.0) && same(*column))
+                .find(|((f, s), _)| *f == first && (second.is_none() || second == *s))
             {
-                Some((_, _, conditions)) => conditions.push(condition),
-                None => sorts.push((condition.first.0, second, vec![condition])),
+                Some((_, conditions)) => conditions.push(condition),
+                None => sorts.push((condition.columns, vec![condition])),
             }
         }
-        sorts
-            .into_iter()
-            .flat_map(|(first, second, conditions)| {
-                let pairs = UsersByPair::sort(first, second, &conditions, &enrollments.user_rows, data.user_count());
-                let enrolled: Vec<EnrolledUsers<'d>> = conditions.par_iter().map(|c| pairs.enrolled(c)).collect();
-                conditions.into_iter().map(|c| c.node).zip(enrolled)
-            })
-            .collect()
+        fn answer<'p, 'd>(
+            pairs: &UsersByPair,
+            conditions: &[&CodedCondition<'p, 'd>],
+        ) -> Vec<(&'p Node, EnrolledUsers<'d>)> {
+            let enrolled: Vec<EnrolledUsers<'d>> = conditions.par_iter().map(|c| pairs.enrolled(c)).collect();
+            conditions.iter().map(|c| c.node).zip(enrolled).collect()
+        }
+        let mut answered: Vec<(&'p Node, EnrolledUsers<'d>)> = match sorted_at_load {
+            Some(pairs) => answer(pairs, &at_load),
+            None => Vec::new(),
+        };
+        for (columns, conditions) in sorts {
+            let first = conditions[0].first.0;
+            let second = conditions.iter().find_map(|c| c.second.as_ref().map(|(text, _)| *text));
+            let pairs = UsersByPair::of_conditions(
+                columns,
+                first,
+                second,
+                &conditions,
+                &enrollments.user_rows,
+                data.user_count(),
+            );
+            answered.extend(answer(&pairs, &conditions));
+        }
+        answered
     }
 }
 
 /// The users of the enrollment rows of each pair of values of two columns,
-/// for the first column's values some condition picks: per task (a range of
-/// rows), the users in row order, grouped by pair.
-struct UsersByPair {
+/// for the first column's values some condition picks (or all of them):
+/// per task (a range of rows), the users in row order, grouped by pair.
+pub(crate) struct UsersByPair {
+    /// The enrollments columns: the first, and the second if any.
+    columns: PairColumns,
     /// Per code of the first column, its place among the picked values.
     place_of: Vec<u32>,
     /// Pairs per picked value: the second column's values, and one for
@@ -155,7 +185,45 @@ struct UsersByPair {
 }
 
 impl UsersByPair {
-    fn sort(
+    /// The users of every pair of values of the enrollments text column of
+    /// most distinct values and the first other text column of at most
+    /// [`MAX_SECOND_VALUES`] values.
+    pub(crate) fn of_whole_columns(enrollments: &Enrollments, users: usize) -> Option<UsersByPair> {
+        let texts = || {
+            enrollments
+                .table
+                .columns
+                .iter()
+                .enumerate()
+                .filter_map(|(c, column)| match column {
+                    Some(Column::Text(text)) => Some((c, text)),
+                    _ => None,
+                })
+        };
+        let (first, first_text) = texts().max_by_key(|(_, text)| text.values.len())?;
+        let second = texts().find(|&(c, text)| c != first && text.values.len() <= MAX_SECOND_VALUES);
+        let place_of: Vec<u32> = (0..first_text.values.len() as u32).collect();
+        let columns = (first, second.map(|(c, _)| c));
+        let second = second.map(|(_, text)| text);
+        Some(UsersByPair::sort(
+            columns,
+            first_text,
+            second,
+            place_of,
+            &enrollments.user_rows,
+            users,
+        ))
+    }
+
+    /// Whether these pairs answer a condition on `columns` (a condition on
+    /// the first column alone goes with any second).
+    fn covers(&self, columns: PairColumns) -> bool {
+        self.columns.0 == columns.0 && (columns.1.is_none() || columns.1 == self.columns.1)
+    }
+
+    /// Sorts the rows of the first column's values that `conditions` pick.
+    fn of_conditions(
+        columns: PairColumns,
         first: &TextColumn,
         second: Option<&TextColumn>,
         conditions: &[&CodedCondition],
@@ -170,8 +238,22 @@ impl UsersByPair {
                 places += 1;
             }
         }
+        UsersByPair::sort(columns, first, second, place_of, user_rows, users)
+    }
+
+    /// Sorts the rows of the first column's values with a place in
+    /// `place_of` (`NULL_CODE` for none) by pair.
+    fn sort(
+        columns: PairColumns,
+        first: &TextColumn,
+        second: Option<&TextColumn>,
+        place_of: Vec<u32>,
+        user_rows: &[u32],
+        users: usize,
+    ) -> Self {
+        let places = place_of.iter().filter(|&&p| p != NULL_CODE).count();
         let seconds = second.map_or(1, |s| s.values.len() + 1);
-        let pairs = places as usize * seconds;
+        let pairs = places * seconds;
         // Per row, its pair or `NO_PAIR`, read off the columns' slices in
         // one pass that also counts each pair's rows; the second pass reads
         // only the pairs and the users.
@@ -221,6 +303,7 @@ impl UsersByPair {
             })
             .collect();
         UsersByPair {
+            columns,
             place_of,
             seconds,
             tasks,
@@ -319,30 +402,35 @@ impl<'p, 'd> CodedCondition<'p, 'd> {
             let (Atom::EnrollmentColumn(_), Some((Column::Text(text), test))) = (atom, column_test(atom, data)) else {
                 return None;
             };
-            tests.push((text, text_codes(text, &test.test)?));
+            tests.push((test.column, text, text_codes(text, &test.test)?));
         }
-        let first = (0..tests.len()).max_by_key(|&t| tests[t].0.values.len())?;
-        let (first_text, first_codes) = tests.swap_remove(first);
-        if first_text.has_postings() || tests.iter().any(|(text, _)| std::ptr::eq(*text, first_text)) {
+        let first = (0..tests.len()).max_by_key(|&t| tests[t].1.values.len())?;
+        let (first_column, first_text, first_codes) = tests.swap_remove(first);
+        if tests.iter().any(|(column, ..)| *column == first_column) {
             return None;
         }
         let mut second: Option<(&TextColumn, Vec<bool>)> = None;
-        for (text, codes) in tests {
-            if text.values.len() > MAX_SECOND_VALUES {
+        let mut second_column = None;
+        for (column, text, codes) in tests {
+            if text.values.len() > MAX_SECOND_VALUES || *second_column.get_or_insert(column) != column {
                 return None;
             }
-            let (column, holds) = second.get_or_insert_with(|| (text, vec![true; text.values.len()]));
-            if !std::ptr::eq(*column, text) {
-                return None;
-            }
+            let (_, holds) = second.get_or_insert_with(|| (text, vec![true; text.values.len()]));
             for (code, holds) in (0u32..).zip(holds.iter_mut()) {
                 *holds &= codes.contains(code);
             }
+        }
+        let columns = (first_column, second_column);
+        // A column with postings finds one rule's few rows faster than a
+        // pass over every row, unless its pairs were sorted at load.
+        if first_text.has_postings() && !data.users_by_pair().is_some_and(|pairs| pairs.covers(columns)) {
+            return None;
         }
         Some(CodedCondition {
             node,
             first: (first_text, first_codes.iter().collect()),
             second,
+            columns,
             counted,
         })
     }

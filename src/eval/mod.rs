@@ -14,6 +14,7 @@ mod atoms;
 mod coded;
 mod plan;
 
+pub(crate) use coded::UsersByPair;
 pub use plan::dependency_closure;
 
 use crate::ast::CmpOp;
@@ -503,11 +504,6 @@ fn evaluate_atoms<'i>(
     trace: bool,
     phase_done: &dyn Fn(&str),
 ) -> AtomResults {
-    // 12.5 MB at 100M enrollments: built only for rules that look at them.
-    let enrollment_universe = match &data.enrollments {
-        Some(e) if plan.atoms.iter().any(Atom::is_enrollment) => all_rows(e.user_rows.len()),
-        _ => RoaringBitmap::new(),
-    };
     let no_groups: Vec<Arc<RoaringBitmap>> = Vec::new();
     let statics = &data.static_groups;
     // Phase 1: column and branch atoms used in more than one place. Phase
@@ -544,6 +540,12 @@ fn evaluate_atoms<'i>(
             (condition, atoms, tallied)
         })
         .collect();
+    // 12.5 MB at 100M enrollments: built only for conditions the pairs of
+    // values do not answer.
+    let enrollment_universe = match &data.enrollments {
+        Some(e) if work.iter().any(|(_, _, tallied)| tallied.is_none()) => all_rows(e.user_rows.len()),
+        _ => RoaringBitmap::new(),
+    };
     let enrollment_results: Vec<(usize, (Arc<RoaringBitmap>, Duration))> = work
         .into_par_iter()
         .flat_map_iter(|(condition, atoms, tallied)| {

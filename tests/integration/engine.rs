@@ -31,11 +31,19 @@ fn run_both(tables: &Tables, file: &RulesFile) -> (BTreeMap<String, BTreeSet<u32
     let checked =
         dyngroups::check(&parsed, &inputs.schema(), as_of()).unwrap_or_else(|e| panic!("{text}\n{:?}", e.errors));
     let data = inputs.load(&checked.rules).unwrap();
-    let engine = evaluate(&checked.rules, &data, None)
-        .groups
-        .into_iter()
-        .map(|g| (g.key, g.members.iter().collect()))
-        .collect();
+    let members = |data: &dyngroups::dataset::Dataset| -> BTreeMap<String, BTreeSet<u32>> {
+        evaluate(&checked.rules, data, None)
+            .groups
+            .into_iter()
+            .map(|g| (g.key, g.members.iter().collect()))
+            .collect()
+    };
+    let engine = members(&data);
+    // With the indexes an interactive session builds at load (postings,
+    // sorted values, users by pair of enrollment values), the same members.
+    let indexed = tables.open().load(&checked.rules).unwrap();
+    indexed.build_indexes();
+    assert_eq!(members(&indexed), engine, "with the session's indexes:\n{text}");
     (engine, reference::members(&checked.rules, &data))
 }
 
