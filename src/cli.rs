@@ -204,7 +204,9 @@ struct RunArgs {
     #[command(flatten)]
     inputs: RulesAndData,
     /// Write `group,user_id` rows of what each group commits here (.csv,
-    /// .jsonl or .parquet); drafts only with `--dry-run` or `--no-state`.
+    /// .jsonl or .parquet), or for a path ending in `.roaring` a directory of
+    /// one portable roaring bitmap per group, listed in `groups.json`;
+    /// drafts only with `--dry-run` or `--no-state`.
     #[arg(long, value_name = "FILE")]
     members_out: Option<PathBuf>,
     /// Only these groups (and the groups they depend on); the other groups

@@ -76,11 +76,17 @@ impl GroupRows<'_> {
     }
 }
 
-/// Writes `group,user_id` rows, sorted by group key then user id.
+/// Writes `group,user_id` rows, sorted by group key then user id; or, for
+/// a path ending in `.roaring`, a directory of one portable roaring bitmap
+/// per group ([`write_bitmap_directory`]).
 pub fn write_members<'a>(
     path: &Path,
     groups: impl IntoIterator<Item = (&'a str, &'a RoaringBitmap)>,
 ) -> Result<(), OutputError> {
+    if path.extension().is_some_and(|e| e.eq_ignore_ascii_case("roaring")) {
+        let groups: Vec<(&str, &RoaringBitmap)> = groups.into_iter().collect();
+        return write_bitmap_directory(path, &groups);
+    }
     let groups = groups
         .into_iter()
         .map(|(key, members)| (key, GroupRows::Members(members)))
@@ -318,6 +324,68 @@ pub fn write_table(path: &Path, table: &TextTable, raw: bool) -> Result<(), Outp
 /// directory beside `dir`, synced, and then that directory replaces `dir`,
 /// so a reader sees the old set or the new set, never a part.
 pub fn write_directory(dir: &Path, files: &[(String, Vec<u8>)]) -> Result<(), OutputError> {
+    replace_directory(dir, |staging| {
+        files
+            .iter()
+            .try_for_each(|(name, bytes)| write_synced(&staging.join(name), |out| out.write_all(bytes)))
+    })
+}
+
+/// Writes `dir` as one file per group, `<key>.roaring`, each a portable
+/// roaring bitmap of its members' user ids (read by CRoaring, pyroaring,
+/// Java and Go), and `groups.json`, listing each group's key, file and
+/// member count; a key's bytes other than ASCII letters, digits, `-` and
+/// `_` are written `%XX` in its file name. The files are written in
+/// parallel and the directory replaced at once, as [`write_directory`]
+/// does.
+pub fn write_bitmap_directory(dir: &Path, groups: &[(&str, &RoaringBitmap)]) -> Result<(), OutputError> {
+    let listed: Vec<serde_json::Value> = groups
+        .iter()
+        .map(
+            |(key, members)| serde_json::json!({"group": key, "file": bitmap_file_name(key), "members": members.len()}),
+        )
+        .collect();
+    replace_directory(dir, |staging| {
+        groups.par_iter().try_for_each(|(key, members)| {
+            write_synced(&staging.join(bitmap_file_name(key)), |out| members.serialize_into(out))
+        })?;
+        let listing = serde_json::to_vec_pretty(&listed).map_err(std::io::Error::other)?;
+        write_synced(&staging.join("groups.json"), |out| out.write_all(&listing))
+    })
+}
+
+/// A group's bitmap file name: its key, `%XX` for bytes that are not safe
+/// in a file name on every system, then `.roaring`.
+fn bitmap_file_name(key: &str) -> String {
+    let mut name = String::with_capacity(key.len() + 8);
+    for byte in key.bytes() {
+        if byte.is_ascii_alphanumeric() || byte == b'-' || byte == b'_' {
+            name.push(char::from(byte));
+        } else {
+            name.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    name + ".roaring"
+}
+
+/// Creates a file, writes it through a buffer and syncs it.
+fn write_synced(
+    path: &Path,
+    write: impl FnOnce(&mut BufWriter<&std::fs::File>) -> std::io::Result<()>,
+) -> std::io::Result<()> {
+    let file = std::fs::File::create(path)?;
+    let mut out = BufWriter::new(&file);
+    write(&mut out)?;
+    out.flush()?;
+    drop(out);
+    file.sync_all()?;
+    count_write();
+    Ok(())
+}
+
+/// Fills a new directory beside `dir` with `fill`, then puts it in `dir`'s
+/// place; `dir`'s old content is removed only once the new one is there.
+fn replace_directory(dir: &Path, fill: impl FnOnce(&Path) -> std::io::Result<()>) -> Result<(), OutputError> {
     let error = |e: &dyn std::fmt::Display| OutputError {
         path: dir.display().to_string(),
         reason: e.to_string(),
@@ -333,14 +401,7 @@ pub fn write_directory(dir: &Path, files: &[(String, Vec<u8>)]) -> Result<(), Ou
             std::io::ErrorKind::NotFound => error(&"its parent directory does not exist"),
             _ => error(&e),
         })?;
-    for (name, bytes) in files {
-        let path = staging.path().join(name);
-        let mut file = std::fs::File::create(&path).map_err(|e| error(&e))?;
-        file.write_all(bytes)
-            .and_then(|()| file.sync_all())
-            .map_err(|e| error(&e))?;
-        count_write();
-    }
+    fill(staging.path()).map_err(|e| error(&e))?;
     let staged = staging.keep();
     if dir.exists() {
         let old = parent.join(format!(
@@ -572,6 +633,39 @@ mod tests {
                 })
                 .collect(),
         }
+    }
+
+    /// A directory of bitmaps holds each group's members under a file name
+    /// safe on any system, listed with its key and count; writing it again
+    /// replaces it whole.
+    #[test]
+    fn a_directory_of_bitmaps_holds_each_group_under_a_safe_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("members.roaring");
+        let odd: RoaringBitmap = [1, 70_000, u32::MAX].into_iter().collect();
+        let many: RoaringBitmap = (0..200_000).collect();
+        write_members(&path, [("eng/emea é", &odd), ("all", &many)]).unwrap();
+        let read =
+            |name: &str| RoaringBitmap::deserialize_from(std::fs::read(path.join(name)).unwrap().as_slice()).unwrap();
+        assert_eq!(read("eng%2Femea%20%C3%A9.roaring"), odd);
+        assert_eq!(read("all.roaring"), many);
+        let listed: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(path.join("groups.json")).unwrap()).unwrap();
+        assert_eq!(
+            listed,
+            serde_json::json!([
+                {"group": "eng/emea é", "file": "eng%2Femea%20%C3%A9.roaring", "members": 3},
+                {"group": "all", "file": "all.roaring", "members": 200_000},
+            ])
+        );
+        write_members(&path, [("all", &odd)]).unwrap();
+        let mut names: Vec<String> = std::fs::read_dir(&path)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        assert_eq!(names, ["all.roaring", "groups.json"]);
+        assert_eq!(read("all.roaring"), odd);
     }
 
     /// Every format, in windows and row groups far smaller than the groups,

@@ -425,6 +425,32 @@ open(sys.argv[2], "wb").write(bm.serialize())
     let back = std::fs::read(w.path("back.roaring")).unwrap();
     let back = roaring::RoaringBitmap::deserialize_from(back.as_slice()).unwrap();
     assert_eq!(back, members);
+
+    // A run's directory of bitmaps, one per group, listed in groups.json.
+    let sales = state.members(1, "sales").unwrap().unwrap();
+    drop(state);
+    let out = w.run(&["--dry-run", "--members-out", "all.roaring"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let script = r#"
+import json, os, sys, pyroaring
+listed = json.load(open(os.path.join(sys.argv[1], "groups.json")))
+for entry in listed:
+    bm = pyroaring.BitMap.deserialize(open(os.path.join(sys.argv[1], entry["file"]), "rb").read())
+    assert len(bm) == entry["members"], entry
+    print(entry["group"], len(bm), sum(bm))
+"#;
+    let out = Command::new("python3")
+        .args(["-c", script])
+        .arg(w.path("all.roaring"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let line =
+        |key: &str, m: &roaring::RoaringBitmap| format!("{key} {} {}", m.len(), m.iter().map(u64::from).sum::<u64>());
+    assert_eq!(
+        text(&out.stdout),
+        format!("{}\n{}\n", line("sales", &sales), line("seniors", &members))
+    );
 }
 
 #[test]
