@@ -5,17 +5,17 @@
 
 use clap::{Args, Parser, Subcommand};
 use dyngroups::ast::GroupStatus;
-use dyngroups::checked::CheckedRules;
 use dyngroups::dataset::{InputPaths, OpenInputs};
 use dyngroups::diagnostic::render_all;
-use dyngroups::diff::{ChangeCount, GroupChange, RemovalGuard};
-use dyngroups::eval::{EvaluationSummary, GroupMembers, dependency_closure, evaluate, evaluate_each};
-use dyngroups::import::{BadRowLimit, ImportReport, MatchBy};
-use dyngroups::output::TextTable;
-use dyngroups::state::{GroupRecord, GroupToCommit, InputFingerprint, RunRecord, RunWriter, State, StateError};
-use dyngroups::{Diagnostic, SourceFile, check, check_without_data, parse_rules};
+use dyngroups::diff::{ChangeCount, RemovalGuard};
+use dyngroups::eval::{EvaluationSummary, evaluate};
+use dyngroups::import::{BadRowLimit, MatchBy};
+use dyngroups::output::{OutputError, TextTable};
+use dyngroups::run::{PreparedRun, Progress, RunGroup, RunGroupKind, RunOptions, StateUse, select_groups};
+use dyngroups::state::{GroupRecord, RunRecord, State, StateError};
+use dyngroups::{Diagnostic, Error, SourceFile, check, check_without_data, parse_rules};
 use roaring::RoaringBitmap;
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::HashMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -386,15 +386,6 @@ struct DiffArgs {
     state: StateArgs,
 }
 
-/// How a command failed, mapped to its exit code.
-enum Failure {
-    Rules,
-    Usage(String),
-    Data(String),
-    Output(String),
-    Guard(String),
-}
-
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
@@ -415,28 +406,36 @@ pub fn main() -> ExitCode {
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
-        Err(Failure::Rules) => ExitCode::from(1),
-        Err(Failure::Usage(message)) => {
-            eprintln!("error: {message}");
-            ExitCode::from(2)
-        }
-        Err(Failure::Data(message)) => {
-            eprintln!("error: {message}");
-            ExitCode::from(3)
-        }
-        Err(Failure::Output(message)) => {
-            eprintln!("error: {message}");
-            ExitCode::from(4)
-        }
-        Err(Failure::Guard(message)) => {
-            eprint!("{message}");
-            ExitCode::from(5)
+        Err(error) => {
+            report(&error);
+            ExitCode::from(error.exit_code())
         }
     }
 }
 
-fn read_rules(path: &Path) -> Result<SourceFile, Failure> {
-    SourceFile::read(path).map_err(|e| Failure::Usage(format!("cannot read rules file {}: {e}", path.display())))
+/// Prints an error for the user: rule errors with their spans, a guard's
+/// message as it is, anything else on one line.
+fn report(error: &Error) {
+    match error {
+        Error::Rules { errors, warnings, file } => {
+            print_diagnostics(errors, file);
+            print_diagnostics(warnings, file);
+        }
+        Error::Guard(message) => eprint!("{message}"),
+        other => eprintln!("error: {other}"),
+    }
+}
+
+/// A failed write to standard output.
+fn stdout_error(e: std::io::Error) -> Error {
+    Error::Output(OutputError {
+        path: "standard output".into(),
+        reason: e.to_string(),
+    })
+}
+
+fn read_rules(path: &Path) -> Result<SourceFile, Error> {
+    SourceFile::read(path).map_err(|e| Error::Usage(format!("cannot read rules file {}: {e}", path.display())))
 }
 
 /// `--as-of`, with an error in plain words: a date written day or month
@@ -478,47 +477,42 @@ fn print_diagnostics(diagnostics: &[Diagnostic], source: &SourceFile) {
     }
 }
 
-/// Parses and checks; on failure prints every diagnostic.
+/// Parses and checks; prints the warnings of rules that pass.
 fn parse_and_check(
     source: &SourceFile,
     inputs: Option<&OpenInputs>,
     as_of: chrono::NaiveDate,
     only_group: Option<&str>,
-) -> Result<(dyngroups::ast::RulesFile, Option<dyngroups::Checked>), Failure> {
-    let file = parse_rules(&source.text).map_err(|e| {
-        print_diagnostics(&[e.0], source);
-        Failure::Rules
-    })?;
+) -> Result<(dyngroups::ast::RulesFile, Option<dyngroups::Checked>), Error> {
+    let rules_error = |errors, warnings| Error::Rules {
+        errors,
+        warnings,
+        file: source.clone(),
+    };
+    let file = parse_rules(&source.text).map_err(|e| rules_error(vec![e.0], Vec::new()))?;
     let file = match only_group {
         Some(key) => file
             .closure_of(key)
-            .ok_or_else(|| Failure::Usage(format!("no group `{key}`")))?,
+            .ok_or_else(|| Error::Usage(format!("no group `{key}`")))?,
         None => file,
     };
     let checked = match inputs {
-        Some(inputs) => Some(check(&file, &inputs.schema(), as_of).map_err(|e| {
-            print_diagnostics(&e.errors, source);
-            print_diagnostics(&e.warnings, source);
-            Failure::Rules
-        })?),
+        Some(inputs) => {
+            let checked = check(&file, &inputs.schema(), as_of).map_err(|e| rules_error(e.errors, e.warnings))?;
+            print_diagnostics(&checked.warnings, source);
+            Some(checked)
+        }
         None => {
-            let warnings = check_without_data(&file, as_of).map_err(|e| {
-                print_diagnostics(&e.errors, source);
-                print_diagnostics(&e.warnings, source);
-                Failure::Rules
-            })?;
+            let warnings = check_without_data(&file, as_of).map_err(|e| rules_error(e.errors, e.warnings))?;
             print_diagnostics(&warnings, source);
             None
         }
     };
-    if let Some(checked) = &checked {
-        print_diagnostics(&checked.warnings, source);
-    }
     Ok((file, checked))
 }
 
-fn open_inputs(users: PathBuf, data: &DataArgs) -> Result<OpenInputs, Failure> {
-    OpenInputs::open(&input_paths(users, data)).map_err(|e| Failure::Data(e.to_string()))
+fn open_inputs(users: PathBuf, data: &DataArgs) -> Result<OpenInputs, Error> {
+    OpenInputs::open(&input_paths(users, data)).map_err(Error::Data)
 }
 
 /// Where the inputs are, and how to read them.
@@ -534,12 +528,12 @@ pub(crate) fn input_paths(users: PathBuf, data: &DataArgs) -> InputPaths {
     }
 }
 
-fn run_check(args: CheckArgs) -> Result<(), Failure> {
+fn run_check(args: CheckArgs) -> Result<(), Error> {
     let source = read_rules(&args.rules)?;
     let inputs = match args.users {
         Some(users) => Some(open_inputs(users, &args.data)?),
         None if args.data.enrollments.is_some() || args.data.org.is_some() || args.data.memberships.is_some() => {
-            return Err(Failure::Usage("checking against data needs `--users FILE` too".into()));
+            return Err(Error::Usage("checking against data needs `--users FILE` too".into()));
         }
         None => None,
     };
@@ -549,476 +543,129 @@ fn run_check(args: CheckArgs) -> Result<(), Failure> {
     Ok(())
 }
 
-/// A spinner with elapsed time on stderr while a stage runs; drawn only
-/// when stderr is a terminal, so logs and pipes stay clean.
-fn stage<T>(message: String, work: impl FnOnce() -> T) -> T {
-    let spinner = indicatif::ProgressBar::with_draw_target(None, indicatif::ProgressDrawTarget::stderr());
-    spinner.set_style(
-        indicatif::ProgressStyle::with_template("{spinner} {msg} {elapsed}").expect("a valid progress template"),
-    );
-    spinner.set_message(message);
-    spinner.enable_steady_tick(std::time::Duration::from_millis(120));
-    let value = work();
-    spinner.finish_and_clear();
-    value
-}
-
-fn state_failure(e: StateError) -> Failure {
-    Failure::Output(e.to_string())
-}
-
-fn run_run(args: RunArgs) -> Result<(), Failure> {
-    let started = Instant::now();
-    let source = read_rules(&args.inputs.rules)?;
-    // The state is taken first, so that a second run on it fails at once.
-    let state = if args.no_state {
-        None
-    } else if args.dry_run {
-        match State::open(&args.state.dir) {
-            Err(StateError::Missing { .. }) => None,
-            opened => Some(opened.map_err(state_failure)?),
-        }
-    } else {
-        Some(State::open_or_create(&args.state.dir).map_err(state_failure)?)
-    };
-    let inputs = stage(format!("opening {}", args.inputs.users.display()), || {
-        open_inputs(args.inputs.users.clone(), &args.inputs.data)
-    })?;
-    let as_of = as_of(&args.inputs.data);
-    let (_, checked) = parse_and_check(&source, Some(&inputs), as_of, None)?;
-    let rules = checked.expect("checked against data").rules;
-    let selected = if args.groups.is_empty() {
-        None
-    } else {
-        let mut wanted = Vec::new();
-        for key in &args.groups {
-            let index = rules.groups.iter().position(|g| &g.key == key).ok_or_else(|| {
-                Failure::Usage(format!(
-                    "`--group {key}`: no such group in {}",
-                    args.inputs.rules.display()
-                ))
-            })?;
-            wanted.push(index);
-        }
-        Some(dependency_closure(&rules, &wanted))
-    };
-    let previous = match &state {
-        Some(state) => state
-            .last_members(
-                rules
-                    .groups
-                    .iter()
-                    .filter(|g| !matches!(g.status, GroupStatus::Active | GroupStatus::Draft))
-                    .map(|g| g.key.as_str()),
-            )
-            .map_err(state_failure)?,
-        None => BTreeMap::new(),
-    };
-    let committing = state.is_some() && !args.dry_run;
-    let (data, fingerprints) = stage("loading the columns the rules use".into(), || {
-        rayon::join(
-            || inputs.load(&rules),
-            || committing.then(|| fingerprints(&args.inputs)).transpose(),
-        )
-    });
-    let data = data.map_err(|e| Failure::Data(e.to_string()))?;
-    if let Some(report) = &data.import_report {
-        check_import(report, &args)?;
+fn run_run(args: RunArgs) -> Result<(), Error> {
+    let options = args.options();
+    let spinner = Spinner::default();
+    let prepared = PreparedRun::prepare(options, &spinner)?;
+    let (warnings, source) = prepared.warnings();
+    print_diagnostics(warnings, source);
+    if let Some(report) = prepared.import_report() {
+        print!("{}", report.render());
     }
-    let fingerprints = fingerprints.map_err(|e| Failure::Data(e.to_string()))?;
-    let last_run = match &state {
-        Some(state) => state.last_run().map_err(state_failure)?,
-        None => None,
-    };
-    if let Some(last) = last_run.as_ref().filter(|_| selected.is_none()) {
-        guard_static_groups(last, &data.static_groups, &rules, &args)?;
-    }
-    let loaded = started.elapsed();
-
-    // Each batch of groups is diffed and stored as soon as it is evaluated,
-    // then dropped: only what the outputs asked for is kept.
-    let carry_over = !args.groups.is_empty();
-    let writer = match &state {
-        Some(state) if args.dry_run => Some(state.begin_dry_run(carry_over)),
-        Some(state) => Some(state.begin_run(carry_over)),
-        None => None,
-    };
-    let mut sink = RunSink {
-        writer: writer.transpose().map_err(state_failure)?,
-        // A dry run before any commit: everything would be added.
-        finds_changes: state.is_some() || args.dry_run,
-        keeps_changes: args.diff_out.is_some() || args.scim_out.is_some(),
-        counts: Vec::new(),
-        changes: Vec::new(),
-        took: std::time::Duration::ZERO,
-    };
-    let preview = args.dry_run || state.is_none();
-    let mut lines: Vec<(usize, RunLine)> = Vec::new();
-    let mut kept_members: Vec<(String, RoaringBitmap)> = Vec::new();
-    let summary = stage(format!("evaluating {} groups", rules.groups.len()), || {
-        evaluate_each(&rules, &data, selected.as_deref(), &previous, |batch| {
-            let shown: Vec<GroupMembers> = batch
-                .into_iter()
-                .filter(|g| args.groups.is_empty() || args.groups.contains(&g.key))
-                .collect();
-            let to_commit: Vec<GroupToCommit> = shown
-                .iter()
-                .filter_map(|g| {
-                    Some(GroupToCommit {
-                        key: &g.key,
-                        name: &g.name,
-                        kind: "rule",
-                        status: g.status.keyword(),
-                        members: g.committed()?,
-                        same_members_as: g.same_members_as.map(|same| rules.groups[same].key.as_str()),
-                    })
-                })
-                .collect();
-            sink.add(&to_commit)?;
-            for g in &shown {
-                // What each group commits; drafts only in previews, never in
-                // a run that commits.
-                let written = g.committed().or(preview.then_some(&g.members));
-                if let (Some(_), Some(members)) = (&args.members_out, written) {
-                    kept_members.push((g.key.clone(), members.clone()));
-                }
-                lines.push((g.position, RunLine::of_group(g)));
-            }
-            Ok(())
-        })
-    })?;
-    // Static groups are committed too, by a run of every group.
-    let statics: Vec<GroupToCommit> = if args.groups.is_empty() {
-        summary
-            .static_groups
-            .iter()
-            .map(|(key, members)| GroupToCommit {
-                key,
-                name: key,
-                kind: "static",
-                status: GroupStatus::Active.keyword(),
-                members,
-                same_members_as: None,
-            })
-            .collect()
-    } else {
-        Vec::new()
-    };
-    sink.add(&statics)?;
-    let gone = sink.add_gone()?;
-    let evaluated = summary.elapsed;
-    lines.sort_by_key(|(position, _)| *position);
-    let mut lines: Vec<RunLine> = lines.into_iter().map(|(_, line)| line).collect();
-    lines.extend(statics.iter().map(|g| RunLine {
-        key: g.key.to_string(),
-        name: "(static)".into(),
-        members: g.members.len(),
-        time: String::new(),
-    }));
-    let was_static = |key: &str| {
-        last_run
-            .iter()
-            .flat_map(|last| &last.groups)
-            .any(|g| g.key == key && g.kind == "static")
-    };
-    lines.extend(gone.iter().map(|key| RunLine {
-        key: key.clone(),
-        name: if was_static(key) {
-            "(gone from the memberships input)".into()
-        } else {
-            "(gone from the rules)".into()
-        },
-        members: 0,
-        time: String::new(),
-    }));
-    print_data_warnings(&summary, &data);
-    let counts = sink.finds_changes.then_some(sink.counts.as_slice());
-    print_run_table(&lines, counts);
-    let enrollment_rows = data.enrollments.as_ref().map_or(0, |e| e.user_rows.len());
+    let evaluated = prepared.evaluate(&spinner)?;
+    let data = prepared.data();
+    print_data_warnings(evaluated.summary(), data);
+    let groups = evaluated.groups();
+    print_run_table(groups, evaluated.changes());
+    let rule_groups = groups
+        .iter()
+        .filter(|g| matches!(g.kind, RunGroupKind::Rule(_)))
+        .count();
+    let summary = evaluated.summary();
     println!(
-        "{} groups over {} users and {} enrollments; {} distinct atoms of {}; loaded in {:.1} ms, evaluated in {:.1} ms",
-        lines.len() - statics.len() - gone.len(),
+        "{rule_groups} groups over {} users and {} enrollments; {} distinct atoms of {}; loaded in {:.1} ms, evaluated in {:.1} ms",
         data.user_count(),
-        enrollment_rows,
+        data.enrollments.as_ref().map_or(0, |e| e.user_rows.len()),
         summary.distinct_atoms,
         summary.atom_uses,
-        loaded.as_secs_f64() * 1e3,
-        evaluated.as_secs_f64() * 1e3
+        evaluated.load_took().as_secs_f64() * 1e3,
+        summary.elapsed.as_secs_f64() * 1e3
     );
-    if let Some(counts) = counts {
+    if let Some(counts) = evaluated.changes() {
         let changed = counts.iter().filter(|c| c.added + c.removed > 0).count();
         let added: u64 = counts.iter().map(|c| c.added).sum();
         let removed: u64 = counts.iter().map(|c| c.removed).sum();
         println!(
             "changes since the last committed run: +{added} -{removed} in {changed} groups, found in {:.1} ms",
-            sink.took.as_secs_f64() * 1e3
+            evaluated.diff_took().as_secs_f64() * 1e3
         );
     }
-    if let Some(last) = &last_run {
-        let now: HashSet<&str> = lines[..lines.len() - gone.len()]
-            .iter()
-            .map(|l| l.key.as_str())
-            .collect();
-        guard_removals(last, &sink.counts, |key| now.contains(key), &args)?;
-    }
-    if let Some(path) = &args.members_out {
-        let members = kept_members.iter().map(|(key, members)| (key.as_str(), members));
-        dyngroups::output::write_members(path, members).map_err(|e| Failure::Output(e.to_string()))?;
+    let outcome = evaluated.finish(&spinner)?;
+    if let Some(path) = &outcome.members_written {
         println!("members written to {}", path.display());
     }
-    let mut changes = std::mem::take(&mut sink.changes);
-    changes.sort_by(|a, b| a.key.cmp(&b.key));
-    if let Some(path) = &args.diff_out {
-        dyngroups::output::write_changes(path, &changes).map_err(|e| Failure::Output(e.to_string()))?;
+    if let Some(path) = &outcome.changes_written {
         println!("changes written to {}", path.display());
     }
-    if let Some(dir) = &args.scim_out {
-        let requests = dyngroups::scim::patch_requests(&changes, args.scim_batch as usize);
-        let mut files: Vec<(String, Vec<u8>)> = requests
-            .iter()
-            .map(|r| (r.file.clone(), pretty_json(&r.body)))
-            .collect();
-        files.push((
-            "manifest.json".into(),
-            pretty_json(&dyngroups::scim::manifest(&requests)),
-        ));
-        dyngroups::output::write_directory(dir, &files).map_err(|e| Failure::Output(e.to_string()))?;
-        println!("{} SCIM requests written to {}", requests.len(), dir.display());
+    if let Some((dir, requests)) = &outcome.scim_requests {
+        println!("{requests} SCIM requests written to {}", dir.display());
     }
-    let Some(state) = &state else {
-        if args.dry_run {
-            println!(
-                "dry run: no committed run in {}; nothing committed",
-                args.state.dir.display()
-            );
-        }
-        return Ok(());
-    };
-    if args.dry_run {
-        println!("dry run: nothing committed");
-        return Ok(());
+    match (&outcome.committed, args.dry_run) {
+        (Some(record), _) => println!(
+            "committed run {} to {} in {:.1} ms",
+            record.id,
+            args.state.dir.display(),
+            outcome.commit_took.unwrap_or_default().as_secs_f64() * 1e3
+        ),
+        (None, true) if outcome.last_run.is_none() => println!(
+            "dry run: no committed run in {}; nothing committed",
+            args.state.dir.display()
+        ),
+        (None, true) => println!("dry run: nothing committed"),
+        (None, false) => {}
     }
-    let writer = sink.writer.expect("a writer when committing");
-    let commit_started = Instant::now();
-    let record = stage("committing".into(), || {
-        writer.commit(
-            &as_of.to_string(),
-            fingerprints.expect("fingerprinted when committing"),
-            args.keep as usize,
-        )
-    })
-    .map_err(state_failure)?;
-    println!(
-        "committed run {} to {} in {:.1} ms",
-        record.id,
-        state.dir().display(),
-        commit_started.elapsed().as_secs_f64() * 1e3
-    );
     Ok(())
 }
 
-/// Where a run's groups go as they are evaluated: diffed against the last
-/// committed run and stored (or, in a dry run before any commit, all
-/// added), keeping every group's change counts and, when the outputs need
-/// them, the changes themselves.
-struct RunSink<'s> {
-    writer: Option<RunWriter<'s>>,
-    finds_changes: bool,
-    keeps_changes: bool,
-    counts: Vec<ChangeCount>,
-    changes: Vec<GroupChange>,
-    /// Time spent diffing and storing.
-    took: std::time::Duration,
-}
-
-impl RunSink<'_> {
-    fn add(&mut self, groups: &[GroupToCommit<'_>]) -> Result<(), Failure> {
-        let started = Instant::now();
-        let empty = RoaringBitmap::new();
-        match &mut self.writer {
-            Some(writer) if self.keeps_changes => {
-                let changes = writer.add_with_changes(groups).map_err(state_failure)?;
-                self.keep(changes);
-            }
-            Some(writer) => self.counts.extend(writer.add(groups).map_err(state_failure)?),
-            None if !self.finds_changes => {}
-            None if self.keeps_changes => self.keep(
-                groups
-                    .iter()
-                    .map(|g| GroupChange::between(g.key, &empty, g.members))
-                    .collect(),
-            ),
-            None => self
-                .counts
-                .extend(groups.iter().map(|g| ChangeCount::between(g.key, &empty, g.members))),
-        }
-        self.took += started.elapsed();
-        Ok(())
-    }
-
-    /// Adds the groups of the last run that this run does not have; returns
-    /// their keys.
-    fn add_gone(&mut self) -> Result<Vec<String>, Failure> {
-        let started = Instant::now();
-        let gone = match &self.writer {
-            Some(writer) => writer.gone().map_err(state_failure)?,
-            None => Vec::new(),
-        };
-        let keys = gone.iter().map(|c| c.key.clone()).collect();
-        self.keep(gone);
-        self.took += started.elapsed();
-        Ok(keys)
-    }
-
-    fn keep(&mut self, changes: Vec<GroupChange>) {
-        self.counts.extend(changes.iter().map(GroupChange::count));
-        if self.keeps_changes {
-            self.changes.extend(changes);
-        }
-    }
-}
-
-/// The groups a guard's message lists, those losing most first.
-const GUARD_GROUPS_LISTED: usize = 20;
-
-/// Stops the run before the diff is written or anything committed when a
-/// group, or the run as a whole, would lose too many members, unless allowed.
-fn guard_removals(
-    last: &RunRecord,
-    counts: &[ChangeCount],
-    still_committed: impl Fn(&str) -> bool,
-    args: &RunArgs,
-) -> Result<(), Failure> {
-    let before: HashMap<&str, u64> = last.groups.iter().map(|g| (g.key.as_str(), g.members)).collect();
-    let guard = RemovalGuard {
-        share: args.mass_removal_share / 100.0,
-        min: args.mass_removal_min,
-        run_share: args.mass_removal_run_share / 100.0,
-    };
-    let allowed = |key: &str| args.allow_mass_removal.iter().any(|a| a == "*" || a == key);
-    let trips = guard.check(
-        counts,
-        |k| before.get(k).copied().unwrap_or(0),
-        |k| still_committed(k) && !allowed(k),
-    );
-    if trips.is_empty() {
-        return Ok(());
-    }
-    let mut message = String::from("error: the mass-removal guard stopped the run; nothing was written or committed\n");
-    if !trips.groups.is_empty() {
-        message += &format!(
-            "  {} group{} would lose more than {}% of their members (and at least {}):\n",
-            trips.groups.len(),
-            if trips.groups.len() == 1 { "" } else { "s" },
-            args.mass_removal_share,
-            args.mass_removal_min
-        );
-    }
-    let mut groups = trips.groups;
-    groups.sort_by(|a, b| b.removed.cmp(&a.removed).then_with(|| a.key.cmp(&b.key)));
-    for trip in groups.iter().take(GUARD_GROUPS_LISTED) {
-        message += &format!(
-            "    {}: {} -> {} members (-{})\n",
-            trip.key, trip.before, trip.after, trip.removed
-        );
-    }
-    if groups.len() > GUARD_GROUPS_LISTED {
-        message += &format!("    and {} more\n", groups.len() - GUARD_GROUPS_LISTED);
-    }
-    if let Some(run) = trips.run {
-        message += &format!(
-            "  the run would remove {} of the {} memberships committed last, more than {}% (and at least {})\n",
-            run.removed, run.before, args.mass_removal_run_share, args.mass_removal_min
-        );
-    }
-    message += "  = help: check the input data; if the removals are right, run again with \
-                `--allow-mass-removal` (every group) or `--allow-mass-removal KEY`\n";
-    Err(Failure::Guard(message))
-}
-
-/// Stops the run before anything is evaluated, written or committed when
-/// static groups of the last run, with members, are missing from the
-/// memberships input (or the run has none), unless deleted on purpose.
-fn guard_static_groups(
-    last: &RunRecord,
-    statics_now: &BTreeMap<String, RoaringBitmap>,
-    rules: &CheckedRules,
-    args: &RunArgs,
-) -> Result<(), Failure> {
-    let deleted = |key: &str| args.delete_static.iter().any(|a| a == "*" || a == key);
-    let missing: Vec<&GroupRecord> = last
-        .static_groups_missing(
-            |key| statics_now.contains_key(key),
-            |key| rules.groups.iter().any(|g| g.key == key),
-        )
-        .into_iter()
-        .filter(|g| !deleted(&g.key))
-        .collect();
-    if missing.is_empty() {
-        return Ok(());
-    }
-    let input = match &args.inputs.data.memberships {
-        Some(path) => format!("the memberships input {} does not name", path.display()),
-        None => "this run has no `--memberships` input for".to_string(),
-    };
-    let mut message = format!(
-        "error: {} static group{} of the last run {input} {}; nothing was evaluated, written or committed\n",
-        missing.len(),
-        if missing.len() == 1 { "" } else { "s" },
-        if missing.len() == 1 { "it" } else { "them" },
-    );
-    for group in &missing {
-        message += &format!("  {}: {} members\n", group.key, group.members);
-    }
-    message += "  = help: pass the memberships export with `--memberships FILE`; to delete a group on purpose, \
-                run again with `--delete-static KEY` (repeatable) or `--delete-static` (every such group)\n";
-    Err(Failure::Guard(message))
-}
-
-fn pretty_json(value: &serde_json::Value) -> Vec<u8> {
-    let mut bytes = serde_json::to_vec_pretty(value).expect("JSON values serialise");
-    bytes.push(b'\n');
-    bytes
-}
-
-/// Prints the import report, writes it if asked, and stops the run when it
-/// has more bad rows than allowed, before anything is evaluated or committed.
-fn check_import(report: &ImportReport, args: &RunArgs) -> Result<(), Failure> {
-    print!("{}", report.render());
-    if let Some(path) = &args.import_report {
-        let is_json = path.extension().is_some_and(|e| e.eq_ignore_ascii_case("json"));
-        let text = if is_json {
-            serde_json::to_string_pretty(report).expect("a report serialises") + "\n"
+impl RunArgs {
+    /// The library's options for these arguments.
+    fn options(&self) -> RunOptions {
+        let state = if self.no_state {
+            StateUse::None
+        } else if self.dry_run {
+            StateUse::DryRun(self.state.dir.clone())
         } else {
-            report.render()
+            StateUse::Commit(self.state.dir.clone())
         };
-        dyngroups::output::write_text(path, &text).map_err(|e| Failure::Output(e.to_string()))?;
-    }
-    if report.within(args.max_bad_rows) {
-        Ok(())
-    } else {
-        Err(Failure::Data(format!(
-            "{}: {} of {} rows are bad, more than `--max-bad-rows` allows; nothing was committed",
-            report.file,
-            report.bad_rows(),
-            report.rows_read
-        )))
+        RunOptions {
+            groups: self.groups.clone(),
+            state,
+            keep_runs: self.keep as usize,
+            members_out: self.members_out.clone(),
+            diff_out: self.diff_out.clone(),
+            scim_out: self.scim_out.clone(),
+            scim_batch: self.scim_batch as usize,
+            import_report: self.import_report.clone(),
+            max_bad_rows: self.max_bad_rows,
+            removal_guard: RemovalGuard {
+                share: self.mass_removal_share / 100.0,
+                min: self.mass_removal_min,
+                run_share: self.mass_removal_run_share / 100.0,
+            },
+            allow_mass_removal: self.allow_mass_removal.clone(),
+            delete_static: self.delete_static.clone(),
+            ..RunOptions::new(
+                self.inputs.rules.clone(),
+                input_paths(self.inputs.users.clone(), &self.inputs.data),
+                as_of(&self.inputs.data),
+                self.state.dir.clone(),
+            )
+        }
     }
 }
 
-/// The rules file and every data file of a run, fingerprinted.
-fn fingerprints(inputs: &RulesAndData) -> std::io::Result<Vec<InputFingerprint>> {
-    let files = [
-        ("rules", Some(&inputs.rules)),
-        ("users", Some(&inputs.users)),
-        ("enrollments", inputs.data.enrollments.as_ref()),
-        ("org", inputs.data.org.as_ref()),
-        ("memberships", inputs.data.memberships.as_ref()),
-    ];
-    files
-        .into_iter()
-        .filter_map(|(role, path)| path.map(|path| InputFingerprint::of(role, path)))
-        .collect()
+/// Shows a spinner with the elapsed time on stderr during each long phase
+/// of a run; drawn only when stderr is a terminal, so logs and pipes stay
+/// clean.
+#[derive(Default)]
+struct Spinner(std::cell::RefCell<Option<indicatif::ProgressBar>>);
+
+impl Progress for Spinner {
+    fn begin(&self, what: &str) {
+        let spinner = indicatif::ProgressBar::with_draw_target(None, indicatif::ProgressDrawTarget::stderr());
+        spinner.set_style(
+            indicatif::ProgressStyle::with_template("{spinner} {msg} {elapsed}").expect("a valid progress template"),
+        );
+        spinner.set_message(what.to_string());
+        spinner.enable_steady_tick(std::time::Duration::from_millis(120));
+        self.0.replace(Some(spinner));
+    }
+
+    fn end(&self) {
+        if let Some(spinner) = self.0.take() {
+            spinner.finish_and_clear();
+        }
+    }
 }
 
 fn print_data_warnings(summary: &EvaluationSummary, data: &dyngroups::dataset::Dataset) {
@@ -1039,38 +686,23 @@ fn print_data_warnings(summary: &EvaluationSummary, data: &dyngroups::dataset::D
     }
 }
 
-/// One line of the run table.
-struct RunLine {
-    key: String,
-    name: String,
-    members: u64,
-    time: String,
-}
-
-impl RunLine {
-    /// A rule group's line: committed members (evaluated ones for a draft).
-    fn of_group(g: &GroupMembers) -> RunLine {
-        RunLine {
-            key: g.key.clone(),
-            name: match g.status {
-                GroupStatus::Active => g.name.clone(),
-                status => format!("{} [{}]", g.name, status.keyword()),
-            },
-            members: g.committed().unwrap_or(&g.members).len(),
-            time: format!("{:.2} ms", g.elapsed.as_secs_f64() * 1e3),
-        }
-    }
-}
-
 /// One line per group, and with a state the changes since the last run.
-fn print_run_table(lines: &[RunLine], changes: Option<&[ChangeCount]>) {
+fn print_run_table(groups: &[RunGroup], changes: Option<&[ChangeCount]>) {
     let by_key: HashMap<&str, &ChangeCount> = changes
         .unwrap_or_default()
         .iter()
         .map(|c| (c.key.as_str(), c))
         .collect();
-    let key_width = lines.iter().map(|l| l.key.chars().count()).max().unwrap_or(0).max(5);
-    let name_width = lines.iter().map(|l| l.name.chars().count()).max().unwrap_or(0).max(4);
+    let name = |g: &RunGroup| match g.kind {
+        RunGroupKind::Rule(GroupStatus::Active) => g.name.clone(),
+        RunGroupKind::Rule(status) => format!("{} [{}]", g.name, status.keyword()),
+        RunGroupKind::Static => "(static)".into(),
+        RunGroupKind::Gone { was_static: true } => "(gone from the memberships input)".into(),
+        RunGroupKind::Gone { was_static: false } => "(gone from the rules)".into(),
+    };
+    let names: Vec<String> = groups.iter().map(name).collect();
+    let key_width = groups.iter().map(|g| g.key.chars().count()).max().unwrap_or(0).max(5);
+    let name_width = names.iter().map(|n| n.chars().count()).max().unwrap_or(0).max(4);
     let change_columns = |added: &dyn std::fmt::Display, removed: &dyn std::fmt::Display| {
         if changes.is_some() {
             format!("  {added:>8}  {removed:>8}")
@@ -1086,23 +718,26 @@ fn print_run_table(lines: &[RunLine], changes: Option<&[ChangeCount]>) {
         change_columns(&"added", &"removed"),
         "time"
     );
-    for line in lines {
-        let (added, removed) = by_key.get(line.key.as_str()).map_or((0, 0), |c| (c.added, c.removed));
+    for (group, name) in groups.iter().zip(&names) {
+        let (added, removed) = by_key.get(group.key.as_str()).map_or((0, 0), |c| (c.added, c.removed));
+        let time = group
+            .elapsed
+            .map_or(String::new(), |t| format!("{:.2} ms", t.as_secs_f64() * 1e3));
         let row = format!(
             "{:<key_width$}  {:<name_width$}  {:>9}{}  {:>10}",
-            line.key,
-            line.name,
-            line.members,
+            group.key,
+            name,
+            group.members,
             change_columns(&format!("+{added}"), &format!("-{removed}")),
-            line.time
+            time
         );
         println!("{}", row.trim_end());
     }
 }
 
-fn run_history(args: StateArgs) -> Result<(), Failure> {
-    let state = State::open(&args.dir).map_err(state_failure)?;
-    let runs = state.runs().map_err(state_failure)?;
+fn run_history(args: StateArgs) -> Result<(), Error> {
+    let state = State::open(&args.dir).map_err(Error::State)?;
+    let runs = state.runs().map_err(Error::State)?;
     println!(
         "{:>5}  {:<10}  {:<20}  {:>6}  {:>10}  {:>8}  {:>8}  rules sha256",
         "run", "as of", "committed at", "groups", "members", "added", "removed"
@@ -1130,15 +765,15 @@ fn run_history(args: StateArgs) -> Result<(), Failure> {
 
 impl ExportArgs {
     /// The state, and the run asked for (default: the last committed run).
-    fn open(&self) -> Result<(State, RunRecord), Failure> {
-        let state = State::open(&self.state.dir).map_err(state_failure)?;
+    fn open(&self) -> Result<(State, RunRecord), Error> {
+        let state = State::open(&self.state.dir).map_err(Error::State)?;
         let run = chosen_run(&state, self.run)?;
         Ok((state, run))
     }
 }
 
 /// Run `id`, or the last committed run.
-fn chosen_run(state: &State, id: Option<u64>) -> Result<RunRecord, Failure> {
+fn chosen_run(state: &State, id: Option<u64>) -> Result<RunRecord, Error> {
     match id {
         Some(id) => state.run(id),
         None => state.last_run().and_then(|last| {
@@ -1147,14 +782,14 @@ fn chosen_run(state: &State, id: Option<u64>) -> Result<RunRecord, Failure> {
             })
         }),
     }
-    .map_err(state_failure)
+    .map_err(Error::State)
 }
 
 /// The members group `key` committed in `run`, or a usage error listing
 /// the groups it has.
-fn committed_members(state: &State, run: &RunRecord, key: &str) -> Result<RoaringBitmap, Failure> {
-    state.members(run.id, key).map_err(state_failure)?.ok_or_else(|| {
-        Failure::Usage(format!(
+fn committed_members(state: &State, run: &RunRecord, key: &str) -> Result<RoaringBitmap, Error> {
+    state.members(run.id, key).map_err(Error::State)?.ok_or_else(|| {
+        Error::Usage(format!(
             "run {} committed no group `{key}`; it has: {}",
             run.id,
             run.groups.iter().map(|g| g.key.as_str()).collect::<Vec<_>>().join(", ")
@@ -1163,33 +798,32 @@ fn committed_members(state: &State, run: &RunRecord, key: &str) -> Result<Roarin
 }
 
 /// Prints a table as CSV, or writes it by extension.
-fn emit_table(table: &TextTable, out: Option<&Path>, raw: bool, what: &str) -> Result<(), Failure> {
+fn emit_table(table: &TextTable, out: Option<&Path>, raw: bool, what: &str) -> Result<(), Error> {
     match out {
         None => print!("{}", table.to_csv(raw)),
         Some(path) => {
-            dyngroups::output::write_table(path, table, raw).map_err(|e| Failure::Output(e.to_string()))?;
+            dyngroups::output::write_table(path, table, raw).map_err(Error::Output)?;
             println!("{} {what} written to {}", table.rows.len(), path.display());
         }
     }
     Ok(())
 }
 
-fn run_members(args: MembersArgs) -> Result<(), Failure> {
+fn run_members(args: MembersArgs) -> Result<(), Error> {
     let export = &args.export;
     let (state, run) = export.open()?;
     let members = committed_members(&state, &run, &args.group)?;
     if let Some(users) = &args.users {
-        let table = dyngroups::export::user_rows(users, &args.with, Some(&members), None)
-            .map_err(|e| Failure::Data(e.to_string()))?;
+        let table = dyngroups::export::user_rows(users, &args.with, Some(&members), None).map_err(Error::Data)?;
         return emit_table(&table, export.out.as_deref(), export.raw, "members");
     }
     match &export.out {
         None => {
             let mut out = std::io::BufWriter::new(std::io::stdout().lock());
             for id in &members {
-                writeln!(out, "{id}").map_err(|e| Failure::Output(e.to_string()))?;
+                writeln!(out, "{id}").map_err(stdout_error)?;
             }
-            out.flush().map_err(|e| Failure::Output(e.to_string()))?;
+            out.flush().map_err(stdout_error)?;
         }
         Some(path) => {
             let written = if path.extension().is_some_and(|e| e.eq_ignore_ascii_case("roaring")) {
@@ -1197,7 +831,7 @@ fn run_members(args: MembersArgs) -> Result<(), Failure> {
             } else {
                 dyngroups::output::write_members(path, [(args.group.as_str(), &members)])
             };
-            written.map_err(|e| Failure::Output(e.to_string()))?;
+            written.map_err(Error::Output)?;
             println!(
                 "{} members of `{}` in run {} written to {}",
                 members.len(),
@@ -1210,10 +844,10 @@ fn run_members(args: MembersArgs) -> Result<(), Failure> {
     Ok(())
 }
 
-fn run_groups(args: GroupsArgs) -> Result<(), Failure> {
+fn run_groups(args: GroupsArgs) -> Result<(), Error> {
     let export = &args.export;
     let (state, run) = export.open()?;
-    let table = dyngroups::export::groups_table(&state, &run).map_err(state_failure)?;
+    let table = dyngroups::export::groups_table(&state, &run).map_err(Error::State)?;
     if let Some(path) = &export.out {
         return emit_table(&table, Some(path), export.raw, "groups");
     }
@@ -1221,30 +855,30 @@ fn run_groups(args: GroupsArgs) -> Result<(), Failure> {
     Ok(())
 }
 
-fn run_unassigned(args: UnassignedArgs) -> Result<(), Failure> {
+fn run_unassigned(args: UnassignedArgs) -> Result<(), Error> {
     let export = &args.export;
     let (state, run) = export.open()?;
     let members = committed_members(&state, &run, &args.group)?;
-    let table = dyngroups::export::user_rows(&args.users, &args.with, None, Some(&members))
-        .map_err(|e| Failure::Data(e.to_string()))?;
+    let table = dyngroups::export::user_rows(&args.users, &args.with, None, Some(&members)).map_err(Error::Data)?;
     emit_table(&table, export.out.as_deref(), export.raw, "users")
 }
 
-fn run_groups_of(args: GroupsOfArgs) -> Result<(), Failure> {
-    let state = State::open(&args.state.dir).map_err(state_failure)?;
+fn run_groups_of(args: GroupsOfArgs) -> Result<(), Error> {
+    let state = State::open(&args.state.dir).map_err(Error::State)?;
     let run = chosen_run(&state, args.run)?;
     let includes: HashMap<String, Vec<u64>> = match &args.rules {
         Some(path) => {
             let source = read_rules(path)?;
-            let file = parse_rules(&source.text).map_err(|e| {
-                print_diagnostics(&[e.0], &source);
-                Failure::Rules
+            let file = parse_rules(&source.text).map_err(|e| Error::Rules {
+                errors: vec![e.0],
+                warnings: Vec::new(),
+                file: source.clone(),
             })?;
             file.include_lists()
         }
         None => HashMap::new(),
     };
-    let groups = dyngroups::export::groups_of(&state, &run, args.user, &includes).map_err(state_failure)?;
+    let groups = dyngroups::export::groups_of(&state, &run, args.user, &includes).map_err(Error::State)?;
     println!("user {} is in {} groups after run {}", args.user, groups.len(), run.id);
     let key_width = groups
         .iter()
@@ -1264,9 +898,9 @@ fn run_groups_of(args: GroupsOfArgs) -> Result<(), Failure> {
     Ok(())
 }
 
-fn run_diff(args: DiffArgs) -> Result<(), Failure> {
-    let state = State::open(&args.state.dir).map_err(state_failure)?;
-    let changes = state.changes_between(args.from, args.to).map_err(state_failure)?;
+fn run_diff(args: DiffArgs) -> Result<(), Error> {
+    let state = State::open(&args.state.dir).map_err(Error::State)?;
+    let changes = state.changes_between(args.from, args.to).map_err(Error::State)?;
     let key_width = changes.iter().map(|c| c.key.chars().count()).max().unwrap_or(0).max(5);
     println!("{:<key_width$}  {:>8}  {:>8}", "group", "added", "removed");
     for change in changes.iter().filter(|c| !c.is_empty()) {
@@ -1278,19 +912,19 @@ fn run_diff(args: DiffArgs) -> Result<(), Failure> {
         );
     }
     if let Some(path) = &args.out {
-        dyngroups::output::write_changes(path, &changes).map_err(|e| Failure::Output(e.to_string()))?;
+        dyngroups::output::write_changes(path, &changes).map_err(Error::Output)?;
         println!("changes written to {}", path.display());
     }
     Ok(())
 }
 
-fn run_explain(args: ExplainArgs) -> Result<(), Failure> {
+fn run_explain(args: ExplainArgs) -> Result<(), Error> {
     // Only the group and the groups it uses are checked: the inputs the
     // rest of the file reads need not be given.
     let source = read_rules(&args.inputs.rules)?;
     let inputs = open_inputs(args.inputs.users.clone(), &args.inputs.data)?;
     let no_such_group = || {
-        Failure::Usage(format!(
+        Error::Usage(format!(
             "`--group {}`: no such group in {}",
             args.group,
             args.inputs.rules.display()
@@ -1299,7 +933,7 @@ fn run_explain(args: ExplainArgs) -> Result<(), Failure> {
     let (_, checked) =
         parse_and_check(&source, Some(&inputs), as_of(&args.inputs.data), Some(&args.group)).map_err(|failure| {
             match failure {
-                Failure::Usage(_) => no_such_group(),
+                Error::Usage(_) => no_such_group(),
                 other => other,
             }
         })?;
@@ -1309,23 +943,28 @@ fn run_explain(args: ExplainArgs) -> Result<(), Failure> {
         .iter()
         .position(|g| g.key == args.group)
         .ok_or_else(no_such_group)?;
+    let selected = select_groups(
+        &rules,
+        std::slice::from_ref(&args.group),
+        &args.inputs.rules.display().to_string(),
+    )?;
     // Every column, so that the trace shows each enrollment row whole.
     let keys = rules.groups.iter().map(|g| g.key.clone()).collect();
-    let data = inputs.load_all(&keys).map_err(|e| Failure::Data(e.to_string()))?;
-    let evaluation = evaluate(&rules, &data, Some(&dependency_closure(&rules, &[group])));
+    let data = inputs.load_all(&keys).map_err(Error::Data)?;
+    let evaluation = evaluate(&rules, &data, selected.as_deref());
     let trace = dyngroups::explain::explain(&rules, &data, &evaluation, group, args.user, args.depth)
-        .map_err(|e| Failure::Usage(e.to_string()))?;
+        .map_err(|e| Error::Usage(e.to_string()))?;
     print!("{}", trace.render());
     Ok(())
 }
 
-fn run_template(args: TemplateArgs) -> Result<(), Failure> {
+fn run_template(args: TemplateArgs) -> Result<(), Error> {
     let TemplateKind::Memberships = args.kind;
     let header = format!("group,{}\n", args.match_by.as_deref().unwrap_or("user_id"));
     match &args.out {
         None => print!("{header}"),
         Some(path) => {
-            dyngroups::output::write_text(path, &header).map_err(|e| Failure::Output(e.to_string()))?;
+            dyngroups::output::write_text(path, &header).map_err(Error::Output)?;
             println!("memberships template written to {}", path.display());
         }
     }
@@ -1334,14 +973,14 @@ fn run_template(args: TemplateArgs) -> Result<(), Failure> {
 
 /// The rules file checked against the data files' columns, for the
 /// commands that translate rules rather than run them.
-fn rules_checked_against_data(args: &RulesAndData) -> Result<(dyngroups::checked::CheckedRules, OpenInputs), Failure> {
+fn rules_checked_against_data(args: &RulesAndData) -> Result<(dyngroups::checked::CheckedRules, OpenInputs), Error> {
     let source = read_rules(&args.rules)?;
     let inputs = open_inputs(args.users.clone(), &args.data)?;
     let (_, checked) = parse_and_check(&source, Some(&inputs), as_of(&args.data), None)?;
     Ok((checked.expect("checked against data").rules, inputs))
 }
 
-fn run_sql(args: SqlArgs) -> Result<(), Failure> {
+fn run_sql(args: SqlArgs) -> Result<(), Error> {
     use dyngroups::sql::{Dialect, SqlOptions, combined_query, group_queries};
     let (rules, inputs) = rules_checked_against_data(&args.inputs)?;
     let options = SqlOptions {
@@ -1360,11 +999,8 @@ fn run_sql(args: SqlArgs) -> Result<(), Failure> {
     };
     let schema = inputs.schema();
     let unwritable = |e: dyngroups::sql::SqlError| match e {
-        dyngroups::sql::SqlError::UnknownGroup(_) => Failure::Usage(e.to_string()),
-        _ => {
-            eprintln!("error: {e}");
-            Failure::Rules
-        }
+        dyngroups::sql::SqlError::UnknownGroup(_) => Error::Usage(e.to_string()),
+        _ => Error::Untranslatable(e.to_string()),
     };
     let mut out = String::new();
     if args.combined {
@@ -1379,22 +1015,17 @@ fn run_sql(args: SqlArgs) -> Result<(), Failure> {
             out.push_str(&format!("-- every group a run commits, as (group, user_id)\n{all};\n"));
         }
     }
-    std::io::Write::write_all(&mut std::io::stdout().lock(), out.as_bytes())
-        .map_err(|e| Failure::Output(format!("cannot write the SQL: {e}")))
+    std::io::Write::write_all(&mut std::io::stdout().lock(), out.as_bytes()).map_err(stdout_error)
 }
 
-fn run_polars(args: RulesAndData) -> Result<(), Failure> {
+fn run_polars(args: RulesAndData) -> Result<(), Error> {
     let (rules, inputs) = rules_checked_against_data(&args)?;
-    let module =
-        dyngroups::polars::polars_module(&rules, &inputs.schema(), args.data.match_by.as_deref()).map_err(|e| {
-            eprintln!("error: {e}");
-            Failure::Rules
-        })?;
-    std::io::Write::write_all(&mut std::io::stdout().lock(), module.as_bytes())
-        .map_err(|e| Failure::Output(format!("cannot write the module: {e}")))
+    let module = dyngroups::polars::polars_module(&rules, &inputs.schema(), args.data.match_by.as_deref())
+        .map_err(|e| Error::Untranslatable(e.to_string()))?;
+    std::io::Write::write_all(&mut std::io::stdout().lock(), module.as_bytes()).map_err(stdout_error)
 }
 
-fn run_gen(args: GenArgs) -> Result<(), Failure> {
+fn run_gen(args: GenArgs) -> Result<(), Error> {
     let started = Instant::now();
     let spec = dyngroups::synth::SynthSpec {
         users: args.users,
@@ -1406,7 +1037,7 @@ fn run_gen(args: GenArgs) -> Result<(), Failure> {
             GenShape::Sequential => dyngroups::synth::Shape::Sequential,
         },
     };
-    dyngroups::synth::generate(&spec, &args.out).map_err(|e| Failure::Output(e.to_string()))?;
+    dyngroups::synth::generate(&spec, &args.out)?;
     println!(
         "wrote {} users, their enrollments, the org tree{} to {} in {:.1} s",
         args.users,

@@ -13,6 +13,7 @@ use crate::diff::GroupChange;
 use crate::eval::{Evaluation, dependency_closure, evaluate, evaluate_after};
 use crate::explain::{Trace, explain};
 use crate::output::TextTable;
+use crate::run::groups_needing_last_members;
 use crate::schema::Schema;
 use crate::state::State;
 use std::collections::BTreeSet;
@@ -266,13 +267,10 @@ impl Session {
             None => None,
         };
         let closure = dependency_closure(&checked, &[index]);
-        // Only the previewed group and the non-active groups it depends on
-        // need their last committed members.
-        let needed = checked.groups.iter().enumerate().filter(|(g, group)| {
-            closure[*g] && (*g == index || !matches!(group.status, crate::ast::GroupStatus::Active))
-        });
+        // The previewed group's last committed members are what its
+        // changes are against.
         let previous = match &state {
-            Some(state) => state.last_members(needed.map(|(_, group)| group.key.as_str()))?,
+            Some(state) => state.last_members(groups_needing_last_members(&checked, Some(&closure)).chain([key]))?,
             None => Default::default(),
         };
         let evaluation = evaluate_after(&checked, &self.data, Some(&closure), &previous);

@@ -9,6 +9,7 @@
 //! by user, and rules whose `contains`/`starts_with`/`ends_with` literals
 //! are mostly distinct.
 
+use crate::output::OutputError;
 use arrow_array::builder::{BooleanBuilder, Date32Builder, Float64Builder, StringBuilder, UInt32Builder};
 use arrow_array::{ArrayRef, RecordBatch};
 use parquet::arrow::ArrowWriter;
@@ -48,14 +49,6 @@ pub enum Shape {
     /// User ids equal to rows, enrollments user by user, and the rules mix
     /// of earlier benchmarks.
     Sequential,
-}
-
-/// A failure to write the synthetic files.
-#[derive(Debug, thiserror::Error)]
-#[error("cannot write {path}: {reason}")]
-pub struct SynthError {
-    path: String,
-    reason: String,
 }
 
 /// SplitMix64: small, fast, and fixed forever (unlike a library's default
@@ -236,8 +229,8 @@ fn user_ids(spec: &SynthSpec) -> Vec<u32> {
     ids
 }
 
-fn write_parquet(path: &Path, batches: impl Iterator<Item = RecordBatch>) -> Result<(), SynthError> {
-    let error = |e: &dyn std::fmt::Display| SynthError {
+fn write_parquet(path: &Path, batches: impl Iterator<Item = RecordBatch>) -> Result<(), OutputError> {
+    let error = |e: &dyn std::fmt::Display| OutputError {
         path: path.display().to_string(),
         reason: e.to_string(),
     };
@@ -409,8 +402,8 @@ impl Pools {
 
 /// Writes `users.parquet`, `enrollments.parquet`, `org.parquet` and, when
 /// asked, `rules.rules` into `dir`.
-pub fn generate(spec: &SynthSpec, dir: &Path) -> Result<(), SynthError> {
-    std::fs::create_dir_all(dir).map_err(|e| SynthError {
+pub fn generate(spec: &SynthSpec, dir: &Path) -> Result<(), OutputError> {
+    std::fs::create_dir_all(dir).map_err(|e| OutputError {
         path: dir.display().to_string(),
         reason: e.to_string(),
     })?;
@@ -442,7 +435,7 @@ pub fn generate(spec: &SynthSpec, dir: &Path) -> Result<(), SynthError> {
     )?;
     if spec.rules > 0 {
         let path = dir.join("rules.rules");
-        std::fs::write(&path, rules_text(spec, &pools)).map_err(|e| SynthError {
+        std::fs::write(&path, rules_text(spec, &pools)).map_err(|e| OutputError {
             path: path.display().to_string(),
             reason: e.to_string(),
         })?;
