@@ -3,7 +3,7 @@
 //! groups use it, and each group is a boolean tree over atom ids.
 
 use crate::ast::{CmpOp, GroupStatus};
-use crate::checked::{BranchTest, CheckedRules, ColumnTest, GroupRef, Predicate, Test};
+use crate::checked::{BranchTest, CheckedRules, ColumnTest, GroupRef, Predicate, Scalar, Test};
 use std::collections::{BTreeSet, HashMap};
 
 /// A boolean tree over atoms and groups.
@@ -56,22 +56,92 @@ pub(super) struct Plan<'r> {
     pub atom_uses: usize,
 }
 
-#[derive(Clone, Copy, PartialEq)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
 enum Table {
     Users,
     Enrollments,
 }
 
+/// What makes two atoms one: the same test of the same column, with its
+/// literals in canonical form (checked literals are already typed and
+/// lowercased; an `in` list is a set), or the same enrollment condition
+/// (a tree of atoms already interned) and count.
+#[derive(PartialEq, Eq, Hash)]
+enum AtomKey {
+    Column {
+        table: Table,
+        column: usize,
+        test: TestKey,
+    },
+    Branch {
+        column: usize,
+        code: String,
+    },
+    Enrollment {
+        condition: Option<Node>,
+        count: Option<(CmpOp, u64)>,
+    },
+}
+
+/// A column test's canonical form.
+#[derive(PartialEq, Eq, Hash)]
+enum TestKey {
+    Compare(CmpOp, ScalarKey),
+    In(BTreeSet<ScalarKey>),
+    Contains(String),
+    StartsWith(String),
+    EndsWith(String),
+    /// A regex, by its pattern.
+    Matches(String),
+    IsEmpty,
+    IsTrue,
+}
+
+/// A literal's canonical form: a number by its bits (`-0` as `0`), a date
+/// by its day, whatever offset from `today` wrote it.
+#[derive(PartialEq, Eq, Hash, PartialOrd, Ord)]
+enum ScalarKey {
+    Text(String),
+    Number(u64),
+    Date(i32),
+    Bool(bool),
+}
+
+impl ScalarKey {
+    fn of(scalar: &Scalar) -> ScalarKey {
+        match scalar {
+            Scalar::Text(text) => ScalarKey::Text(text.clone()),
+            Scalar::Number(n) => ScalarKey::Number((n + 0.0).to_bits()),
+            Scalar::Date(day, _) => ScalarKey::Date(*day),
+            Scalar::Bool(b) => ScalarKey::Bool(*b),
+        }
+    }
+}
+
+impl TestKey {
+    fn of(test: &Test) -> TestKey {
+        match test {
+            Test::Compare(op, scalar) => TestKey::Compare(*op, ScalarKey::of(scalar)),
+            Test::In(items) => TestKey::In(items.iter().map(ScalarKey::of).collect()),
+            Test::Contains(text) => TestKey::Contains(text.clone()),
+            Test::StartsWith(text) => TestKey::StartsWith(text.clone()),
+            Test::EndsWith(text) => TestKey::EndsWith(text.clone()),
+            Test::Matches(regex) => TestKey::Matches(regex.as_str().to_string()),
+            Test::IsEmpty => TestKey::IsEmpty,
+            Test::IsTrue => TestKey::IsTrue,
+        }
+    }
+}
+
 struct Builder<'r> {
     atoms: Vec<Atom<'r>>,
-    /// Canonical text of an atom → its id. Debug output of the checked atom
-    /// is canonical: literals are already typed and lowercased.
-    ids: HashMap<String, usize>,
+    /// Each distinct atom's id.
+    ids: HashMap<AtomKey, usize>,
     uses: usize,
 }
 
 impl<'r> Builder<'r> {
-    fn intern(&mut self, key: String, atom: impl FnOnce() -> Atom<'r>) -> usize {
+    fn intern(&mut self, key: AtomKey, atom: impl FnOnce() -> Atom<'r>) -> usize {
         self.uses += 1;
         let next = self.atoms.len();
         *self.ids.entry(key).or_insert_with(|| {
@@ -87,16 +157,29 @@ impl<'r> Builder<'r> {
             Predicate::Or(ps) => Node::Or(ps.iter().map(|p| self.node(p, table)).collect()),
             Predicate::Not(p) => Node::Not(Box::new(self.node(p, table))),
             Predicate::Column(test) => {
-                let key = format!("{table:?}{test}", table = table as u8, test = canonical_test(test));
+                let key = AtomKey::Column {
+                    table,
+                    column: test.column,
+                    test: TestKey::of(&test.test),
+                };
                 Node::Atom(self.intern(key, || match table {
                     Table::Users => Atom::UserColumn(test),
                     Table::Enrollments => Atom::EnrollmentColumn(test),
                 }))
             }
-            Predicate::InBranch(test) => Node::Atom(self.intern(format!("{test:?}"), || Atom::Branch(test))),
+            Predicate::InBranch(test) => {
+                let key = AtomKey::Branch {
+                    column: test.column,
+                    code: test.code.clone(),
+                };
+                Node::Atom(self.intern(key, || Atom::Branch(test)))
+            }
             Predicate::Enrollment(test) => {
                 let condition = test.condition.as_deref().map(|c| self.node(c, Table::Enrollments));
-                let key = format!("{test:?}");
+                let key = AtomKey::Enrollment {
+                    condition: condition.clone(),
+                    count: test.count,
+                };
                 Node::Atom(self.intern(key, || Atom::Enrollment {
                     condition,
                     count: test.count,
@@ -105,19 +188,6 @@ impl<'r> Builder<'r> {
             Predicate::MemberOf(GroupRef::Rule(g)) => Node::Group(*g),
             Predicate::MemberOf(GroupRef::Static(key)) => Node::Static(key.clone()),
         }
-    }
-}
-
-/// The canonical text of a column test: an `in` list as a set (sorted,
-/// without repeats), so `x in ["b", "a", "a"]` and `x in ["a", "b"]` are one
-/// atom.
-fn canonical_test(test: &ColumnTest) -> String {
-    match &test.test {
-        Test::In(items) => {
-            let items: BTreeSet<String> = items.iter().map(|item| format!("{item:?}")).collect();
-            format!("{} In {items:?}", test.column)
-        }
-        _ => format!("{test:?}"),
     }
 }
 
@@ -295,6 +365,56 @@ mod tests {
         assert_eq!(once.len(), 3, "{once:?}");
         assert!(once[0].contains("\"b\"") && once[1].contains("\"c\""), "{once:?}");
         assert!(once[2].starts_with("Enrollment"), "{once:?}");
+    }
+
+    /// Atoms that test the same thing are one, however written: an `in`
+    /// list in any order and with repeats, a text literal in any case, a
+    /// number as `0` or `-0`, a date as a literal or as `today` less days;
+    /// a test of another column, operator or value is another atom.
+    #[test]
+    fn atoms_written_differently_but_the_same_are_one() {
+        let users = OpenTable::from_columns(
+            "users",
+            vec![
+                ("user_id".into(), Column::Number(vec![1.0])),
+                (
+                    "dept".into(),
+                    Column::Text(std::iter::once(Some("a".to_string())).collect()),
+                ),
+                (
+                    "site".into(),
+                    Column::Text(std::iter::once(Some("a".to_string())).collect()),
+                ),
+                ("grade".into(), Column::Number(vec![1.0])),
+                ("start".into(), Column::Date(vec![Some(0)])),
+            ],
+        );
+        let inputs = OpenInputs::from_tables(users, None, None, None).unwrap();
+        let file = crate::parse_rules(
+            r#"group g0 { dept in ["b", "a", "a"] }
+               group g1 { dept in ["A", "B"] }
+               group g2 { site in ["a", "b"] }
+               group g3 { grade == 0 }
+               group g4 { grade == -0 }
+               group g5 { grade >= 0 }
+               group g6 { start >= 2026-11-12 }
+               group g7 { start >= today - 10d }
+               group g8 { dept matches "^a" or dept matches "^a" or dept matches "^b" }"#,
+        )
+        .unwrap();
+        let as_of = chrono::NaiveDate::from_ymd_opt(2026, 11, 22).unwrap();
+        let rules = crate::check(&file, &inputs.schema(), as_of).unwrap().rules;
+        let plan = Plan::new(&rules, &[true; 9]);
+        let atom = |g: usize| match &plan.groups[g] {
+            Some(Node::Atom(a)) => *a,
+            other => panic!("group {g}: {other:?}"),
+        };
+        assert_eq!(atom(0), atom(1));
+        assert_ne!(atom(0), atom(2));
+        assert_eq!(atom(3), atom(4));
+        assert_ne!(atom(3), atom(5));
+        assert_eq!(atom(6), atom(7));
+        assert_eq!(plan.atoms.len(), 7, "{:?}", plan.atoms);
     }
 
     /// Active groups with the same tree and no lists commit the same
