@@ -9,10 +9,10 @@
 //! values, reading the columns in order, lists each pair's users, and each
 //! condition unions the lists of the pairs it holds for.
 
-use super::EnrolledUsers;
 use super::atoms::text_codes;
+use super::enrolled::{EnrolledUsers, counted_values, presence_decides};
+use super::phases::column_test;
 use super::plan::{Atom, Node, Plan};
-use super::{column_test, counted_values, presence_decides};
 use crate::data::{Column, NULL_CODE, TextColumn};
 use crate::dataset::{Dataset, Enrollments, NO_USER};
 use rayon::prelude::*;
