@@ -1,7 +1,6 @@
 //! The `dyngroups` command: a thin layer over the library.
 
 mod cli;
-mod repl;
 
 fn main() -> std::process::ExitCode {
     // Piped into `head`, a command should stop quietly when the reader

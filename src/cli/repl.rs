@@ -28,7 +28,7 @@ pub struct ReplArgs {
     users: PathBuf,
     /// The other inputs, as `run` takes them.
     #[command(flatten)]
-    data: crate::cli::DataArgs,
+    data: super::DataArgs,
     /// A rules file: its groups can be used with `member_of`, previewed
     /// with `:group`, and `:save` appends to it.
     #[arg(long, value_name = "FILE")]
@@ -113,8 +113,8 @@ fn run(args: ReplArgs) -> Result<(), String> {
     let spinner = indicatif::ProgressBar::with_draw_target(None, indicatif::ProgressDrawTarget::stderr());
     spinner.set_message(format!("loading {}", args.users.display()));
     spinner.enable_steady_tick(std::time::Duration::from_millis(120));
-    let inputs = OpenInputs::open(&crate::cli::input_paths(args.users.clone(), &args.data))
-        .map_err(|e| format!("error: {e}\n"))?;
+    let inputs =
+        OpenInputs::open(&super::input_paths(args.users.clone(), &args.data)).map_err(|e| format!("error: {e}\n"))?;
     let rules = match &args.rules {
         Some(path) => Some((
             path.clone(),
@@ -124,7 +124,7 @@ fn run(args: ReplArgs) -> Result<(), String> {
         )),
         None => None,
     };
-    let as_of = crate::cli::as_of(&args.data);
+    let as_of = super::as_of(&args.data);
     let mut session = Session::open(inputs, rules, as_of, args.state.clone()).map_err(|e| report(&e))?;
     spinner.finish_and_clear();
     let enrollments = session.data().enrollments.as_ref().map_or(0, |e| e.user_rows.len());
