@@ -48,7 +48,7 @@
 //! [`ast::RulesFile`] ([`parse`]) → [`checked::CheckedRules`] ([`check()`],
 //! against a [`schema::Schema`]) → [`dataset::Dataset`] (the columns the
 //! rules use) → [`eval::Evaluation`] (members per group) →
-//! [`diff::GroupChange`] → [`state::State`] and [`output`]. [`run`] ties
+//! [`diff::GroupChange`] → [`state::State`] and [`output`]. [`mod@run`] ties
 //! them together for the batch run, [`session`] for an interactive one.
 //!
 //! ```

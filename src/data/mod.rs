@@ -6,7 +6,7 @@ mod column;
 mod csv;
 mod parquet;
 
-pub use column::{Column, FrequentValueBits, NULL_CODE, SortedValues, Strings, TextColumn};
+pub use column::{Column, NULL_CODE, Strings, TextColumn};
 pub use csv::TextRows;
 
 use crate::schema::{ColumnType, TableSchema, ValueType};

@@ -2,9 +2,10 @@
 //! column is dictionary-encoded) or once per row for numbers, dates and
 //! booleans, in parallel chunks of rows, straight into a bitmap of rows.
 
+use super::index::SortedValues;
 use crate::ast::CmpOp;
 use crate::checked::{BranchTest, ColumnTest, Scalar, Test};
-use crate::data::{Column, NULL_CODE, SortedValues, Strings, TextColumn};
+use crate::data::{Column, NULL_CODE, Strings, TextColumn};
 use crate::dataset::OrgTree;
 use aho_corasick::AhoCorasick;
 use rayon::prelude::*;

@@ -19,6 +19,7 @@ mod algebra;
 mod atoms;
 mod coded;
 mod enrolled;
+pub mod index;
 mod phases;
 mod plan;
 
