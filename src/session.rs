@@ -10,43 +10,17 @@ use crate::data::Column;
 use crate::dataset::{Dataset, OpenInputs};
 use crate::diagnostic::Diagnostic;
 use crate::diff::GroupChange;
+use crate::error::Error;
 use crate::eval::{Evaluation, dependency_closure, evaluate, evaluate_after};
 use crate::explain::{Trace, explain};
 use crate::output::TextTable;
 use crate::run::groups_needing_last_members;
 use crate::schema::Schema;
+use crate::source::SourceFile;
 use crate::state::State;
 use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
-
-/// Why a session request failed.
-#[derive(Debug, thiserror::Error)]
-pub enum SessionError {
-    /// The typed rule, or the rules file with it, has errors; rendered
-    /// against `source` (the typed text, or the rules file).
-    #[error("{} error(s) in {}", .diagnostics.len(), .source_name)]
-    Rules {
-        /// The errors.
-        diagnostics: Vec<Diagnostic>,
-        /// The text they point into.
-        source_text: String,
-        /// Its name: `<input>` or the rules file.
-        source_name: String,
-    },
-    /// A request that cannot be met, e.g. `:explain` before any rule.
-    #[error("{0}")]
-    Usage(String),
-    /// The data.
-    #[error(transparent)]
-    Data(#[from] crate::data::DataError),
-    /// The state.
-    #[error(transparent)]
-    State(#[from] crate::state::StateError),
-    /// Writing the rules file.
-    #[error(transparent)]
-    Output(#[from] crate::output::OutputError),
-}
 
 /// Who a typed rule catches.
 #[derive(Clone, Debug)]
@@ -109,7 +83,7 @@ impl Session {
         rules: Option<(PathBuf, String)>,
         as_of: chrono::NaiveDate,
         state_dir: Option<PathBuf>,
-    ) -> Result<Session, SessionError> {
+    ) -> Result<Session, Error> {
         let schema = inputs.schema();
         let (rules_path, rules_text) = match rules {
             Some((path, text)) => (Some(path), text),
@@ -118,15 +92,15 @@ impl Session {
         let name = rules_path
             .as_ref()
             .map_or("<rules>".to_string(), |p| p.display().to_string());
-        let rules = crate::parse_rules(&rules_text).map_err(|e| SessionError::Rules {
-            diagnostics: vec![e.0],
-            source_text: rules_text.clone(),
-            source_name: name.clone(),
+        let rules = crate::parse_rules(&rules_text).map_err(|e| Error::Rules {
+            errors: vec![e.0],
+            warnings: Vec::new(),
+            file: SourceFile::new(name.clone(), rules_text.clone()),
         })?;
-        crate::check(&rules, &schema, as_of).map_err(|e| SessionError::Rules {
-            diagnostics: e.errors,
-            source_text: rules_text.clone(),
-            source_name: name,
+        crate::check(&rules, &schema, as_of).map_err(|e| Error::Rules {
+            errors: e.errors,
+            warnings: Vec::new(),
+            file: SourceFile::new(name, rules_text.clone()),
         })?;
         let keys: BTreeSet<String> = rules.groups.iter().map(|g| g.key.value.clone()).collect();
         let data = inputs.load_all(&keys)?;
@@ -149,12 +123,12 @@ impl Session {
     }
 
     /// Checks and evaluates a typed rule; it becomes the last rule.
-    pub fn evaluate(&mut self, text: &str) -> Result<RuleResult, SessionError> {
+    pub fn evaluate(&mut self, text: &str) -> Result<RuleResult, Error> {
         let started = Instant::now();
-        let typed_error = |diagnostics| SessionError::Rules {
-            diagnostics,
-            source_text: text.to_string(),
-            source_name: "<input>".to_string(),
+        let typed_error = |diagnostics| Error::Rules {
+            errors: diagnostics,
+            warnings: Vec::new(),
+            file: SourceFile::new("<input>".to_string(), text.to_string()),
         };
         let expr: Expr = crate::parse_expr(text).map_err(|e| typed_error(vec![e.0]))?;
         let checked = check_expression(&self.rules, PROMPT_KEY, expr, &self.schema, self.as_of)
@@ -234,25 +208,25 @@ impl Session {
 
     /// Why `user_id` is or is not caught by the last typed rule; `member_of`
     /// expanded `depth` levels.
-    pub fn explain_last(&self, user_id: u32, depth: usize) -> Result<Trace, SessionError> {
+    pub fn explain_last(&self, user_id: u32, depth: usize) -> Result<Trace, Error> {
         let last = self
             .last
             .as_ref()
-            .ok_or_else(|| SessionError::Usage("type a rule first; `:explain ID` traces the last rule".into()))?;
+            .ok_or_else(|| Error::Usage("type a rule first; `:explain ID` traces the last rule".into()))?;
         let group = last.checked.groups.len() - 1;
         explain(&last.checked, &self.data, &last.evaluation, group, user_id, depth)
-            .map_err(|e| SessionError::Usage(e.to_string()))
+            .map_err(|e| Error::Usage(e.to_string()))
     }
 
     /// Evaluates group `key` of the rules file and, with a state, its changes
     /// against the last committed run.
-    pub fn group(&self, key: &str) -> Result<GroupPreview, SessionError> {
+    pub fn group(&self, key: &str) -> Result<GroupPreview, Error> {
         let started = Instant::now();
         let checked = crate::check(&self.rules, &self.schema, self.as_of)
             .map_err(|e| self.rules_error(e.errors))?
             .rules;
         let index = checked.groups.iter().position(|g| g.key == key).ok_or_else(|| {
-            SessionError::Usage(format!(
+            Error::Usage(format!(
                 "no group `{key}` in the rules file; it has: {}",
                 checked
                     .groups
@@ -288,11 +262,11 @@ impl Session {
     }
 
     /// The groups `user_id` is in after the last committed run, with why.
-    pub fn groups_of(&self, user_id: u32) -> Result<Vec<(String, String, crate::export::Why)>, SessionError> {
+    pub fn groups_of(&self, user_id: u32) -> Result<Vec<(String, String, crate::export::Why)>, Error> {
         let dir = self
             .state_dir
             .as_ref()
-            .ok_or_else(|| SessionError::Usage("start the REPL with `--state DIR` to see committed groups".into()))?;
+            .ok_or_else(|| Error::Usage("start the REPL with `--state DIR` to see committed groups".into()))?;
         let state = State::open(dir)?;
         let run = state.last_run()?.ok_or_else(|| crate::state::StateError::Missing {
             dir: dir.display().to_string(),
@@ -308,15 +282,15 @@ impl Session {
     /// Appends the last typed rule to the rules file as group `key` named
     /// `name`, after checking the whole new file; the file is replaced at
     /// once, never left half-written.
-    pub fn save_last(&mut self, key: &str, name: &str) -> Result<PathBuf, SessionError> {
+    pub fn save_last(&mut self, key: &str, name: &str) -> Result<PathBuf, Error> {
         let last = self
             .last
             .as_ref()
-            .ok_or_else(|| SessionError::Usage("type a rule first; `:save` saves the last rule".into()))?;
+            .ok_or_else(|| Error::Usage("type a rule first; `:save` saves the last rule".into()))?;
         let path = self
             .rules_path
             .clone()
-            .ok_or_else(|| SessionError::Usage("start the REPL with `--rules FILE` to save groups".into()))?;
+            .ok_or_else(|| Error::Usage("start the REPL with `--rules FILE` to save groups".into()))?;
         let mut text = self.rules_text.clone();
         if !text.is_empty() && !text.ends_with('\n') {
             text.push('\n');
@@ -334,18 +308,20 @@ impl Session {
         Ok(path)
     }
 
-    fn rules_error(&self, diagnostics: Vec<Diagnostic>) -> SessionError {
+    fn rules_error(&self, diagnostics: Vec<Diagnostic>) -> Error {
         self.saved_error(diagnostics, &self.rules_text)
     }
 
-    fn saved_error(&self, diagnostics: Vec<Diagnostic>, text: &str) -> SessionError {
-        SessionError::Rules {
-            diagnostics,
-            source_text: text.to_string(),
-            source_name: self
-                .rules_path
-                .as_ref()
-                .map_or("<rules>".to_string(), |p| p.display().to_string()),
+    fn saved_error(&self, diagnostics: Vec<Diagnostic>, text: &str) -> Error {
+        Error::Rules {
+            errors: diagnostics,
+            warnings: Vec::new(),
+            file: SourceFile::new(
+                self.rules_path
+                    .as_ref()
+                    .map_or("<rules>".to_string(), |p| p.display().to_string()),
+                text.to_string(),
+            ),
         }
     }
 

@@ -11,10 +11,11 @@
 //! completion of keywords, fields and group keys); without one it reads
 //! standard input line by line, so sessions can be scripted.
 
+use dyngroups::Error;
 use dyngroups::dataset::OpenInputs;
 use dyngroups::diagnostic::render_all;
-use dyngroups::session::{Session, SessionError};
-use dyngroups::{SourceFile, parse::is_incomplete};
+use dyngroups::parse::is_incomplete;
+use dyngroups::session::Session;
 use rustyline::completion::{Completer, Pair};
 use std::io::{BufRead, IsTerminal};
 use std::path::PathBuf;
@@ -97,13 +98,9 @@ pub fn main(args: ReplArgs) -> std::process::ExitCode {
     }
 }
 
-fn report(error: &SessionError) -> String {
+fn report(error: &Error) -> String {
     match error {
-        SessionError::Rules {
-            diagnostics,
-            source_text,
-            source_name,
-        } => render_all(diagnostics, &SourceFile::new(source_name.clone(), source_text.clone())),
+        Error::Rules { errors, file, .. } => render_all(errors, file),
         other => format!("error: {other}\n"),
     }
 }
@@ -154,8 +151,8 @@ fn run(args: ReplArgs) -> Result<(), String> {
 }
 
 /// Runs one command or rule and returns what to print.
-fn command(session: &mut Session, input: &str) -> Result<String, SessionError> {
-    let usage = |text: &str| Err(SessionError::Usage(text.to_string()));
+fn command(session: &mut Session, input: &str) -> Result<String, Error> {
+    let usage = |text: &str| Err(Error::Usage(text.to_string()));
     let (word, rest) = input.split_once(char::is_whitespace).unwrap_or((input, ""));
     let rest = rest.trim();
     match word {
