@@ -12,6 +12,7 @@ mod guard;
 mod inputs;
 mod kill;
 mod language;
+mod library;
 mod reference;
 mod repl;
 mod robustness;
