@@ -22,7 +22,7 @@ fn users(count: u32, department_of: impl Fn(u32) -> &'static str) -> String {
 }
 
 fn half_in_sales(id: u32) -> &'static str {
-    if id % 2 == 0 { "Sales" } else { "Engineering" }
+    if id.is_multiple_of(2) { "Sales" } else { "Engineering" }
 }
 
 fn options(w: &Workspace, state: StateUse) -> RunOptions {
