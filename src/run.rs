@@ -181,6 +181,9 @@ pub struct PreparedRun {
     data: Dataset,
     fingerprints: Option<Vec<InputFingerprint>>,
     loaded: Duration,
+    /// Whether [`PreparedRun::evaluate`] was called: a run is evaluated
+    /// once (a second writer on the state would wait for the first).
+    evaluated: std::cell::Cell<bool>,
 }
 
 impl PreparedRun {
@@ -232,6 +235,7 @@ impl PreparedRun {
             data,
             fingerprints,
             loaded: started.elapsed(),
+            evaluated: std::cell::Cell::new(false),
         })
     }
 
@@ -258,8 +262,12 @@ impl PreparedRun {
     /// Writes the import report if asked, applies the guards on the inputs
     /// (bad memberships rows, static groups gone from the memberships
     /// input), then evaluates the groups, diffing and storing each batch as
-    /// it comes: only what the outputs ask for is kept.
+    /// it comes: only what the outputs ask for is kept. A run is evaluated
+    /// once; a second call is an [`Error::Usage`].
     pub fn evaluate(&self, progress: &dyn Progress) -> Result<EvaluatedRun<'_>, Error> {
+        if self.evaluated.replace(true) {
+            return Err(Error::Usage("this run was evaluated already; prepare it again".into()));
+        }
         let options = &self.options;
         if let Some(report) = &self.data.import_report {
             self.check_import(report)?;

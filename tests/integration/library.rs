@@ -100,6 +100,7 @@ fn the_phases_report_between_them_and_a_dry_run_commits_nothing() {
     let sales = evaluated.changes().unwrap().iter().find(|c| c.key == "sales").unwrap();
     assert_eq!((sales.added, sales.removed), (150, 0));
     let outcome = evaluated.finish(&Quiet).unwrap();
+    assert!(matches!(prepared.evaluate(&Quiet), Err(Error::Usage(_))));
     assert!(outcome.committed.is_none());
     assert_eq!(outcome.last_run, Some(1));
     // The state is held until the run is dropped.
