@@ -154,6 +154,35 @@ pub fn group_queries(
 /// a run (drafts commit nothing), ordered by group and user.
 pub fn combined_query(rules: &CheckedRules, schema: &Schema, options: &SqlOptions) -> Result<String, SqlError> {
     let writer = Writer::new(rules, schema, options)?;
+    let (committing, members) = committed_members(&writer)?;
+    writer.query(&committing, &format!("{members}\nORDER BY 1, 2"))
+}
+
+/// One query returning `(group, user_id, change)` rows, `change` being
+/// `add` or `remove`: what a run commits against the `committed` table (the
+/// members the last run committed), as `dyngroups run --diff-out` writes
+/// them, ordered by group, user and change. A group of `committed` that the
+/// rules no longer have loses every member.
+pub fn changes_query(rules: &CheckedRules, schema: &Schema, options: &SqlOptions) -> Result<String, SqlError> {
+    let writer = Writer::new(rules, schema, options)?;
+    let (committing, members) = committed_members(&writer)?;
+    let group = writer.identifier("group");
+    let change = writer.identifier("change");
+    let committed = format!("SELECT {group}, user_id FROM {}", writer.tables.committed);
+    let members = format!("SELECT {group}, user_id FROM (\n{members}\n) AS members");
+    let body = format!(
+        "SELECT {group}, user_id, 'add' AS {change} FROM (\n{members}\nEXCEPT\n{committed}\n) AS added\n\
+         UNION ALL\n\
+         SELECT {group}, user_id, 'remove' AS {change} FROM (\n{committed}\nEXCEPT\n{members}\n) AS removed\n\
+         ORDER BY 1, 2, 3"
+    );
+    writer.query(&committing, &body)
+}
+
+/// The groups a run commits (all but drafts), and a `SELECT` of their
+/// `(group, user_id)` rows, unordered.
+fn committed_members(writer: &Writer<'_>) -> Result<(Vec<usize>, String), SqlError> {
+    let rules = writer.rules;
     let committing: Vec<usize> = (0..rules.groups.len())
         .filter(|&g| rules.groups[g].status != GroupStatus::Draft)
         .collect();
@@ -176,8 +205,7 @@ pub fn combined_query(rules: &CheckedRules, schema: &Schema, options: &SqlOption
         )
         .expect("writing to a String");
     }
-    body.push_str("\nORDER BY 1, 2");
-    writer.query(&committing, &body)
+    Ok((committing, body))
 }
 
 /// Checked table names, ready to print.

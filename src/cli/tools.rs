@@ -21,6 +21,11 @@ pub(super) struct SqlArgs {
     /// a run commits.
     #[arg(long)]
     combined: bool,
+    /// Print only the one query returning `(group, user_id, change)` rows,
+    /// `add` or `remove`, against the `committed` table: the changes
+    /// `run --diff-out` writes.
+    #[arg(long, conflicts_with_all = ["combined", "groups"])]
+    changes: bool,
     /// The users table.
     #[arg(long, value_name = "TABLE", default_value = "users")]
     users_table: String,
@@ -79,7 +84,7 @@ pub(super) enum GenShape {
 }
 
 pub(super) fn run_sql(args: SqlArgs) -> Result<(), Error> {
-    use dyngroups::sql::{Dialect, SqlOptions, combined_query, group_queries};
+    use dyngroups::sql::{Dialect, SqlOptions, changes_query, combined_query, group_queries};
     let (rules, inputs) = rules_checked_against_data(&args.inputs)?;
     let options = SqlOptions {
         dialect: match args.dialect {
@@ -101,7 +106,10 @@ pub(super) fn run_sql(args: SqlArgs) -> Result<(), Error> {
         _ => Error::Untranslatable(e.to_string()),
     };
     let mut out = String::new();
-    if args.combined {
+    if args.changes {
+        out = changes_query(&rules, &schema, &options).map_err(unwritable)?;
+        out.push_str(";\n");
+    } else if args.combined {
         out = combined_query(&rules, &schema, &options).map_err(unwritable)?;
         out.push_str(";\n");
     } else {

@@ -287,6 +287,22 @@ fn sql_prints_a_query_per_group_and_one_for_all() {
     assert!(combined.starts_with("WITH RECURSIVE\n"), "{combined}");
     assert_eq!(combined.matches(';').count(), 1, "one statement, ready to pipe");
     assert!(combined.ends_with("ORDER BY 1, 2;\n"));
+
+    args.pop();
+    args.pop();
+    args.pop();
+    args.push("--changes");
+    let out = dyngroups(&args);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let changes = text(&out.stdout);
+    assert!(changes.contains("'add' AS \"change\"") && changes.contains("'remove' AS \"change\""));
+    assert!(changes.ends_with("ORDER BY 1, 2, 3;\n"), "{changes}");
+    args.push("--combined");
+    assert_eq!(
+        dyngroups(&args).status.code(),
+        Some(2),
+        "--changes is one query, not --combined too"
+    );
 }
 
 #[test]

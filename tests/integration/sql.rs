@@ -9,9 +9,10 @@ use crate::skips::tool_present;
 use arrow_array::{ArrayRef, BooleanArray, Date32Array, Float64Array, RecordBatch, StringArray, UInt32Array};
 use dyngroups::ast::{GroupStatus, RulesFile};
 use dyngroups::data::Column;
+use dyngroups::diff::GroupChange;
 use dyngroups::eval::evaluate_after;
 use dyngroups::polars::polars_module;
-use dyngroups::sql::{Dialect, SqlOptions, combined_query};
+use dyngroups::sql::{Dialect, SqlOptions, changes_query, combined_query};
 use dyngroups::{Span, Spanned};
 use proptest::prelude::*;
 use proptest::strategy::ValueTree;
@@ -120,11 +121,13 @@ fn write_parquet(path: &Path, columns: &[(String, Column)], integer_ids: bool) {
     writer.close().unwrap();
 }
 
-/// What the rules are translated into: SQL of a dialect (`query.sql`), or
-/// a Polars module (`members.py`).
+/// What the rules are translated into: SQL of a dialect (`query.sql`), the
+/// changes query of a dialect (`query.sql` too), or a Polars module
+/// (`members.py`).
 #[derive(Clone, Copy, Debug)]
 enum Translation {
     Sql(Dialect),
+    Changes(Dialect),
     Polars,
 }
 
@@ -141,17 +144,49 @@ fn prepare(case: &Case, translation: Translation, dir: &Path) -> (String, BTreeS
         .rules;
     let data = inputs.load(&rules).unwrap();
     let evaluation = evaluate_after(&rules, &data, None, &case.previous);
-    let expected = evaluation
-        .groups
-        .iter()
-        .filter_map(|g| g.committed().map(|m| (g, m)))
-        .flat_map(|(g, members)| members.iter().map(|id| (g.key.clone(), id)))
-        .collect();
+    let committed = evaluation.groups.iter().filter_map(|g| g.committed().map(|m| (g, m)));
+    let expected = match translation {
+        Translation::Changes(_) => {
+            // What `run --diff-out` writes against `previous`: a group the
+            // run does not commit (gone from the rules, or a draft now)
+            // loses every member. A row as ("group change", user_id), as
+            // `run_engine` reads it.
+            let empty = RoaringBitmap::new();
+            let gone = case
+                .previous
+                .iter()
+                .filter(|(key, _)| {
+                    !evaluation
+                        .groups
+                        .iter()
+                        .any(|g| &g.key == *key && g.committed().is_some())
+                })
+                .map(|(key, before)| GroupChange::between(key, before, &empty));
+            committed
+                .map(|(g, members)| GroupChange::between(&g.key, case.previous.get(&g.key).unwrap_or(&empty), members))
+                .chain(gone)
+                .flat_map(|change| {
+                    let key = change.key.clone();
+                    change
+                        .rows()
+                        .map(move |(id, added)| (format!("{key} {}", if added { "add" } else { "remove" }), id))
+                        .collect::<Vec<_>>()
+                })
+                .collect()
+        }
+        _ => committed
+            .flat_map(|(g, members)| members.iter().map(|id| (g.key.clone(), id)))
+            .collect(),
+    };
     let (file, translated) = match translation {
-        Translation::Sql(dialect) => {
+        Translation::Sql(dialect) | Translation::Changes(dialect) => {
             let mut options = SqlOptions::new(dialect);
             options.as_of = Some(as_of());
-            let sql = combined_query(&rules, &schema, &options).unwrap_or_else(|e| panic!("{text}\n{e}"));
+            let query = match translation {
+                Translation::Changes(_) => changes_query,
+                _ => combined_query,
+            };
+            let sql = query(&rules, &schema, &options).unwrap_or_else(|e| panic!("{text}\n{e}"));
             ("query.sql", sql)
         }
         Translation::Polars => {
@@ -233,7 +268,14 @@ fn run_engine(script: &str, dirs: &[PathBuf]) -> BTreeMap<PathBuf, Result<BTreeS
                 .as_array()
                 .unwrap()
                 .iter()
-                .map(|r| (r[0].as_str().unwrap().to_string(), r[1].as_u64().unwrap() as u32))
+                .map(|r| {
+                    // A changes row's change goes with its group.
+                    let group = match r.get(2) {
+                        Some(change) => format!("{} {}", r[0].as_str().unwrap(), change.as_str().unwrap()),
+                        None => r[0].as_str().unwrap().to_string(),
+                    };
+                    (group, r[1].as_u64().unwrap() as u32)
+                })
                 .collect()),
         };
         results.insert(dir, result);
@@ -299,6 +341,26 @@ fn duckdb_agrees_with_the_engine() {
     }
 }
 
+/// The changes query (`dyngroups sql --changes`) gives in DuckDB the rows
+/// `run --diff-out` writes, against a previous run's members that include
+/// groups the rules no longer have.
+#[test]
+fn duckdb_changes_agree_with_the_engine() {
+    if tool_present(
+        has_python_module("duckdb"),
+        "sql::duckdb_changes_agree_with_the_engine",
+        "DYNGROUPS_REQUIRE_DUCKDB",
+        "python3 with duckdb",
+    ) {
+        differential(
+            Translation::Changes(Dialect::DuckDb),
+            "duckdb_members.py",
+            cases(200),
+            4,
+        );
+    }
+}
+
 /// Polars, from PyPI (`.ci/run` installs it and sets
 /// `DYNGROUPS_REQUIRE_POLARS`); elsewhere the test is recorded as skipped.
 #[test]
@@ -321,6 +383,12 @@ fn postgres_agrees_with_the_engine() {
     let test = "sql::postgres_agrees_with_the_engine";
     if tool_present(postgres_reachable(), test, "DYNGROUPS_REQUIRE_POSTGRES", what) {
         differential(Translation::Sql(Dialect::Postgres), "postgres_members.py", cases(60), 2);
+        differential(
+            Translation::Changes(Dialect::Postgres),
+            "postgres_members.py",
+            cases(30),
+            5,
+        );
     }
 }
 

@@ -1,5 +1,6 @@
 """Runs each case directory's query.sql in DuckDB over the case's Parquet
-files and prints one JSON line per case: {"case", "rows"} or {"case", "error"}.
+files and prints one JSON line per case: {"case", "rows"} or {"case", "error"},
+a row being [group, user_id] or, for the changes query, [group, user_id, change].
 Used by tests/integration/sql.rs and benches/peers."""
 import json
 import sys
@@ -15,7 +16,8 @@ for case in sys.argv[1:]:
             con.execute(f"CREATE VIEW {table} AS SELECT * FROM read_parquet('{case}/{table}.parquet')")
         with open(f"{case}/query.sql", encoding="utf-8") as f:
             query = f.read()
-        rows = [[group, int(user)] for group, user in con.execute(query).fetchall()]
+        # (group, user_id), or (group, user_id, change) for the changes query.
+        rows = [[row[0], int(row[1]), *row[2:]] for row in con.execute(query).fetchall()]
         print(json.dumps({"case": case, "rows": rows}))
     except duckdb.Error as e:
         print(json.dumps({"case": case, "error": str(e)}))

@@ -58,7 +58,8 @@ try:
         if result.returncode != 0:
             print(json.dumps({"case": case, "error": result.stderr.decode()}))
             continue
-        rows = [[group, int(user)] for group, user in csv.reader(io.StringIO(result.stdout.decode()))]
+        # (group, user_id), or (group, user_id, change) for the changes query.
+        rows = [[row[0], int(row[1]), *row[2:]] for row in csv.reader(io.StringIO(result.stdout.decode()))]
         print(json.dumps({"case": case, "rows": rows}))
 finally:
     psql("postgres", f"DROP DATABASE IF EXISTS {DATABASE};")
