@@ -218,7 +218,7 @@ impl PreparedRun {
             )
         });
         let data = data?;
-        let fingerprints = fingerprints.map_err(|e| Error::Usage(format!("cannot read an input file: {e}")))?;
+        let fingerprints = fingerprints?;
         let last_run = match &state {
             Some(state) => state.last_run()?,
             None => None,
@@ -461,8 +461,9 @@ fn check_rules(
     Ok((checked.rules, checked.warnings))
 }
 
-/// The rules file and every data file of a run, fingerprinted.
-fn fingerprints(options: &RunOptions) -> std::io::Result<Vec<InputFingerprint>> {
+/// The rules file and every data file of a run, fingerprinted; a file
+/// that cannot be read is a data error naming it.
+fn fingerprints(options: &RunOptions) -> Result<Vec<InputFingerprint>, crate::data::DataError> {
     let inputs = &options.inputs;
     let files = [
         ("rules", Some(&options.rules)),
@@ -473,7 +474,12 @@ fn fingerprints(options: &RunOptions) -> std::io::Result<Vec<InputFingerprint>> 
     ];
     files
         .into_iter()
-        .filter_map(|(role, path)| path.map(|path| InputFingerprint::of(role, path)))
+        .filter_map(|(role, path)| {
+            path.map(|path| {
+                InputFingerprint::of(role, path)
+                    .map_err(|e| crate::data::DataError::file(path, format!("cannot read it: {e}")))
+            })
+        })
         .collect()
 }
 
