@@ -14,6 +14,7 @@ use dyngroups::dataset::{InputPaths, OpenInputs};
 use dyngroups::diagnostic::render_all;
 use dyngroups::import::MatchBy;
 use dyngroups::output::OutputError;
+use dyngroups::run::Progress;
 use dyngroups::{Diagnostic, Error, SourceFile, check, check_without_data, parse_rules};
 use history::{
     DiffArgs, GroupsArgs, GroupsOfArgs, MembersArgs, UnassignedArgs, run_diff, run_groups, run_groups_of, run_history,
@@ -277,4 +278,28 @@ fn rules_checked_against_data(args: &RulesAndData) -> Result<(dyngroups::checked
     let inputs = open_inputs(args.users.clone(), &args.data)?;
     let (_, checked) = parse_and_check(&source, Some(&inputs), as_of(&args.data), None)?;
     Ok((checked.expect("checked against data").rules, inputs))
+}
+
+/// Shows a spinner with the elapsed time on stderr during each long phase
+/// (of a run, of the REPL's load); drawn only when stderr is a terminal, so logs and pipes stay
+/// clean.
+#[derive(Default)]
+struct Spinner(std::cell::RefCell<Option<indicatif::ProgressBar>>);
+
+impl Progress for Spinner {
+    fn begin(&self, what: &str) {
+        let spinner = indicatif::ProgressBar::with_draw_target(None, indicatif::ProgressDrawTarget::stderr());
+        spinner.set_style(
+            indicatif::ProgressStyle::with_template("{spinner} {msg} {elapsed}").expect("a valid progress template"),
+        );
+        spinner.set_message(what.to_string());
+        spinner.enable_steady_tick(std::time::Duration::from_millis(120));
+        self.0.replace(Some(spinner));
+    }
+
+    fn end(&self) {
+        if let Some(spinner) = self.0.take() {
+            spinner.finish_and_clear();
+        }
+    }
 }

@@ -15,6 +15,7 @@ use dyngroups::Error;
 use dyngroups::dataset::OpenInputs;
 use dyngroups::diagnostic::render_all;
 use dyngroups::parse::is_incomplete;
+use dyngroups::run::Progress;
 use dyngroups::session::Session;
 use rustyline::completion::{Completer, Pair};
 use std::io::{BufRead, IsTerminal};
@@ -107,9 +108,8 @@ fn report(error: &Error) -> String {
 
 fn run(args: ReplArgs) -> Result<(), String> {
     let started = Instant::now();
-    let spinner = indicatif::ProgressBar::with_draw_target(None, indicatif::ProgressDrawTarget::stderr());
-    spinner.set_message(format!("loading {}", args.users.display()));
-    spinner.enable_steady_tick(std::time::Duration::from_millis(120));
+    let spinner = super::Spinner::default();
+    spinner.begin(&format!("loading {}", args.users.display()));
     let inputs =
         OpenInputs::open(&super::input_paths(args.users.clone(), &args.data)).map_err(|e| format!("error: {e}\n"))?;
     let rules = match &args.rules {
@@ -123,7 +123,7 @@ fn run(args: ReplArgs) -> Result<(), String> {
     };
     let as_of = super::as_of(&args.data);
     let mut session = Session::open(inputs, rules, as_of, args.state.clone()).map_err(|e| report(&e))?;
-    spinner.finish_and_clear();
+    spinner.end();
     let enrollments = session.data().enrollments.as_ref().map_or(0, |e| e.user_rows.len());
     println!(
         "loaded {} users and {} enrollments in {:.0} ms; type a rule, or :help",

@@ -1,13 +1,13 @@
 //! `dyngroups run`: the batch run's arguments, its progress and its report.
 
-use super::{RulesAndData, StateArgs, as_of, input_paths, print_diagnostics};
+use super::{RulesAndData, Spinner, StateArgs, as_of, input_paths, print_diagnostics};
 use clap::Args;
 use dyngroups::Error;
 use dyngroups::ast::GroupStatus;
 use dyngroups::diff::{ChangeCount, RemovalGuard};
 use dyngroups::eval::EvaluationSummary;
 use dyngroups::import::BadRowLimit;
-use dyngroups::run::{PreparedRun, Progress, RunGroup, RunGroupKind, RunOptions, StateUse};
+use dyngroups::run::{PreparedRun, RunGroup, RunGroupKind, RunOptions, StateUse};
 use std::collections::HashMap;
 use std::path::PathBuf;
 
@@ -172,30 +172,6 @@ impl RunArgs {
                 as_of(&self.inputs.data),
                 self.state.dir.clone(),
             )
-        }
-    }
-}
-
-/// Shows a spinner with the elapsed time on stderr during each long phase
-/// of a run; drawn only when stderr is a terminal, so logs and pipes stay
-/// clean.
-#[derive(Default)]
-pub(super) struct Spinner(std::cell::RefCell<Option<indicatif::ProgressBar>>);
-
-impl Progress for Spinner {
-    fn begin(&self, what: &str) {
-        let spinner = indicatif::ProgressBar::with_draw_target(None, indicatif::ProgressDrawTarget::stderr());
-        spinner.set_style(
-            indicatif::ProgressStyle::with_template("{spinner} {msg} {elapsed}").expect("a valid progress template"),
-        );
-        spinner.set_message(what.to_string());
-        spinner.enable_steady_tick(std::time::Duration::from_millis(120));
-        self.0.replace(Some(spinner));
-    }
-
-    fn end(&self) {
-        if let Some(spinner) = self.0.take() {
-            spinner.finish_and_clear();
         }
     }
 }
