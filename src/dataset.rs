@@ -492,6 +492,12 @@ impl Dataset {
         self.row_of_id.row(user_id)
     }
 
+    /// Whether every users row is its user id, so sets of rows need no
+    /// mapping to ids.
+    pub fn ids_are_rows(&self) -> bool {
+        matches!(self.row_of_id, RowIndex::Identity(_))
+    }
+
     /// Users rows → user ids.
     pub fn rows_to_ids(&self, rows: &RoaringBitmap) -> RoaringBitmap {
         match &self.row_of_id {

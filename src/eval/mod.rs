@@ -36,6 +36,7 @@ use phases::{evaluate_atoms, index_columns, leaf_atom, timed};
 use plan::Plan;
 use rayon::prelude::*;
 use roaring::RoaringBitmap;
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -236,9 +237,27 @@ fn evaluate_batches(
             results[a] = None;
         }
     }
+    // Phase 3 combines user ids, not rows: each atom the groups use is
+    // mapped once here, where mapping every group's members took up to half
+    // of a run when ids do not equal rows (thousands of groups of millions).
+    // The enrollment-column atoms, in enrollment rows, were dropped above.
+    results.par_iter_mut().flatten().for_each(|(members, took)| {
+        let (ids, mapping) = timed(|| data.rows_into_ids(Arc::clone(members)));
+        *members = ids;
+        *took += mapping;
+    });
+    let users = data.rows_into_ids(users);
+    let statics: BTreeMap<String, RoaringBitmap> = statics
+        .iter()
+        .map(|(k, rows)| (k.clone(), data.rows_to_ids(rows)))
+        .collect();
+    let leaf_ids = |a: usize| match leaf(a) {
+        rows if data.ids_are_rows() => rows,
+        rows => Cow::Owned(data.rows_to_ids(&rows)),
+    };
     let atoms_dropped_after = dropped_after(&atom_last_batch, batches.len());
     let groups_dropped_after = dropped_after(&group_last_batch, batches.len());
-    let mut group_rows: Vec<Arc<RoaringBitmap>> = vec![Arc::default(); rules.groups.len()];
+    let mut group_members: Vec<Arc<RoaringBitmap>> = vec![Arc::default(); rules.groups.len()];
     let mut unknown_listed_ids = BTreeMap::new();
     let mut waiting = Duration::ZERO;
     for ((batch, atoms_dropped), groups_dropped) in
@@ -250,22 +269,22 @@ fn evaluate_batches(
                 let context = Context {
                     universe: &users,
                     atoms: &results,
-                    leaf: &leaf,
-                    groups: &group_rows,
-                    statics,
+                    leaf: &leaf_ids,
+                    groups: &group_members,
+                    statics: &statics,
                 };
                 let task = GroupTask {
                     g,
                     reused_from: reused_from[g],
-                    keep_rows: group_last_batch[g].is_some(),
+                    keep_members: group_last_batch[g].is_some(),
                 };
-                evaluate_group(&plan, task, rules, data, previous, &context)
+                evaluate_group(&plan, task, rules, previous, &context)
             })
             .collect();
         let mut members = Vec::with_capacity(done.len());
-        for (group, kept_rows, unknown) in done {
-            if let Some(rows) = kept_rows {
-                group_rows[group.position] = rows;
+        for (group, kept_members, unknown) in done {
+            if let Some(rows) = kept_members {
+                group_members[group.position] = rows;
             }
             if !unknown.is_empty() {
                 unknown_listed_ids.insert(group.key.clone(), unknown);
@@ -276,7 +295,7 @@ fn evaluate_batches(
             results[a] = None;
         }
         for g in groups_dropped {
-            group_rows[g] = Arc::default();
+            group_members[g] = Arc::default();
         }
         let (sent, waited) = timed(|| send(members));
         waiting += waited;
@@ -286,10 +305,7 @@ fn evaluate_batches(
     }
     phase_done("phase 3 (groups)");
     EvaluationSummary {
-        static_groups: statics
-            .iter()
-            .map(|(k, rows)| (k.clone(), data.rows_to_ids(rows)))
-            .collect(),
+        static_groups: statics,
         atom_uses: plan.atom_uses,
         distinct_atoms: plan.atoms.len(),
         unknown_listed_ids,
@@ -316,60 +332,62 @@ struct GroupTask {
     /// A group of an earlier batch with the same rule, whose members it
     /// takes.
     reused_from: Option<usize>,
-    /// Whether later groups need the rows it commits.
-    keep_rows: bool,
+    /// Whether later groups need the members it commits.
+    keep_members: bool,
 }
 
 /// One group's members (or those of the group it reuses); with
-/// `keep_rows`, also the rows `member_of` and later groups of the same rule
+/// `keep_members`, also the members `member_of` and later groups of the same rule
 /// see (what the group commits); and the `include`/`exclude` ids not in the
 /// users table.
 fn evaluate_group(
     plan: &Plan<'_>,
     task: GroupTask,
     rules: &CheckedRules,
-    data: &Dataset,
     previous: &BTreeMap<String, RoaringBitmap>,
     context: &Context<'_, '_>,
 ) -> (GroupMembers, Option<Arc<RoaringBitmap>>, Vec<u32>) {
     let GroupTask {
         g,
         reused_from,
-        keep_rows,
+        keep_members,
     } = task;
     let node = plan.groups[g].as_ref().expect("selected groups are planned");
-    let (mut rows, took) = match reused_from {
+    let (mut ids, took) = match reused_from {
         Some(f) => (Arc::clone(&context.groups[f]), Duration::ZERO),
         None => timed(|| context.combine(node)),
     };
     let group = &rules.groups[g];
     let mut unknown = Vec::new();
-    let mut listed_rows = |ids: &[u32]| -> RoaringBitmap {
-        ids.iter()
-            .filter_map(|&id| {
-                data.row_of(id).or_else(|| {
+    let mut listed_users = |listed: &[u32]| -> RoaringBitmap {
+        listed
+            .iter()
+            .copied()
+            .filter(|&id| {
+                let known = context.universe.contains(id);
+                if !known {
                     unknown.push(id);
-                    None
-                })
+                }
+                known
             })
             .collect()
     };
     if !group.include.is_empty() || !group.exclude.is_empty() {
-        let rows = Arc::make_mut(&mut rows);
-        *rows |= listed_rows(&group.include);
-        *rows -= listed_rows(&group.exclude);
+        let ids = Arc::make_mut(&mut ids);
+        *ids |= listed_users(&group.include);
+        *ids -= listed_users(&group.exclude);
     }
-    let previous_rows = || -> RoaringBitmap {
+    let previous_users = || -> RoaringBitmap {
         previous
             .get(&group.key)
-            .map(|ids| ids.iter().filter_map(|id| data.row_of(id)).collect())
+            .map(|last| last & context.universe)
             .unwrap_or_default()
     };
     let status_adjusted = match group.status {
         GroupStatus::Active | GroupStatus::Draft => None,
-        GroupStatus::Paused => Some(previous_rows()),
-        GroupStatus::AddOnly => Some(previous_rows() | rows.as_ref()),
-        GroupStatus::RemoveOnly => Some(previous_rows() & rows.as_ref()),
+        GroupStatus::Paused => Some(previous_users()),
+        GroupStatus::AddOnly => Some(previous_users() | ids.as_ref()),
+        GroupStatus::RemoveOnly => Some(previous_users() & ids.as_ref()),
     };
     let atom_time: Duration = match reused_from {
         Some(_) => Duration::ZERO,
@@ -380,19 +398,19 @@ fn evaluate_group(
     };
     // `member_of` sees what a group commits. Only drafts refer to drafts,
     // and they preview the evaluated members.
-    let kept_rows = keep_rows.then(|| match &status_adjusted {
+    let kept_members = keep_members.then(|| match &status_adjusted {
         Some(adjusted) => Arc::new(adjusted.clone()),
-        None => Arc::clone(&rows),
+        None => Arc::clone(&ids),
     });
     let members = GroupMembers {
         key: group.key.clone(),
         name: group.name.clone(),
         status: group.status,
         position: g,
-        members: data.rows_into_ids(rows),
+        members: ids,
         same_members_as: plan.same_members_as[g],
-        status_adjusted: status_adjusted.map(|rows| data.rows_into_ids(rows)),
+        status_adjusted,
         elapsed: took + atom_time,
     };
-    (members, kept_rows, unknown)
+    (members, kept_members, unknown)
 }
