@@ -16,6 +16,9 @@ use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicBool, AtomicU16, Ordering};
 
+mod row_ids;
+use row_ids::{IdWords, RowIndex, ids_of_rows};
+
 /// Where the inputs are.
 #[derive(Clone, Debug, Default)]
 pub struct InputPaths {
@@ -121,15 +124,9 @@ pub struct Dataset {
     /// What the memberships import matched and refused, if one was given.
     pub import_report: Option<ImportReport>,
     row_of_id: RowIndex,
-    /// Every users row and every user id, built on first use: a set of
-    /// most users maps to ids through the few it leaves out.
-    everyone: OnceLock<Everyone>,
-}
-
-/// Every users row, and every user id.
-struct Everyone {
-    rows: RoaringBitmap,
-    ids: RoaringBitmap,
+    /// Where the dense user ids lie, built on first use: big sets of rows
+    /// map to ids through it.
+    id_words: OnceLock<IdWords>,
 }
 
 /// The enrollments table, each row tied to a users row.
@@ -159,63 +156,6 @@ const MAX_VALUES_FOR_USER_COUNTS: usize = 16;
 
 /// Marks an enrollment row whose user is not in the users table.
 pub const NO_USER: u32 = u32::MAX;
-
-/// user id → users row, for ids that ascend with the rows.
-enum RowIndex {
-    /// `user_ids[row] == row` for every row.
-    Identity(usize),
-    /// Any other ids, ascending, so mapping a set of rows keeps its order.
-    Map {
-        /// Indexed by id ([`NO_USER`] where no user has it), for the ids up
-        /// to a few times the number of users: most systems number users
-        /// from 1, with gaps.
-        dense: Vec<u32>,
-        /// The ids past the dense table (imported from another system,
-        /// say), ascending: found by binary search. Their rows follow the
-        /// rows of the dense ids.
-        sparse: Vec<u32>,
-        /// The number of dense ids: the row of `sparse[0]`.
-        dense_rows: usize,
-    },
-}
-
-/// A dense id table may have this many slots per user.
-const DENSE_SLOTS_PER_USER: usize = 4;
-
-impl RowIndex {
-    /// The index of `ids`, which ascend.
-    fn new(ids: &[u32]) -> RowIndex {
-        debug_assert!(ids.is_sorted_by(|a, b| a < b));
-        if ids.iter().enumerate().all(|(row, &id)| row as u64 == u64::from(id)) {
-            return RowIndex::Identity(ids.len());
-        }
-        let slots = ids.len().saturating_mul(DENSE_SLOTS_PER_USER).max(1024);
-        let dense_rows = ids.partition_point(|&id| (id as usize) < slots);
-        let mut dense = vec![NO_USER; ids[..dense_rows].last().map_or(0, |&max| max as usize + 1)];
-        for (row, &id) in ids[..dense_rows].iter().enumerate() {
-            dense[id as usize] = row as u32;
-        }
-        RowIndex::Map {
-            dense,
-            sparse: ids[dense_rows..].to_vec(),
-            dense_rows,
-        }
-    }
-
-    fn row(&self, id: u32) -> Option<u32> {
-        match self {
-            RowIndex::Identity(n) => ((id as usize) < *n).then_some(id),
-            RowIndex::Map {
-                dense,
-                sparse,
-                dense_rows,
-            } => match dense.get(id as usize) {
-                Some(&row) => (row != NO_USER).then_some(row),
-                None => Some((dense_rows + sparse.binary_search(&id).ok()?) as u32),
-            },
-        }
-    }
-}
 
 impl OpenInputs {
     /// Opens every input given, reading schemas, the org tree and the static
@@ -390,7 +330,7 @@ impl OpenInputs {
             static_groups,
             import_report,
             row_of_id,
-            everyone: OnceLock::new(),
+            id_words: OnceLock::new(),
         })
     }
 }
@@ -410,7 +350,7 @@ impl Dataset {
     /// first rule.
     pub fn build_indexes(&self) {
         if let RowIndex::Map { dense_rows, .. } = &self.row_of_id {
-            self.everyone(*dense_rows);
+            self.id_words(*dense_rows);
         }
         let enrollment_columns = self.enrollments.iter().flat_map(|e| &e.table.columns);
         // Per text column, whether it is a users column. Enrollments
@@ -503,18 +443,14 @@ impl Dataset {
         match &self.row_of_id {
             RowIndex::Identity(_) => rows.clone(),
             RowIndex::Map { dense_rows, .. } => {
-                ids_of_rows_or_of_the_rest(&self.user_ids, *dense_rows, rows, self.everyone(*dense_rows))
+                ids_of_rows(&self.user_ids, *dense_rows, self.id_words(*dense_rows), rows)
             }
         }
     }
 
-    /// Every users row and user id, built on first use.
-    fn everyone(&self, dense_rows: usize) -> &Everyone {
-        crate::data::built_once(&self.everyone, || {
-            let rows: RoaringBitmap = (0..self.user_ids.len() as u32).collect();
-            let ids = ids_of_rows(&self.user_ids, dense_rows, &rows);
-            Everyone { rows, ids }
-        })
+    /// Where the dense user ids lie, built on first use.
+    fn id_words(&self, dense_rows: usize) -> &IdWords {
+        crate::data::built_once(&self.id_words, || IdWords::new(&self.user_ids[..dense_rows]))
     }
 
     /// Like [`Dataset::rows_to_ids`], taking the rows (a bitmap, or one
@@ -525,85 +461,6 @@ impl Dataset {
             RowIndex::Identity(_) => rows,
             RowIndex::Map { .. } => R::from(self.rows_to_ids(rows.borrow())),
         }
-    }
-}
-
-/// Rows read from a bitmap at a time: `next_many` fills a slice several
-/// times faster than an iterator yields one row.
-const ROWS_PER_READ: usize = 1024;
-
-/// A set of rows holding at least one member per this many bits of the span
-/// of its ids gets its ids set in a bitset, not pushed one by one.
-const MAX_ID_SPAN_BITS_PER_MEMBER: u64 = 32;
-
-/// The ids of `rows`, given each row's id (`user_ids`, ascending) and how
-/// many rows hold dense ids (the rest hold ids far past them). A big group's
-/// dense ids are set in a bitset over their span and turned into a bitmap
-/// a container at a time: pushing 200,000 ids one by one into a bitmap
-/// took most of a run's time at 1M users and 1,000 groups of 20%.
-fn ids_of_rows(user_ids: &[u32], dense_rows: usize, rows: &RoaringBitmap) -> RoaringBitmap {
-    let mut read = rows.iter();
-    let mut buffer = [0u32; ROWS_PER_READ];
-    let mut out = RoaringBitmap::new();
-    let last_dense = rows.range(..dense_rows as u32).next_back();
-    let span = match (rows.min(), last_dense) {
-        (Some(first), Some(last)) if (first as usize) < dense_rows => {
-            let (first, last) = (user_ids[first as usize], user_ids[last as usize]);
-            // Aligned to a container: no bytes to shift.
-            Some((first & !0xFFFF, last))
-        }
-        _ => None,
-    };
-    let dense_members = span.map_or(0, |_| rows.range_cardinality(..dense_rows as u32));
-    if let Some((base, last)) =
-        span.filter(|&(base, last)| u64::from(last - base) <= MAX_ID_SPAN_BITS_PER_MEMBER * dense_members)
-    {
-        let mut bits = vec![0u8; (last - base) as usize / 8 + 1];
-        let mut past_dense = Vec::new();
-        loop {
-            let batch = read.next_many(&mut buffer);
-            if batch.is_empty() {
-                break;
-            }
-            for &row in batch.iter() {
-                let id = user_ids[row as usize];
-                if (row as usize) < dense_rows {
-                    let bit = (id - base) as usize;
-                    bits[bit / 8] |= 1 << (bit % 8);
-                } else {
-                    past_dense.push(id);
-                }
-            }
-        }
-        out = RoaringBitmap::from_lsb0_bytes(base, &bits);
-        out.append(past_dense)
-            .expect("ids past the dense ones ascend, after them");
-        return out;
-    }
-    loop {
-        let batch = read.next_many(&mut buffer);
-        if batch.is_empty() {
-            return out;
-        }
-        out.append(batch.iter().map(|&row| user_ids[row as usize]))
-            .expect("ids ascend with rows");
-    }
-}
-
-/// The ids of `rows`; for a set of more than half the users, every id but
-/// those of the rows it leaves out. A membership costs a read and a bit
-/// set, and negations and `or`s of big atoms make many groups of most
-/// users: mapping the rest halves the work of a run or better.
-fn ids_of_rows_or_of_the_rest(
-    user_ids: &[u32],
-    dense_rows: usize,
-    rows: &RoaringBitmap,
-    everyone: &Everyone,
-) -> RoaringBitmap {
-    if rows.len() * 2 > everyone.rows.len() {
-        &everyone.ids - ids_of_rows(user_ids, dense_rows, &(&everyone.rows - rows))
-    } else {
-        ids_of_rows(user_ids, dense_rows, rows)
     }
 }
 
@@ -916,69 +773,6 @@ mod tests {
             f64::NEG_INFINITY,
         ] {
             assert_eq!(user_id_value(value), None, "{value}");
-        }
-    }
-
-    #[test]
-    fn rows_are_found_by_dense_and_sparse_ids() {
-        for ids in [
-            vec![0, 3, 7, 12],
-            vec![5, 90_000_000, 4_000_000_000],
-            vec![2, 4_000_000_000, u32::MAX],
-            vec![1, 2, 3],
-        ] {
-            let index = RowIndex::new(&ids);
-            for (row, &id) in ids.iter().enumerate() {
-                assert_eq!(index.row(id), Some(row as u32), "id {id} of {ids:?}");
-            }
-            for absent in [1, 4, 13, 6, 4_000_000_001, u32::MAX - 1] {
-                if !ids.contains(&absent) {
-                    assert_eq!(index.row(absent), None, "id {absent} of {ids:?}");
-                }
-            }
-        }
-        assert!(matches!(RowIndex::new(&[0, 1, 2]), RowIndex::Identity(3)));
-        let RowIndex::Map { dense, sparse, .. } = RowIndex::new(&[5, 90_000_000, 4_000_000_000]) else {
-            panic!("ids that are not rows need a map");
-        };
-        assert_eq!((dense.len(), sparse), (6, vec![90_000_000, 4_000_000_000]));
-    }
-
-    #[test]
-    fn rows_map_to_their_ids_by_bitset_and_one_by_one() {
-        // Ids from 1 with gaps, then a few far past them.
-        let mut user_ids: Vec<u32> = (0..300_000u32).map(|i| 1 + i + i / 3).collect();
-        user_ids.extend([4_000_000_000, 4_000_000_007, u32::MAX]);
-        let RowIndex::Map { dense_rows, .. } = RowIndex::new(&user_ids) else {
-            panic!("ids that are not rows need a map");
-        };
-        assert_eq!(dense_rows, 300_000);
-        let every = |step: usize| (0..user_ids.len() as u32).step_by(step).collect::<RoaringBitmap>();
-        let sets = [
-            RoaringBitmap::new(),
-            every(1),
-            every(3),
-            every(1000),
-            (0..5).chain(299_990..300_003).collect(),
-            (300_000..300_003).collect(),
-            [0, 299_999].into_iter().collect(),
-        ];
-        let all: RoaringBitmap = (0..user_ids.len() as u32).collect();
-        let everyone = Everyone {
-            ids: ids_of_rows(&user_ids, dense_rows, &all),
-            rows: all.clone(),
-        };
-        let most = &all - &every(4);
-        for rows in sets.iter().chain([&most, &all]) {
-            let expected: RoaringBitmap = rows.iter().map(|r| user_ids[r as usize]).collect();
-            assert_eq!(
-                ids_of_rows(&user_ids, dense_rows, rows),
-                expected,
-                "{} rows",
-                rows.len()
-            );
-            let through_the_rest = ids_of_rows_or_of_the_rest(&user_ids, dense_rows, rows, &everyone);
-            assert_eq!(through_the_rest, expected, "{} rows, through the rest", rows.len());
         }
     }
 
