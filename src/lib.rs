@@ -64,6 +64,7 @@
 //! assert_eq!(checked.rules.groups[0].name, "Sales");
 //! ```
 
+pub mod api;
 pub mod ast;
 pub mod check;
 pub mod checked;

@@ -46,11 +46,51 @@ pub struct GroupPreview {
     pub elapsed: Duration,
 }
 
-struct LastRule {
+/// A typed rule, checked and evaluated: who it catches, and what
+/// [`Session::explain`] traces. Made by [`Session::test_rule`], which
+/// changes nothing in the session, so several can be made at once.
+pub struct TestedRule {
+    /// Who it catches.
+    pub result: RuleResult,
+    /// The checker's warnings.
+    pub warnings: Vec<Diagnostic>,
     text: String,
     checked: CheckedRules,
     evaluation: Evaluation,
 }
+
+impl TestedRule {
+    /// The rule as typed, trimmed.
+    pub fn text(&self) -> &str {
+        &self.text
+    }
+}
+
+/// A column a rule can name.
+#[derive(Clone, Debug)]
+pub struct Field {
+    /// `users` or `enrollments`.
+    pub table: &'static str,
+    /// The column's name.
+    pub name: String,
+    /// Its type, as the checker names it.
+    pub type_name: String,
+    /// Whether rules can use it.
+    pub usable: bool,
+    /// Up to three distinct values, if the column was loaded.
+    pub samples: Option<Vec<String>>,
+}
+
+/// The language's functions, as completion offers them.
+pub const FUNCTIONS: [&str; 7] = [
+    "enrollment(",
+    "count(",
+    "completed(",
+    "enrolled(",
+    "in_branch(",
+    "member_of(",
+    "field(",
+];
 
 /// The key the typed rule is checked under.
 const PROMPT_KEY: &str = "_typed_rule";
@@ -70,7 +110,7 @@ pub struct Session {
     rules_text: String,
     rules: RulesFile,
     state_dir: Option<PathBuf>,
-    last: Option<LastRule>,
+    last: Option<TestedRule>,
 }
 
 impl Session {
@@ -124,16 +164,36 @@ impl Session {
 
     /// Checks and evaluates a typed rule; it becomes the last rule.
     pub fn evaluate(&mut self, text: &str) -> Result<RuleResult, Error> {
-        let started = Instant::now();
+        let tested = self.test_rule(text, SAMPLE_SIZE)?;
+        let result = tested.result.clone();
+        self.last = Some(tested);
+        Ok(result)
+    }
+
+    /// Checks a typed rule without evaluating it: its warnings, or its
+    /// errors as [`Error::Rules`].
+    pub fn check_rule(&self, text: &str) -> Result<Vec<Diagnostic>, Error> {
+        Ok(self.checked_rule(text)?.warnings)
+    }
+
+    fn checked_rule(&self, text: &str) -> Result<crate::check::Checked, Error> {
         let typed_error = |diagnostics| Error::Rules {
             errors: diagnostics,
             warnings: Vec::new(),
             file: SourceFile::new("<input>".to_string(), text.to_string()),
         };
         let expr: Expr = crate::parse_expr(text).map_err(|e| typed_error(vec![e.0]))?;
-        let checked = check_expression(&self.rules, PROMPT_KEY, expr, &self.schema, self.as_of)
-            .map_err(|e| typed_error(e.errors))?
-            .rules;
+        check_expression(&self.rules, PROMPT_KEY, expr, &self.schema, self.as_of).map_err(|e| typed_error(e.errors))
+    }
+
+    /// Checks and evaluates a typed rule, with up to `sample` of the users
+    /// it catches, leaving the session as it is.
+    pub fn test_rule(&self, text: &str, sample: usize) -> Result<TestedRule, Error> {
+        let started = Instant::now();
+        let crate::check::Checked {
+            rules: checked,
+            warnings,
+        } = self.checked_rule(text)?;
         let group = checked.groups.len() - 1;
         let evaluation = evaluate(&checked, &self.data, Some(&dependency_closure(&checked, &[group])));
         let members = &evaluation
@@ -142,19 +202,19 @@ impl Session {
             .find(|g| g.key == PROMPT_KEY)
             .expect("the typed rule is evaluated")
             .members;
-        let sample = self.user_table(members.iter().take(SAMPLE_SIZE));
         let result = RuleResult {
             matched: members.len(),
             users: self.data.user_count(),
-            sample,
+            sample: self.user_table(members.iter().take(sample)),
             elapsed: started.elapsed(),
         };
-        self.last = Some(LastRule {
+        Ok(TestedRule {
+            result,
+            warnings,
             text: text.trim().to_string(),
             checked,
             evaluation,
-        });
-        Ok(result)
+        })
     }
 
     /// Rows of `ids` with the identifying columns the users table has.
@@ -181,41 +241,76 @@ impl Session {
     /// Every column of users and enrollments: table, name, type and up to
     /// three distinct sample values.
     pub fn fields(&self) -> TextTable {
-        let mut rows = Vec::new();
+        TextTable {
+            header: ["table", "field", "type", "samples"].map(String::from).to_vec(),
+            rows: self
+                .field_list()
+                .into_iter()
+                .map(|f| {
+                    vec![
+                        Some(f.table.to_string()),
+                        Some(f.name),
+                        Some(f.type_name),
+                        f.samples.map(|s| s.join(", ")),
+                    ]
+                })
+                .collect(),
+        }
+    }
+
+    /// Every column of users and enrollments, as [`Session::fields`]
+    /// shows them.
+    pub fn field_list(&self) -> Vec<Field> {
+        let mut fields = Vec::new();
         let mut tables = vec![("users", &self.data.users)];
         if let Some(e) = &self.data.enrollments {
             tables.push(("enrollments", &e.table));
         }
         for (table_name, table) in tables {
             for (c, column) in table.schema.columns.iter().enumerate() {
-                let samples = table.columns[c].as_ref().map(|values| samples(values, table.rows));
-                rows.push(vec![
-                    Some(table_name.to_string()),
-                    Some(column.name.clone()),
-                    Some(match &column.column_type {
-                        crate::schema::ColumnType::Usable(t) => t.to_string(),
-                        crate::schema::ColumnType::Unusable(t) => format!("{t} (not usable)"),
-                    }),
-                    samples,
-                ]);
+                let (type_name, usable) = match &column.column_type {
+                    crate::schema::ColumnType::Usable(t) => (t.to_string(), true),
+                    crate::schema::ColumnType::Unusable(t) => (format!("{t} (not usable)"), false),
+                };
+                fields.push(Field {
+                    table: table_name,
+                    name: column.name.clone(),
+                    type_name,
+                    usable,
+                    samples: table.columns[c].as_ref().map(|values| samples(values, table.rows)),
+                });
             }
         }
-        TextTable {
-            header: ["table", "field", "type", "samples"].map(String::from).to_vec(),
-            rows,
-        }
+        fields
     }
 
-    /// Why `user_id` is or is not caught by the last typed rule; `member_of`
-    /// expanded `depth` levels.
+    /// Why `user_id` is or is not caught by the last typed rule;
+    /// `member_of` expanded `depth` levels.
     pub fn explain_last(&self, user_id: u32, depth: usize) -> Result<Trace, Error> {
         let last = self
             .last
             .as_ref()
             .ok_or_else(|| Error::Usage("type a rule first; `:explain ID` traces the last rule".into()))?;
-        let group = last.checked.groups.len() - 1;
-        explain(&last.checked, &self.data, &last.evaluation, group, user_id, depth)
+        self.explain(last, user_id, depth)
+    }
+
+    /// Why `user_id` is or is not caught by `rule`; `member_of` expanded
+    /// `depth` levels.
+    pub fn explain(&self, rule: &TestedRule, user_id: u32, depth: usize) -> Result<Trace, Error> {
+        let group = rule.checked.groups.len() - 1;
+        explain(&rule.checked, &self.data, &rule.evaluation, group, user_id, depth)
             .map_err(|e| Error::Usage(e.to_string()))
+    }
+
+    /// The rules file the session was opened with.
+    pub fn rules(&self) -> &RulesFile {
+        &self.rules
+    }
+
+    /// Whether a state directory was given, so groups have changes and
+    /// users committed groups.
+    pub fn has_state(&self) -> bool {
+        self.state_dir.is_some()
     }
 
     /// Evaluates group `key` of the rules file and, with a state, its changes
@@ -328,18 +423,7 @@ impl Session {
     /// Words to complete at the prompt: keywords, field names, group keys.
     pub fn completions(&self) -> Vec<String> {
         let mut words: BTreeSet<String> = crate::ast::RESERVED_WORDS.iter().map(|k| k.to_string()).collect();
-        words.extend(
-            [
-                "enrollment(",
-                "count(",
-                "completed(",
-                "enrolled(",
-                "in_branch(",
-                "member_of(",
-                "field(",
-            ]
-            .map(String::from),
-        );
+        words.extend(FUNCTIONS.map(String::from));
         words.extend(self.schema.users.names().map(String::from));
         if let Some(e) = &self.schema.enrollments {
             words.extend(e.names().map(String::from));
@@ -349,8 +433,8 @@ impl Session {
     }
 }
 
-/// Up to three distinct values of a column, comma-separated.
-fn samples(column: &Column, rows: usize) -> String {
+/// Up to three distinct values of a column.
+fn samples(column: &Column, rows: usize) -> Vec<String> {
     let mut seen: Vec<String> = Vec::new();
     for row in 0..rows {
         if let Some(value) = column.cell_text(row)
@@ -362,5 +446,5 @@ fn samples(column: &Column, rows: usize) -> String {
             }
         }
     }
-    seen.join(", ")
+    seen
 }

@@ -7,6 +7,7 @@ mod history;
 mod repl;
 mod rules;
 mod run;
+mod serve;
 mod tools;
 
 use clap::{Args, Parser, Subcommand};
@@ -43,6 +44,8 @@ enum Command {
     /// Type rules against your data and see at once who they catch, why a
     /// user is caught or not, and what a group of the rules file would change.
     Repl(Box<repl::ReplArgs>),
+    /// Serve a rule tester page and a JSON API over the data (read-only).
+    Serve(Box<serve::ServeArgs>),
     /// Why a user is or is not in a group: the rule as a tree, each node
     /// true or false for the user, with the user's values.
     Explain(ExplainArgs),
@@ -133,6 +136,7 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Repl(args) => return repl::main(*args),
+        Command::Serve(args) => return serve::main(*args),
         Command::Check(args) => run_check(args),
         Command::Run(args) => run_run(*args),
         Command::Explain(args) => run_explain(args),

@@ -106,13 +106,21 @@ fn report(error: &Error) -> String {
     }
 }
 
-fn run(args: ReplArgs) -> Result<(), String> {
+/// Loads the inputs and the rules file into a session, with a spinner,
+/// and says what was loaded, then `next`; the error is the report to print.
+pub(super) fn open_session(
+    users: &std::path::Path,
+    data: &super::DataArgs,
+    rules: Option<&PathBuf>,
+    state: Option<PathBuf>,
+    next: &str,
+) -> Result<Session, String> {
     let started = Instant::now();
     let spinner = super::Spinner::default();
-    spinner.begin(&format!("loading {}", args.users.display()));
+    spinner.begin(&format!("loading {}", users.display()));
     let inputs =
-        OpenInputs::open(&super::input_paths(args.users.clone(), &args.data)).map_err(|e| format!("error: {e}\n"))?;
-    let rules = match &args.rules {
+        OpenInputs::open(&super::input_paths(users.to_path_buf(), data)).map_err(|e| format!("error: {e}\n"))?;
+    let rules = match rules {
         Some(path) => Some((
             path.clone(),
             dyngroups::SourceFile::read(path)
@@ -121,16 +129,26 @@ fn run(args: ReplArgs) -> Result<(), String> {
         )),
         None => None,
     };
-    let as_of = super::as_of(&args.data);
-    let mut session = Session::open(inputs, rules, as_of, args.state.clone()).map_err(|e| report(&e))?;
+    let session = Session::open(inputs, rules, super::as_of(data), state).map_err(|e| report(&e))?;
     spinner.end();
     let enrollments = session.data().enrollments.as_ref().map_or(0, |e| e.user_rows.len());
     println!(
-        "loaded {} users and {} enrollments in {:.0} ms; type a rule, or :help",
+        "loaded {} users and {} enrollments in {:.0} ms{next}",
         session.data().user_count(),
         enrollments,
         started.elapsed().as_secs_f64() * 1e3
     );
+    Ok(session)
+}
+
+fn run(args: ReplArgs) -> Result<(), String> {
+    let mut session = open_session(
+        &args.users,
+        &args.data,
+        args.rules.as_ref(),
+        args.state.clone(),
+        "; type a rule, or :help",
+    )?;
 
     let mut lines = Lines::new(session.completions());
     while let Some(input) = lines.read()? {
