@@ -18,6 +18,7 @@ mod repl;
 mod robustness;
 mod roundtrip;
 mod schema;
+mod serve;
 mod skips;
 mod spec;
 mod sql;
