@@ -403,9 +403,17 @@ fn the_page_tests_a_rule_in_chromium() {
     assert!(std::fs::metadata(&screenshot).unwrap().len() > 10_000);
 }
 
-/// The `http` blocks of `docs/api.md`, as (request, answer) pairs: the
-/// method, the path, the body, then the status and the JSON answer.
-fn documented_calls() -> Vec<((String, String, String), (u16, Value))> {
+/// A request of `docs/api.md` and the answer shown for it.
+struct DocumentedCall {
+    method: String,
+    path: String,
+    body: String,
+    status: u16,
+    answer: Value,
+}
+
+/// The `http` blocks of `docs/api.md`, a request then its answer.
+fn documented_calls() -> Vec<DocumentedCall> {
     let page = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/api.md")).unwrap();
     let blocks: Vec<&str> = page
         .split("```http\n")
@@ -413,7 +421,7 @@ fn documented_calls() -> Vec<((String, String, String), (u16, Value))> {
         .map(|rest| rest.split("\n```").next().unwrap())
         .collect();
     assert!(
-        blocks.len() >= 16 && blocks.len() % 2 == 0,
+        blocks.len() >= 16 && blocks.len().is_multiple_of(2),
         "{} http blocks",
         blocks.len()
     );
@@ -428,7 +436,13 @@ fn documented_calls() -> Vec<((String, String, String), (u16, Value))> {
             // `…` marks items left out of a list.
             let json = answer.split_once("\n\n").unwrap().1.replace('…', "\"…\"");
             let json = serde_json::from_str(&json).unwrap_or_else(|e| panic!("{path}: {e}\n{json}"));
-            ((method.to_string(), path.to_string(), body.to_string()), (status, json))
+            DocumentedCall {
+                method: method.to_string(),
+                path: path.to_string(),
+                body: body.to_string(),
+                status,
+                answer: json,
+            }
         })
         .collect()
 }
@@ -481,10 +495,16 @@ fn the_api_reference_examples_are_what_the_server_answers() {
             state.path().to_str().unwrap(),
         ],
     );
-    for ((method, path, body), (status, shown)) in documented_calls() {
-        let (got, text) = served.request(&method, &path, &[("Content-Type", "application/json")], body.as_bytes());
-        assert_eq!(got, status, "{method} {path}: {text}");
+    for call in documented_calls() {
+        let (method, path) = (&call.method, &call.path);
+        let (status, text) = served.request(
+            method,
+            path,
+            &[("Content-Type", "application/json")],
+            call.body.as_bytes(),
+        );
+        assert_eq!(status, call.status, "{method} {path}: {text}");
         let actual: Value = serde_json::from_str(&text).unwrap();
-        shows(&actual, &shown, &format!("{method} {path}"));
+        shows(&actual, &call.answer, &format!("{method} {path}"));
     }
 }
