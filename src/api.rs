@@ -209,6 +209,8 @@ pub struct GroupAnswer {
     pub group: GroupSummary,
     /// Members a run would commit (a draft: the members it previews).
     pub members: u64,
+    /// The first of them by id, with their identifying columns.
+    pub sample: UsersJson,
     /// Its changes against the last committed run, with a state.
     pub changes: Option<ChangesJson>,
     /// Time to evaluate it, on the server.
@@ -409,6 +411,7 @@ impl Api {
         Ok(GroupAnswer {
             group: summary(group),
             members: preview.members,
+            sample: preview.sample.into(),
             changes: preview.change.map(|change| ChangesJson {
                 added: change.added.len(),
                 removed: change.removed.len(),

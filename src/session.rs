@@ -42,6 +42,8 @@ pub struct GroupPreview {
     pub members: u64,
     /// The changes against the last committed run, if a state is open.
     pub change: Option<GroupChange>,
+    /// The first members by id, with their identifying columns.
+    pub sample: TextTable,
     /// Time to evaluate it.
     pub elapsed: Duration,
 }
@@ -352,6 +354,7 @@ impl Session {
         Ok(GroupPreview {
             members: committed.len(),
             change,
+            sample: self.user_table(committed.iter().take(SAMPLE_SIZE)),
             elapsed: started.elapsed(),
         })
     }

@@ -214,6 +214,9 @@ async function showGroup(key) {
   }
   const parts = [element("strong", `${group.name} (${group.key}, ${group.status})`), element("br")];
   parts.push(`${group.members.toLocaleString("en")} members · ${group.elapsed_ms.toFixed(1)} ms`);
+  if (group.sample.rows.length) {
+    parts.push(element("br"), `first members: ${group.sample.rows.map((r) => r.slice(0, 2).join(" ")).join(", ")}`);
+  }
   if (group.changes) {
     const c = group.changes;
     parts.push(element("br"), element("span", `+${c.added}`, "yes"), " ", element("span", `-${c.removed}`, "no"));
