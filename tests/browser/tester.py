@@ -26,6 +26,10 @@ CHROMIUM_ARGS = [
 ]
 
 
+# CI machines are slow and busy: wait longer than the default 5 s.
+expect.set_options(timeout=30_000)
+
+
 def main(url: str, screenshot: str) -> None:
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)

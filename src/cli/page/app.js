@@ -248,6 +248,30 @@ async function showUserGroups(event) {
 // ---- start ---------------------------------------------------------------
 
 async function start() {
+  // Listen first: an admin may type before the fields arrive.
+  const textarea = $("rule");
+  textarea.addEventListener("input", () => {
+    showCompletions();
+    ruleChanged();
+  });
+  textarea.addEventListener("keydown", (event) => {
+    if ($("completions").hidden) return;
+    if (event.key === "ArrowDown" || event.key === "ArrowUp") {
+      event.preventDefault();
+      const n = completion.items.length;
+      completion.selected = (completion.selected + (event.key === "ArrowDown" ? 1 : n - 1)) % n;
+      markSelected();
+    } else if (event.key === "Tab" || event.key === "Enter") {
+      event.preventDefault();
+      acceptCompletion();
+    } else if (event.key === "Escape") {
+      $("completions").hidden = true;
+    }
+  });
+  textarea.addEventListener("blur", () => ($("completions").hidden = true));
+  $("explain-form").addEventListener("submit", explainUser);
+  $("user-groups-form").addEventListener("submit", showUserGroups);
+
   const [status, fields] = await call("GET", "/api/fields");
   if (status !== 200) {
     $("about").replaceChildren(element("span", fields.error.message, "error"));
@@ -281,28 +305,6 @@ async function start() {
     }),
   );
 
-  const textarea = $("rule");
-  textarea.addEventListener("input", () => {
-    showCompletions();
-    ruleChanged();
-  });
-  textarea.addEventListener("keydown", (event) => {
-    if ($("completions").hidden) return;
-    if (event.key === "ArrowDown" || event.key === "ArrowUp") {
-      event.preventDefault();
-      const n = completion.items.length;
-      completion.selected = (completion.selected + (event.key === "ArrowDown" ? 1 : n - 1)) % n;
-      markSelected();
-    } else if (event.key === "Tab" || event.key === "Enter") {
-      event.preventDefault();
-      acceptCompletion();
-    } else if (event.key === "Escape") {
-      $("completions").hidden = true;
-    }
-  });
-  textarea.addEventListener("blur", () => ($("completions").hidden = true));
-  $("explain-form").addEventListener("submit", explainUser);
-  $("user-groups-form").addEventListener("submit", showUserGroups);
 }
 
 start();
