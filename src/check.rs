@@ -5,6 +5,7 @@ use crate::ast::*;
 use crate::checked::*;
 use crate::diagnostic::Diagnostic;
 use crate::limits::{MAX_KEY_CHARS, MAX_LIST_ITEMS, MAX_NAME_CHARS, MAX_REGEX_BYTES, MAX_RULE_BYTES};
+use crate::pattern::{Pattern, PatternError};
 use crate::schema::{ColumnType, Resolution, Schema, TableSchema, ValueType};
 use crate::source::{Span, Spanned};
 use crate::suggest::{did_you_mean, list_some, nearest};
@@ -739,39 +740,18 @@ impl<'a> Checker<'a> {
         })
     }
 
-    fn regex(&mut self, pattern: &Spanned<String>) -> Option<regex::Regex> {
-        match regex::RegexBuilder::new(&pattern.value)
-            .size_limit(MAX_REGEX_BYTES)
-            .build()
-        {
-            Ok(r) => Some(r),
-            Err(regex::Error::CompiledTooBig(_)) => {
-                self.error(
-                    Diagnostic::error(
-                        pattern.span,
-                        format!(
-                            "the regular expression compiles to more than {} MiB",
-                            MAX_REGEX_BYTES >> 20
-                        ),
-                    )
-                    .with_help("simplify it, e.g. smaller repetition counts like `{1,100}`"),
-                );
-                None
-            }
-            Err(e) => {
-                let detail = e.to_string();
-                let reason = detail
-                    .lines()
-                    .rev()
-                    .find(|l| l.starts_with("error:"))
-                    .unwrap_or("invalid syntax");
-                self.error(
-                    Diagnostic::error(
-                        pattern.span,
-                        format!("invalid regular expression: {}", reason.trim_start_matches("error: ")),
-                    )
-                    .with_help("patterns use Rust regex syntax; escape special characters like `\\\\.`"),
-                );
+    fn regex(&mut self, pattern: &Spanned<String>) -> Option<Pattern> {
+        match Pattern::new(&pattern.value, MAX_REGEX_BYTES) {
+            Ok(compiled) => Some(compiled),
+            Err(error) => {
+                let help = match &error {
+                    PatternError::TooBig(_) => "simplify it, e.g. smaller repetition counts like `{1,100}`",
+                    PatternError::Syntax(_) => "patterns use Rust regex syntax; escape special characters like `\\\\.`",
+                    PatternError::NotAscii(_) => {
+                        "`\\d`, `\\w`, `\\s` and `\\b` are ASCII classes; write other classes out"
+                    }
+                };
+                self.error(Diagnostic::error(pattern.span, error.to_string()).with_help(help));
                 None
             }
         }

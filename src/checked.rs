@@ -3,7 +3,7 @@
 //! every evaluator consume; nothing downstream looks a name up again.
 
 use crate::ast::{CmpOp, DateOffset, GroupStatus};
-use regex::Regex;
+use crate::pattern::Pattern;
 use std::collections::BTreeSet;
 
 /// A whole rules file, checked against a schema.
@@ -133,8 +133,8 @@ pub enum Test {
     StartsWith(String),
     /// Lowercased value ends with the lowercased text.
     EndsWith(String),
-    /// The regex finds a match in the value as stored.
-    Matches(Regex),
+    /// The pattern finds a match in the value as stored.
+    Matches(Pattern),
     /// Missing, or `""` for text.
     IsEmpty,
     /// A boolean column that is true.

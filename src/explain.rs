@@ -290,7 +290,7 @@ fn holds(column: &Column, row: usize, test: &Test) -> bool {
                 Test::Contains(t) => lower.contains(t.as_str()),
                 Test::StartsWith(t) => lower.starts_with(t.as_str()),
                 Test::EndsWith(t) => lower.ends_with(t.as_str()),
-                Test::Matches(regex) => regex.is_match(raw),
+                Test::Matches(pattern) => pattern.is_match(raw),
                 Test::Compare(..) | Test::IsTrue => false,
             }
         }
@@ -346,7 +346,7 @@ fn describe(name: &str, test: &Test, negated: bool) -> String {
         (Test::Contains(t), false) => format!("{name} contains {t:?}"),
         (Test::StartsWith(t), false) => format!("{name} starts_with {t:?}"),
         (Test::EndsWith(t), false) => format!("{name} ends_with {t:?}"),
-        (Test::Matches(r), false) => format!("{name} matches {:?}", r.as_str()),
+        (Test::Matches(p), false) => format!("{name} matches {:?}", p.source()),
     }
 }
 

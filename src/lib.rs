@@ -81,6 +81,7 @@ pub mod import;
 pub mod limits;
 pub mod output;
 pub mod parse;
+pub mod pattern;
 pub mod polars;
 pub mod run;
 pub mod schema;

@@ -239,8 +239,10 @@ impl Writer<'_> {
             (ValueType::Text, Test::IsEmpty) => known(format!("{value}.is_null() | ({value} == \"\")")),
             (ValueType::Number, Test::IsEmpty) => known(format!("{value}.is_null() | {number}.is_nan()")),
             (_, Test::IsEmpty) => format!("{value}.is_null()"),
-            (ValueType::Text, Test::Matches(regex)) => {
-                known(format!("{value}.str.contains({})", python_text(regex.as_str())))
+            // Polars runs the `regex` crate: it gets the ASCII classes
+            // written out, as the engine does.
+            (ValueType::Text, Test::Matches(pattern)) => {
+                known(format!("{value}.str.contains({})", python_text(pattern.compiled())))
             }
             (ValueType::Text, text_test) => {
                 let lowered = self.lowered(test.column, frame);

@@ -450,7 +450,7 @@ impl<'a> Writer<'a> {
                 format!("({value} IS NULL OR {})", self.is_nan(&number))
             }
             (_, Test::IsEmpty) => format!("({value} IS NULL)"),
-            (ValueType::Text, Test::Matches(regex)) => known(self.matches(&value, regex.as_str(), key)?),
+            (ValueType::Text, Test::Matches(pattern)) => known(self.matches(&value, pattern.source(), key)?),
             (ValueType::Text, text_test) => {
                 let lowered = self.lower(&value);
                 known(self.text_test(&lowered, text_test, key)?)
@@ -704,29 +704,26 @@ impl Predicate {
 /// Rust `regex` crate means, or why it cannot be.
 ///
 /// Accepted everywhere: literal characters, `.`, `^`, `$`, bracket classes
-/// of characters and ranges, groups, alternation, repetition up to 255, and
-/// the `i` flag. Refused, with the reason: `\d`, `\w`, `\s`, `\b` (Unicode in
-/// Rust, ASCII in RE2 and POSIX), Unicode classes, nested or set-operation
-/// classes, named groups, other flags.
+/// of characters and ranges, `\d`, `\w`, `\s` and their negations (ASCII,
+/// written out as classes), `\b` (an ASCII word boundary: RE2's own, a
+/// lookaround elsewhere), groups, alternation, repetition up to 255, and
+/// the `i` flag. Refused, with the reason: Unicode classes, nested or
+/// set-operation classes, named groups, other flags.
 pub fn translate_regex(pattern: &str, dialect: Dialect) -> Result<String, String> {
     let ast = rx::parse::Parser::new()
         .parse(pattern)
         .map_err(|e| format!("it does not parse: {e}"))?;
-    let mut edits: Vec<(rx::Span, &'static str)> = Vec::new();
+    let mut edits: Vec<(rx::Span, String)> = Vec::new();
     check_regex(&ast, dialect, &mut edits)?;
-    let mut out = String::new();
-    let mut at = 0;
-    edits.sort_by_key(|(span, _)| span.start.offset);
-    for (span, replacement) in edits {
-        out.push_str(&pattern[at..span.start.offset]);
-        out.push_str(replacement);
-        at = span.end.offset;
-    }
-    out.push_str(&pattern[at..]);
-    Ok(out)
+    Ok(crate::pattern::apply_edits(pattern, edits))
 }
 
-fn check_regex(ast: &Ast, dialect: Dialect, edits: &mut Vec<(rx::Span, &'static str)>) -> Result<(), String> {
+/// An ASCII word boundary where the engine has none: between a word
+/// character and a non-word one (or an end), by lookarounds, which
+/// PostgreSQL and Java have and RE2 does not.
+const WORD_BOUNDARY_LOOKAROUND: &str = "(?:(?<=[0-9A-Za-z_])(?![0-9A-Za-z_])|(?<![0-9A-Za-z_])(?=[0-9A-Za-z_]))";
+
+fn check_regex(ast: &Ast, dialect: Dialect, edits: &mut Vec<(rx::Span, String)>) -> Result<(), String> {
     match ast {
         Ast::Empty(_) => Ok(()),
         Ast::Literal(literal) => check_literal(literal),
@@ -734,7 +731,7 @@ fn check_regex(ast: &Ast, dialect: Dialect, edits: &mut Vec<(rx::Span, &'static 
             // Rust's `.` is any character but `\n`; PostgreSQL's matches `\n`
             // too, Java's excludes `\r` and more.
             if dialect != Dialect::DuckDb {
-                edits.push((**span, "[^\\n]"));
+                edits.push((**span, "[^\\n]".into()));
             }
             Ok(())
         }
@@ -743,18 +740,30 @@ fn check_regex(ast: &Ast, dialect: Dialect, edits: &mut Vec<(rx::Span, &'static 
             rx::AssertionKind::EndLine => {
                 // Java's `$` also matches before a final line break.
                 if dialect == Dialect::Spark {
-                    edits.push((assertion.span, "\\z"));
+                    edits.push((assertion.span, "\\z".into()));
                 }
                 Ok(())
             }
-            _ => Err("word boundaries and `\\A`/`\\z` differ between engines; use `^` and `$`".into()),
+            rx::AssertionKind::WordBoundary => {
+                // RE2's `\b` is ASCII; Java's follows Unicode letters.
+                if dialect != Dialect::DuckDb {
+                    edits.push((assertion.span, WORD_BOUNDARY_LOOKAROUND.into()));
+                }
+                Ok(())
+            }
+            _ => Err("`\\B`, `\\b{..}` and `\\A`/`\\z` differ between engines; use `\\b`, `^` and `$`".into()),
         },
-        Ast::ClassPerl(_) => Err(
-            "`\\d`, `\\w` and `\\s` match Unicode characters in dyngroups but only ASCII in other engines; write the class out, e.g. `[0-9]`"
-                .into(),
-        ),
+        Ast::ClassPerl(class) => {
+            // Spelt out, the same in every engine whatever its own classes.
+            let negated = if class.negated { "^" } else { "" };
+            edits.push((
+                class.span,
+                format!("[{negated}{}]", crate::pattern::perl_ranges(&class.kind)),
+            ));
+            Ok(())
+        }
         Ast::ClassUnicode(_) => Err("Unicode classes like `\\p{L}` differ between engines".into()),
-        Ast::ClassBracketed(class) => check_class(&class.kind),
+        Ast::ClassBracketed(class) => check_class(&class.kind, edits),
         Ast::Repetition(repetition) => {
             if let rx::RepetitionKind::Range(range) = &repetition.op.kind {
                 let most = match range {
@@ -776,14 +785,17 @@ fn check_regex(ast: &Ast, dialect: Dialect, edits: &mut Vec<(rx::Span, &'static 
         Ast::Flags(set) => {
             let only_i = matches!(
                 set.flags.items.as_slice(),
-                [rx::FlagsItem { kind: rx::FlagsItemKind::Flag(rx::Flag::CaseInsensitive), .. }]
+                [rx::FlagsItem {
+                    kind: rx::FlagsItemKind::Flag(rx::Flag::CaseInsensitive),
+                    ..
+                }]
             );
             if !only_i || set.span.start.offset != 0 {
                 return Err("the only flag accepted is `(?i)`, at the start of the pattern".into());
             }
             // Java folds only ASCII case unless told Unicode.
             if dialect == Dialect::Spark {
-                edits.push((set.span, "(?iu)"));
+                edits.push((set.span, "(?iu)".into()));
             }
             Ok(())
         }
@@ -807,19 +819,24 @@ fn check_literal(literal: &rx::Literal) -> Result<(), String> {
     }
 }
 
-fn check_class(set: &rx::ClassSet) -> Result<(), String> {
+fn check_class(set: &rx::ClassSet, edits: &mut Vec<(rx::Span, String)>) -> Result<(), String> {
     let rx::ClassSet::Item(item) = set else {
         return Err("class set operations (`&&`, `--`, `~~`) exist only in Rust's syntax".into());
     };
-    let item_ok = |item: &rx::ClassSetItem| -> Result<(), String> {
+    let mut item_ok = |item: &rx::ClassSetItem| -> Result<(), String> {
         match item {
             rx::ClassSetItem::Empty(_) => Ok(()),
             rx::ClassSetItem::Literal(l) => check_literal(l),
             rx::ClassSetItem::Range(r) => check_literal(&r.start).and(check_literal(&r.end)),
             rx::ClassSetItem::Ascii(_) => Err("POSIX classes like `[[:alpha:]]`: write the ranges out".into()),
-            rx::ClassSetItem::Unicode(_) | rx::ClassSetItem::Perl(_) => Err(
-                "`\\d`, `\\w`, `\\s` and `\\p{..}` inside a class differ between engines; write the ranges out".into(),
-            ),
+            rx::ClassSetItem::Perl(class) if class.negated => Err(crate::pattern::NEGATED_IN_BRACKETS.into()),
+            rx::ClassSetItem::Perl(class) => {
+                edits.push((class.span, crate::pattern::perl_ranges(&class.kind).into()));
+                Ok(())
+            }
+            rx::ClassSetItem::Unicode(_) => {
+                Err("Unicode classes like `\\p{L}` inside a class differ between engines; write the ranges out".into())
+            }
             rx::ClassSetItem::Bracketed(_) => Err("nested classes exist only in Rust's syntax".into()),
             rx::ClassSetItem::Union(_) => unreachable!("unions are flattened below"),
         }
@@ -901,11 +918,20 @@ mod tests {
             pg("[a-z0-9_]+@(acme|ACME)\\.com").unwrap(),
             "[a-z0-9_]+@(acme|ACME)\\.com"
         );
-        assert!(pg("\\d+").unwrap_err().contains("[0-9]"));
+        // The ASCII classes, spelt out the same everywhere.
+        assert_eq!(pg("\\d+\\S").unwrap(), "[0-9]+[^\\t\\n\\x0B\\x0C\\r ]");
+        assert_eq!(pg("[\\w.-]").unwrap(), "[0-9A-Za-z_.-]");
+        assert!(pg("[\\Wa]").unwrap_err().contains("[^0-9]"));
+        assert_eq!(translate_regex("\\bab", Dialect::DuckDb).unwrap(), "\\bab");
+        assert_eq!(
+            translate_regex("\\bab", Dialect::Spark).unwrap(),
+            format!("{WORD_BOUNDARY_LOOKAROUND}ab")
+        );
+        assert!(pg("a\\B").is_err());
         assert!(pg("a(?i)b").is_err());
         assert!(pg("(?P<x>a)").is_err());
         assert!(pg("[[:alpha:]]").is_err());
-        assert!(pg("\\bword").is_err());
+        assert!(pg("\\pL").is_err());
         assert!(pg("a{300}").is_err());
         assert!(pg("(").unwrap_err().contains("does not parse"));
     }

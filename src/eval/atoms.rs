@@ -471,7 +471,7 @@ pub(super) fn text_codes(text: &TextColumn, test: &Test) -> Option<RoaringBitmap
         Test::Contains(_) => codes_holding(text, &[Needle::of(test).expect("a needle")]).swap_remove(0),
         Test::StartsWith(t) => match_codes(lower.len(), |c| lower.get_bytes(c).starts_with(t.as_bytes())),
         Test::EndsWith(t) => match_codes(lower.len(), |c| lower.get_bytes(c).ends_with(t.as_bytes())),
-        Test::Matches(regex) => match_codes(text.values.len(), |c| regex.is_match(text.values.get(c))),
+        Test::Matches(pattern) => match_codes(text.values.len(), |c| pattern.is_match(text.values.get(c))),
         Test::Compare(..) | Test::IsTrue => RoaringBitmap::new(),
     })
 }

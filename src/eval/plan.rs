@@ -126,7 +126,7 @@ impl TestKey {
             Test::Contains(text) => TestKey::Contains(text.clone()),
             Test::StartsWith(text) => TestKey::StartsWith(text.clone()),
             Test::EndsWith(text) => TestKey::EndsWith(text.clone()),
-            Test::Matches(regex) => TestKey::Matches(regex.as_str().to_string()),
+            Test::Matches(pattern) => TestKey::Matches(pattern.source().to_string()),
             Test::IsEmpty => TestKey::IsEmpty,
             Test::IsTrue => TestKey::IsTrue,
         }

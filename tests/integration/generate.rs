@@ -193,13 +193,34 @@ const NAMES: &[&str] = &[
     "σ",
     "a,b",
     "x\"y",
+    // For `\d`, `\w`, `\s`, `\b`, which are ASCII: a non-ASCII digit,
+    // a no-break space, a letter with an accent.
+    "٣",
+    "ana b",
+    "Ana\u{a0}b",
+    "café 7",
 ];
 const DEPTS: &[&str] = &["Sales", "sales", "SALES", "Eng", "", "Ünit"];
 const BRANCHES: &[&str] = &["HQ", "EMEA", "EMEA-PT", "emea-uk", "AMER", "ZZ"];
 const COURSES: &[&str] = &["C1", "c1", "C2", "Ç3", ""];
 const STATUSES: &[&str] = &["completed", "Completed", "in_progress"];
 const NUMBERS: &[f64] = &[-1.5, 0.0, 3.0, 7.25, 10.0, f64::NAN];
-const PATTERNS: &[&str] = &["^a", "(?i)sales", "s$", "İ", ".", "^$", "[Σσ]"];
+const PATTERNS: &[&str] = &[
+    "^a",
+    "(?i)sales",
+    "s$",
+    "İ",
+    ".",
+    "^$",
+    "[Σσ]",
+    "\\d",
+    "^\\w+$",
+    "a\\sb",
+    "(?i)\\bana\\b",
+    "[\\d,]",
+    "f\\b",
+    "^\\W",
+];
 const NEEDLES: &[&str] = &["a", "S", "", "ß", "İ", "σ", "ss", "i̇"];
 
 /// The as-of date of generated cases: a month end, so month steps clamp.

@@ -125,7 +125,7 @@ fn cell_holds(table: &Table, column: usize, test: &Test, row: usize) -> bool {
                 Test::Contains(t) => lower.contains(t.as_str()),
                 Test::StartsWith(t) => lower.starts_with(t.as_str()),
                 Test::EndsWith(t) => lower.ends_with(t.as_str()),
-                Test::Matches(r) => r.is_match(value),
+                Test::Matches(p) => p.is_match(value),
                 other => panic!("not a text test: {other:?}"),
             }
         }
