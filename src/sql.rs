@@ -50,6 +50,10 @@ pub struct SqlOptions {
     pub match_by: Option<String>,
     /// `today`: a fixed date, or `None` for the day the query runs.
     pub as_of: Option<chrono::NaiveDate>,
+    /// Groups to leave out, by key (those [`untranslatable_groups`] names):
+    /// the queries are those of rules without them, and a changes query
+    /// leaves their committed members as they are.
+    pub skip: BTreeSet<String>,
 }
 
 impl SqlOptions {
@@ -65,6 +69,7 @@ impl SqlOptions {
             committed_table: "committed".into(),
             match_by: None,
             as_of: None,
+            skip: BTreeSet::new(),
         }
     }
 }
@@ -107,6 +112,33 @@ pub enum SqlError {
     UnknownGroup(String),
 }
 
+impl SqlError {
+    /// The group whose rule cannot be written, for the errors that have one.
+    pub fn group(&self) -> Option<&str> {
+        match self {
+            SqlError::Regex { group, .. } | SqlError::Text { group, .. } => Some(group),
+            _ => None,
+        }
+    }
+}
+
+/// The groups whose SQL cannot be written for the dialect, by key, each
+/// with why, in the rules' order: a group whose `member_of` names one of
+/// them cannot be written either.
+pub fn untranslatable_groups(
+    rules: &CheckedRules,
+    schema: &Schema,
+    options: &SqlOptions,
+) -> Result<Vec<(String, SqlError)>, SqlError> {
+    let writer = Writer::new(rules, schema, options)?;
+    Ok((0..rules.groups.len())
+        .filter_map(|g| {
+            let refused = writer.query(&[g], "SELECT 1").err()?;
+            Some((rules.groups[g].key.clone(), refused))
+        })
+        .collect())
+}
+
 /// The SQL returning one group's members.
 #[derive(Clone, Debug)]
 pub struct GroupQuery {
@@ -126,7 +158,9 @@ pub fn group_queries(
 ) -> Result<Vec<GroupQuery>, SqlError> {
     let writer = Writer::new(rules, schema, options)?;
     let wanted: Vec<usize> = if keys.is_empty() {
-        (0..rules.groups.len()).collect()
+        (0..rules.groups.len())
+            .filter(|&g| !options.skip.contains(&rules.groups[g].key))
+            .collect()
     } else {
         keys.iter()
             .map(|key| {
@@ -168,7 +202,15 @@ pub fn changes_query(rules: &CheckedRules, schema: &Schema, options: &SqlOptions
     let (committing, members) = committed_members(&writer)?;
     let group = writer.identifier("group");
     let change = writer.identifier("change");
-    let committed = format!("SELECT {group}, user_id FROM {}", writer.tables.committed);
+    let mut committed = format!("SELECT {group}, user_id FROM {}", writer.tables.committed);
+    if !writer.skip.is_empty() {
+        let skipped: Vec<String> = writer
+            .skip
+            .iter()
+            .map(|key| writer.text(key, key))
+            .collect::<Result<_, _>>()?;
+        write!(committed, " WHERE {group} NOT IN ({})", skipped.join(", ")).expect("writing to a String");
+    }
     let members = format!("SELECT {group}, user_id FROM (\n{members}\n) AS members");
     let body = format!(
         "SELECT {group}, user_id, 'add' AS {change} FROM (\n{members}\nEXCEPT\n{committed}\n) AS added\n\
@@ -184,7 +226,7 @@ pub fn changes_query(rules: &CheckedRules, schema: &Schema, options: &SqlOptions
 fn committed_members(writer: &Writer<'_>) -> Result<(Vec<usize>, String), SqlError> {
     let rules = writer.rules;
     let committing: Vec<usize> = (0..rules.groups.len())
-        .filter(|&g| rules.groups[g].status != GroupStatus::Draft)
+        .filter(|&g| rules.groups[g].status != GroupStatus::Draft && !writer.skip.contains(&rules.groups[g].key))
         .collect();
     let group_column = writer.identifier("group");
     let mut body = String::new();
@@ -224,6 +266,8 @@ struct Writer<'a> {
     tables: Tables,
     match_by: Option<String>,
     as_of: Option<chrono::NaiveDate>,
+    /// Groups left out, by key.
+    skip: BTreeSet<String>,
 }
 
 /// Which table a column test reads: the users row `u`, or an enrollments
@@ -267,6 +311,7 @@ impl<'a> Writer<'a> {
             },
             match_by: options.match_by.clone(),
             as_of: options.as_of,
+            skip: options.skip.clone(),
         })
     }
 

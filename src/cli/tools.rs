@@ -26,6 +26,11 @@ pub(super) struct SqlArgs {
     /// `run --diff-out` writes.
     #[arg(long, conflicts_with_all = ["combined", "groups"])]
     changes: bool,
+    /// Write the groups the dialect can hold and name each one left out
+    /// on stderr, instead of refusing the whole file. A changes query
+    /// leaves the committed members of those groups as they are.
+    #[arg(long)]
+    skip_untranslatable: bool,
     /// The users table.
     #[arg(long, value_name = "TABLE", default_value = "users")]
     users_table: String,
@@ -84,9 +89,9 @@ pub(super) enum GenShape {
 }
 
 pub(super) fn run_sql(args: SqlArgs) -> Result<(), Error> {
-    use dyngroups::sql::{Dialect, SqlOptions, changes_query, combined_query, group_queries};
+    use dyngroups::sql::{Dialect, SqlOptions, changes_query, combined_query, group_queries, untranslatable_groups};
     let (rules, inputs) = rules_checked_against_data(&args.inputs)?;
-    let options = SqlOptions {
+    let mut options = SqlOptions {
         dialect: match args.dialect {
             SqlDialect::Duckdb => Dialect::DuckDb,
             SqlDialect::Postgres => Dialect::Postgres,
@@ -99,12 +104,22 @@ pub(super) fn run_sql(args: SqlArgs) -> Result<(), Error> {
         committed_table: args.committed_table,
         match_by: args.inputs.data.match_by.clone(),
         as_of: args.inputs.data.as_of,
+        skip: Default::default(),
     };
     let schema = inputs.schema();
     let unwritable = |e: dyngroups::sql::SqlError| match e {
         dyngroups::sql::SqlError::UnknownGroup(_) => Error::Usage(e.to_string()),
         _ => Error::Untranslatable(e.to_string()),
     };
+    if args.skip_untranslatable {
+        for (key, why) in untranslatable_groups(&rules, &schema, &options).map_err(unwritable)? {
+            match why.group() {
+                Some(group) if group == key => eprintln!("skipped {why}"),
+                _ => eprintln!("skipped group `{key}`, which uses {why}"),
+            }
+            options.skip.insert(key);
+        }
+    }
     let mut out = String::new();
     if args.changes {
         out = changes_query(&rules, &schema, &options).map_err(unwritable)?;

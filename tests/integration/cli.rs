@@ -333,6 +333,53 @@ fn sql_refuses_what_a_dialect_would_read_differently() {
     assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
 }
 
+#[test]
+fn sql_can_leave_out_the_groups_a_dialect_cannot_hold() {
+    let w = Workspace::new(&[
+        ("users.csv", "user_id,code\n1,A1\n"),
+        (
+            "mixed.rules",
+            "group good { code == \"a1\" }\n\
+             group letters { code matches \"\\\\pL\" }\n\
+             group uses_letters { member_of(letters) or code == \"b\" }\n",
+        ),
+    ]);
+    let sql = |extra: &[&str]| {
+        let mut args = vec![
+            "sql",
+            "--rules",
+            "mixed.rules",
+            "--users",
+            "users.csv",
+            "--dialect",
+            "postgres",
+        ];
+        args.extend_from_slice(extra);
+        w.dyngroups(&args)
+    };
+    assert_eq!(sql(&[]).status.code(), Some(1));
+    let out = sql(&["--skip-untranslatable"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+    assert!(
+        stdout.contains("-- group good") && !stdout.contains("letters"),
+        "{stdout}"
+    );
+    assert!(
+        stderr.contains("skipped group `letters`: the pattern")
+            && stderr.contains("skipped group `uses_letters`, which uses group `letters`"),
+        "{stderr}"
+    );
+    // Their committed members are left as they are, not removed.
+    let out = sql(&["--skip-untranslatable", "--changes"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("FROM committed WHERE \"group\" NOT IN ('letters', 'uses_letters')"),
+        "{}",
+        text(&out.stdout)
+    );
+}
+
 /// The user ids of a users (or enrollments) file, in its row order.
 fn user_ids_of(path: &Path) -> Vec<u32> {
     let table = dyngroups::data::OpenTable::open(path).unwrap();
