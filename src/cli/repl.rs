@@ -25,17 +25,25 @@ use std::time::Instant;
 /// The REPL's options.
 #[derive(clap::Args)]
 pub struct ReplArgs {
+    #[command(flatten)]
+    session: SessionArgs,
+}
+
+/// What a session loads: the options of `repl` and `serve`.
+#[derive(clap::Args)]
+pub(super) struct SessionArgs {
     /// Users (Parquet or CSV).
     #[arg(long, value_name = "FILE")]
     users: PathBuf,
     /// The other inputs, as `run` takes them.
     #[command(flatten)]
     data: super::DataArgs,
-    /// A rules file: its groups can be used with `member_of`, previewed
-    /// with `:group`, and `:save` appends to it.
+    /// A rules file: its groups can be used with `member_of` and previewed
+    /// (the REPL's `:save` appends to it).
     #[arg(long, value_name = "FILE")]
     rules: Option<PathBuf>,
-    /// A state directory, for `:group` to show the changes a run would make.
+    /// A state directory: group previews then show the changes a run would
+    /// make, and users their committed groups. Never written.
     #[arg(long, value_name = "DIR")]
     state: Option<PathBuf>,
 }
@@ -108,13 +116,13 @@ fn report(error: &Error) -> String {
 
 /// Loads the inputs and the rules file into a session, with a spinner,
 /// and says what was loaded, then `next`; the error is the report to print.
-pub(super) fn open_session(
-    users: &std::path::Path,
-    data: &super::DataArgs,
-    rules: Option<&PathBuf>,
-    state: Option<PathBuf>,
-    next: &str,
-) -> Result<Session, String> {
+pub(super) fn open_session(args: &SessionArgs, next: &str) -> Result<Session, String> {
+    let SessionArgs {
+        users,
+        data,
+        rules,
+        state,
+    } = args;
     let started = Instant::now();
     let spinner = super::Spinner::default();
     spinner.begin(&format!("loading {}", users.display()));
@@ -129,7 +137,7 @@ pub(super) fn open_session(
         )),
         None => None,
     };
-    let session = Session::open(inputs, rules, super::as_of(data), state).map_err(|e| report(&e))?;
+    let session = Session::open(inputs, rules, super::as_of(data), state.clone()).map_err(|e| report(&e))?;
     spinner.end();
     let enrollments = session.data().enrollments.as_ref().map_or(0, |e| e.user_rows.len());
     println!(
@@ -142,13 +150,7 @@ pub(super) fn open_session(
 }
 
 fn run(args: ReplArgs) -> Result<(), String> {
-    let mut session = open_session(
-        &args.users,
-        &args.data,
-        args.rules.as_ref(),
-        args.state.clone(),
-        "; type a rule, or :help",
-    )?;
+    let mut session = open_session(&args.session, "; type a rule, or :help")?;
 
     let mut lines = Lines::new(session.completions());
     while let Some(input) = lines.read()? {

@@ -26,20 +26,8 @@ use tiny_http::{Header, Method, Request, Response, Server};
 /// The server's options.
 #[derive(clap::Args)]
 pub struct ServeArgs {
-    /// Users (Parquet or CSV).
-    #[arg(long, value_name = "FILE")]
-    users: PathBuf,
-    /// The other inputs, as `run` takes them.
     #[command(flatten)]
-    data: super::DataArgs,
-    /// A rules file: its groups are listed, previewed, and can be used
-    /// with `member_of`.
-    #[arg(long, value_name = "FILE")]
-    rules: Option<PathBuf>,
-    /// A state directory: groups then show their changes against the last
-    /// committed run, and users their committed groups. Never written.
-    #[arg(long, value_name = "DIR")]
-    state: Option<PathBuf>,
+    session: super::repl::SessionArgs,
     /// Where to listen. An address other than loopback needs `--token` or
     /// `--token-file`.
     #[arg(long, value_name = "ADDRESS", default_value = "127.0.0.1:8080")]
@@ -135,8 +123,7 @@ fn serve(args: ServeArgs) -> Result<(), (u8, String)> {
     if args.max_evaluations == 0 || !args.timeout.is_finite() || args.timeout <= 0.0 {
         return Err(usage("`--max-evaluations` and `--timeout` must be above 0".into()));
     }
-    let session = super::repl::open_session(&args.users, &args.data, args.rules.as_ref(), args.state.clone(), "")
-        .map_err(|message| (3, message))?;
+    let session = super::repl::open_session(&args.session, "").map_err(|message| (3, message))?;
     let server = Server::http(address).map_err(|e| (4, format!("error: cannot listen on {address}: {e}\n")))?;
     let bound = server
         .server_addr()

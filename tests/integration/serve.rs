@@ -108,8 +108,9 @@ fn committed_example() -> tempfile::TempDir {
     state
 }
 
-#[test]
-fn each_api_call_answers_over_http() {
+/// A server over the next day's users, with the rules file and a state
+/// whose last committed run is the example's (kept while the server runs).
+fn the_next_day() -> (tempfile::TempDir, Served) {
     let state = committed_example();
     let served = Served::start(
         "examples/data/users_next.csv",
@@ -120,6 +121,12 @@ fn each_api_call_answers_over_http() {
             state.path().to_str().unwrap(),
         ],
     );
+    (state, served)
+}
+
+#[test]
+fn each_api_call_answers_over_http() {
+    let (_state, served) = the_next_day();
 
     let (status, fields) = served.call("GET", "/api/fields", None);
     assert_eq!(status, 200);
@@ -485,16 +492,7 @@ fn shows(actual: &Value, shown: &Value, at: &str) {
 /// the answer shown there.
 #[test]
 fn the_api_reference_examples_are_what_the_server_answers() {
-    let state = committed_example();
-    let served = Served::start(
-        "examples/data/users_next.csv",
-        &[
-            "--rules",
-            "examples/groups.rules",
-            "--state",
-            state.path().to_str().unwrap(),
-        ],
-    );
+    let (_state, served) = the_next_day();
     for call in documented_calls() {
         let (method, path) = (&call.method, &call.path);
         let (status, text) = served.request(
