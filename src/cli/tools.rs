@@ -47,6 +47,11 @@ pub(super) struct SqlArgs {
     /// `add_only` and `remove_only` groups.
     #[arg(long, value_name = "TABLE", default_value = "committed")]
     committed_table: String,
+    /// The most columns one select may have (each test and each group is
+    /// a column); groups beyond it go to further scans of users. Default:
+    /// 1500 for PostgreSQL, 4000 for the others.
+    #[arg(long, value_name = "N")]
+    max_columns: Option<usize>,
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -91,21 +96,21 @@ pub(super) enum GenShape {
 pub(super) fn run_sql(args: SqlArgs) -> Result<(), Error> {
     use dyngroups::sql::{Dialect, SqlOptions, changes_query, combined_query, group_queries, untranslatable_groups};
     let (rules, inputs) = rules_checked_against_data(&args.inputs)?;
-    let mut options = SqlOptions {
-        dialect: match args.dialect {
-            SqlDialect::Duckdb => Dialect::DuckDb,
-            SqlDialect::Postgres => Dialect::Postgres,
-            SqlDialect::Spark => Dialect::Spark,
-        },
-        users_table: args.users_table,
-        enrollments_table: args.enrollments_table,
-        org_table: args.org_table,
-        memberships_table: args.memberships_table,
-        committed_table: args.committed_table,
-        match_by: args.inputs.data.match_by.clone(),
-        as_of: args.inputs.data.as_of,
-        skip: Default::default(),
-    };
+    let mut options = SqlOptions::new(match args.dialect {
+        SqlDialect::Duckdb => Dialect::DuckDb,
+        SqlDialect::Postgres => Dialect::Postgres,
+        SqlDialect::Spark => Dialect::Spark,
+    });
+    options.users_table = args.users_table;
+    options.enrollments_table = args.enrollments_table;
+    options.org_table = args.org_table;
+    options.memberships_table = args.memberships_table;
+    options.committed_table = args.committed_table;
+    options.match_by = args.inputs.data.match_by.clone();
+    options.as_of = args.inputs.data.as_of;
+    if let Some(columns) = args.max_columns {
+        options.max_columns = columns;
+    }
     let schema = inputs.schema();
     let unwritable = |e: dyngroups::sql::SqlError| match e {
         dyngroups::sql::SqlError::UnknownGroup(_) => Error::Usage(e.to_string()),

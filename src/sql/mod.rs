@@ -14,9 +14,11 @@
 use crate::ast::{CmpOp, DateOffset, DateUnit, GroupStatus};
 use crate::checked::{CheckedRules, ColumnTest, GroupRef, Predicate, Scalar, Test};
 use crate::schema::{ColumnType, Schema, TableSchema, ValueType};
+use plan::Plan;
 use std::collections::BTreeSet;
 use std::fmt::Write;
 
+mod plan;
 mod regex;
 pub use regex::translate_regex;
 
@@ -56,6 +58,10 @@ pub struct SqlOptions {
     /// the queries are those of rules without them, and a changes query
     /// leaves their committed members as they are.
     pub skip: BTreeSet<String>,
+    /// The most columns one select may have: the queries compute each test
+    /// and group as a column of a scan of users, and split the groups into
+    /// chunks, each a scan of its own, to stay under this.
+    pub max_columns: usize,
 }
 
 impl SqlOptions {
@@ -72,6 +78,11 @@ impl SqlOptions {
             match_by: None,
             as_of: None,
             skip: BTreeSet::new(),
+            max_columns: match dialect {
+                // PostgreSQL allows 1,664 columns in a select.
+                Dialect::Postgres => 1_500,
+                Dialect::DuckDb | Dialect::Spark => 4_000,
+            },
         }
     }
 }
@@ -135,7 +146,7 @@ pub fn untranslatable_groups(
     let writer = Writer::new(rules, schema, options)?;
     Ok((0..rules.groups.len())
         .filter_map(|g| {
-            let refused = writer.query(&[g], "SELECT 1").err()?;
+            let refused = Plan::new(&writer, &[g]).err()?;
             Some((rules.groups[g].key.clone(), refused))
         })
         .collect())
@@ -177,10 +188,15 @@ pub fn group_queries(
     wanted
         .into_iter()
         .map(|g| {
-            let body = format!("SELECT user_id FROM g{g} ORDER BY user_id");
+            let sql = writer.query(&[g], |chunks| {
+                Ok(format!(
+                    "SELECT user_id FROM {} WHERE g{g}\nORDER BY user_id",
+                    chunks[0].0
+                ))
+            })?;
             Ok(GroupQuery {
                 key: rules.groups[g].key.clone(),
-                sql: writer.query(&[g], &body)?,
+                sql,
             })
         })
         .collect()
@@ -190,8 +206,9 @@ pub fn group_queries(
 /// a run (drafts commit nothing), ordered by group and user.
 pub fn combined_query(rules: &CheckedRules, schema: &Schema, options: &SqlOptions) -> Result<String, SqlError> {
     let writer = Writer::new(rules, schema, options)?;
-    let (committing, members) = committed_members(&writer)?;
-    writer.query(&committing, &format!("{members}\nORDER BY 1, 2"))
+    writer.query(&writer.committing(), |chunks| {
+        Ok(format!("{}\nORDER BY 1, 2", writer.members(chunks)?))
+    })
 }
 
 /// One query returning `(group, user_id, change)` rows, `change` being
@@ -201,55 +218,29 @@ pub fn combined_query(rules: &CheckedRules, schema: &Schema, options: &SqlOption
 /// rules no longer have loses every member.
 pub fn changes_query(rules: &CheckedRules, schema: &Schema, options: &SqlOptions) -> Result<String, SqlError> {
     let writer = Writer::new(rules, schema, options)?;
-    let (committing, members) = committed_members(&writer)?;
-    let group = writer.identifier("group");
-    let change = writer.identifier("change");
-    let mut committed = format!("SELECT {group}, user_id FROM {}", writer.tables.committed);
-    if !writer.skip.is_empty() {
-        let skipped: Vec<String> = writer
-            .skip
-            .iter()
-            .map(|key| writer.text(key, key))
-            .collect::<Result<_, _>>()?;
-        write!(committed, " WHERE {group} NOT IN ({})", skipped.join(", ")).expect("writing to a String");
-    }
-    let members = format!("SELECT {group}, user_id FROM (\n{members}\n) AS members");
-    let body = format!(
-        "SELECT {group}, user_id, 'add' AS {change} FROM (\n{members}\nEXCEPT\n{committed}\n) AS added\n\
-         UNION ALL\n\
-         SELECT {group}, user_id, 'remove' AS {change} FROM (\n{committed}\nEXCEPT\n{members}\n) AS removed\n\
-         ORDER BY 1, 2, 3"
-    );
-    writer.query(&committing, &body)
-}
-
-/// The groups a run commits (all but drafts), and a `SELECT` of their
-/// `(group, user_id)` rows, unordered.
-fn committed_members(writer: &Writer<'_>) -> Result<(Vec<usize>, String), SqlError> {
-    let rules = writer.rules;
-    let committing: Vec<usize> = (0..rules.groups.len())
-        .filter(|&g| rules.groups[g].status != GroupStatus::Draft && !writer.skip.contains(&rules.groups[g].key))
-        .collect();
-    let group_column = writer.identifier("group");
-    let mut body = String::new();
-    for &g in &committing {
-        if !body.is_empty() {
-            body.push_str("\nUNION ALL\n");
+    writer.query(&writer.committing(), |chunks| {
+        let group = writer.identifier("group");
+        let change = writer.identifier("change");
+        let mut committed = format!("SELECT {group}, user_id FROM {}", writer.tables.committed);
+        if !writer.skip.is_empty() {
+            let skipped: Vec<String> = writer
+                .skip
+                .iter()
+                .map(|key| writer.text(key, key))
+                .collect::<Result<_, _>>()?;
+            write!(committed, " WHERE {group} NOT IN ({})", skipped.join(", ")).expect("writing to a String");
         }
-        let key = writer.text(&rules.groups[g].key, &rules.groups[g].key)?;
-        write!(body, "SELECT {key} AS {group_column}, user_id FROM g{g}").expect("writing to a String");
-    }
-    if committing.is_empty() {
-        // No group commits: an empty result of the right shape.
-        let empty = writer.text("", "")?;
-        write!(
-            body,
-            "SELECT {empty} AS {group_column}, user_id FROM {} WHERE 1 = 0",
-            writer.tables.users
-        )
-        .expect("writing to a String");
-    }
-    Ok((committing, body))
+        let members = format!(
+            "SELECT {group}, user_id FROM (\n{}\n) AS members",
+            writer.members(chunks)?
+        );
+        Ok(format!(
+            "SELECT {group}, user_id, 'add' AS {change} FROM (\n{members}\nEXCEPT\n{committed}\n) AS added\n\
+             UNION ALL\n\
+             SELECT {group}, user_id, 'remove' AS {change} FROM (\n{committed}\nEXCEPT\n{members}\n) AS removed\n\
+             ORDER BY 1, 2, 3"
+        ))
+    })
 }
 
 /// Checked table names, ready to print.
@@ -270,6 +261,8 @@ struct Writer<'a> {
     as_of: Option<chrono::NaiveDate>,
     /// Groups left out, by key.
     skip: BTreeSet<String>,
+    /// The most columns of one select.
+    max_columns: usize,
 }
 
 /// Which table a column test reads: the users row `u`, or an enrollments
@@ -314,7 +307,36 @@ impl<'a> Writer<'a> {
             match_by: options.match_by.clone(),
             as_of: options.as_of,
             skip: options.skip.clone(),
+            max_columns: options.max_columns,
         })
+    }
+
+    /// The groups a run commits: all but drafts and those skipped.
+    fn committing(&self) -> Vec<usize> {
+        (0..self.rules.groups.len())
+            .filter(|&g| {
+                let group = &self.rules.groups[g];
+                group.status != GroupStatus::Draft && !self.skip.contains(&group.key)
+            })
+            .collect()
+    }
+
+    /// A `SELECT` of the `(group, user_id)` rows of every chunk, unordered.
+    fn members(&self, chunks: &[(String, Vec<usize>)]) -> Result<String, SqlError> {
+        let selects = chunks
+            .iter()
+            .map(|(chunk, groups)| self.unpivot(chunk, groups))
+            .collect::<Result<Vec<_>, _>>()?;
+        if selects.is_empty() {
+            // No group commits: an empty result of the right shape.
+            return Ok(format!(
+                "SELECT {} AS {}, user_id FROM {} WHERE 1 = 0",
+                self.text("", "")?,
+                self.identifier("group"),
+                self.tables.users
+            ));
+        }
+        Ok(selects.join("\nUNION ALL\n"))
     }
 
     fn dialect_name(&self) -> &'static str {
@@ -325,106 +347,70 @@ impl<'a> Writer<'a> {
         }
     }
 
-    /// `WITH` the branch subtrees and the groups `wanted` depends on, then
-    /// `body`, which reads the groups as `g0`, `g1`, ...
-    fn query(&self, wanted: &[usize], body: &str) -> Result<String, SqlError> {
-        let mut needed = vec![false; self.rules.groups.len()];
-        let mut stack: Vec<usize> = wanted.to_vec();
-        while let Some(g) = stack.pop() {
-            if !std::mem::replace(&mut needed[g], true) {
-                self.rules.groups[g].rule.visit(&mut |p| {
-                    if let Predicate::MemberOf(GroupRef::Rule(d)) = p {
-                        stack.push(*d);
-                    }
-                });
-            }
+    /// `WITH` the set-based plan of the groups `outputs` and those they
+    /// read, then the `body` written over its chunks.
+    fn query(
+        &self,
+        outputs: &[usize],
+        body: impl FnOnce(&[(String, Vec<usize>)]) -> Result<String, SqlError>,
+    ) -> Result<String, SqlError> {
+        let layout = Plan::new(self, outputs)?.layout(outputs, self.max_columns)?;
+        let body = body(&layout.chunks)?;
+        if layout.ctes.is_empty() {
+            return Ok(body);
         }
-        let mut branches: BTreeSet<&str> = BTreeSet::new();
-        for g in (0..needed.len()).filter(|&g| needed[g]) {
-            self.rules.groups[g].rule.visit(&mut |p| {
-                if let Predicate::InBranch(test) = p {
-                    branches.insert(&test.code);
-                }
-            });
-        }
-        let mut ctes: Vec<String> = Vec::new();
-        for (n, code) in branches.iter().enumerate() {
-            ctes.push(self.branch_cte(n, code)?);
-        }
-        let branch_list: Vec<&str> = branches.into_iter().collect();
-        for &g in self.rules.evaluation_order.iter().filter(|&&g| needed[g]) {
-            ctes.push(format!(
-                "g{g} AS (\n  -- {}\n  SELECT u.user_id FROM {} u\n  WHERE {}\n)",
-                self.rules.groups[g].key,
-                self.tables.users,
-                self.membership(g, &branch_list)?
-            ));
-        }
-        if ctes.is_empty() {
-            return Ok(body.to_string());
-        }
-        let recursive = if branch_list.is_empty() { "" } else { " RECURSIVE" };
-        Ok(format!("WITH{recursive}\n{}\n{body}", ctes.join(",\n")))
+        let recursive = if layout.recursive { " RECURSIVE" } else { "" };
+        Ok(format!("WITH{recursive}\n{}\n{body}", layout.ctes.join(",\n")))
     }
 
-    /// The code and all its descendants in the org tree, lowercased.
+    /// The `(group, user_id)` rows of `chunk`'s groups `groups`: one row
+    /// per group column that holds, by unnesting a list of the keys.
+    fn unpivot(&self, chunk: &str, groups: &[usize]) -> Result<String, SqlError> {
+        let keys = groups
+            .iter()
+            .map(|&g| {
+                let key = &self.rules.groups[g].key;
+                Ok(format!("CASE WHEN g{g} THEN {} END", self.text(key, key)?))
+            })
+            .collect::<Result<Vec<_>, SqlError>>()?
+            .join(", ");
+        let unnest = match self.dialect {
+            Dialect::DuckDb => format!("unnest([{keys}])"),
+            Dialect::Postgres => format!("unnest(ARRAY[{keys}])"),
+            Dialect::Spark => format!("explode(array({keys}))"),
+        };
+        Ok(format!(
+            "SELECT k AS {}, user_id FROM (SELECT user_id, {unnest} AS k FROM {chunk}) AS {chunk}_keys WHERE k IS NOT NULL",
+            self.identifier("group")
+        ))
+    }
+
+    /// The code and all its descendants in the org tree, lowercased, as
+    /// the recursive CTE `b<n>`. DuckDB and PostgreSQL drop repeated rows
+    /// (`UNION`), so a cycle in the table ends the recursion; Spark allows
+    /// only `UNION ALL` there, and stops a cycle at its recursion limit
+    /// with an error.
     fn branch_cte(&self, n: usize, code: &str) -> Result<String, SqlError> {
         let code = self.text(code, code)?;
-        let text_type = match self.dialect {
-            Dialect::DuckDb => "VARCHAR",
-            Dialect::Postgres => "TEXT",
-            Dialect::Spark => "STRING",
+        let (text_type, union) = match self.dialect {
+            Dialect::DuckDb => ("VARCHAR", "UNION"),
+            Dialect::Postgres => ("TEXT", "UNION"),
+            Dialect::Spark => ("STRING", "UNION ALL"),
         };
         let org = &self.tables.org;
         let branch = self.lower(&format!("o.{}", self.identifier("branch")));
         let parent = self.lower(&format!("o.{}", self.identifier("parent")));
         Ok(format!(
-            "b{n}(code) AS (\n  SELECT CAST({code} AS {text_type})\n  UNION\n  SELECT {branch} FROM {org} o JOIN b{n} ON {parent} = b{n}.code\n)"
+            "b{n}(code) AS (\n  SELECT CAST({code} AS {text_type})\n  {union}\n  SELECT {branch} FROM {org} o JOIN b{n} ON {parent} = b{n}.code\n)"
         ))
     }
 
-    /// The condition on a users row `u` for being what group `g` commits.
-    fn membership(&self, g: usize, branches: &[&str]) -> Result<String, SqlError> {
-        let group = &self.rules.groups[g];
-        let mut evaluated = self.predicate(&group.rule, Row::User, g, branches)?;
-        if !group.include.is_empty() {
-            evaluated = format!("({evaluated} OR u.user_id IN ({}))", id_list(&group.include));
-        }
-        if !group.exclude.is_empty() {
-            evaluated = format!("({evaluated} AND u.user_id NOT IN ({}))", id_list(&group.exclude));
-        }
-        let committed = || -> Result<String, SqlError> {
-            Ok(format!(
-                "u.user_id IN (SELECT c.user_id FROM {} c WHERE c.{} = {})",
-                self.tables.committed,
-                self.identifier("group"),
-                self.text(&group.key, &group.key)?
-            ))
-        };
-        Ok(match group.status {
-            GroupStatus::Active | GroupStatus::Draft => evaluated,
-            GroupStatus::Paused => committed()?,
-            GroupStatus::AddOnly => format!("({evaluated} OR {})", committed()?),
-            GroupStatus::RemoveOnly => format!("({evaluated} AND {})", committed()?),
-        })
-    }
-
-    /// A condition that is true or false, never unknown.
-    fn predicate(&self, p: &Predicate, row: Row, g: usize, branches: &[&str]) -> Result<String, SqlError> {
-        let join = |ps: &[Predicate], op: &str| -> Result<String, SqlError> {
-            let parts = ps
-                .iter()
-                .map(|p| self.predicate(p, row, g, branches))
-                .collect::<Result<Vec<_>, _>>()?;
-            Ok(format!("({})", parts.join(op)))
-        };
+    /// A test on the users row `u` (a column, `in_branch` or a static
+    /// group; `branches` are the codes of the `b<n>` CTEs): true or false,
+    /// never unknown.
+    fn predicate(&self, p: &Predicate, branches: &[String], g: usize) -> Result<String, SqlError> {
         Ok(match p {
-            Predicate::Const(true) => "(1 = 1)".into(),
-            Predicate::Const(false) => "(1 = 0)".into(),
-            Predicate::And(ps) => join(ps, " AND ")?,
-            Predicate::Or(ps) => join(ps, " OR ")?,
-            Predicate::Not(p) => format!("(NOT {})", self.predicate(p, row, g, branches)?),
-            Predicate::Column(test) => self.column_test(test, row, g)?,
+            Predicate::Column(test) => self.column_test(test, Row::User, g)?,
             Predicate::InBranch(test) => {
                 let n = branches
                     .iter()
@@ -436,13 +422,14 @@ impl<'a> Writer<'a> {
                 ));
                 format!("COALESCE({branch} IN (SELECT code FROM b{n}), FALSE)")
             }
-            Predicate::MemberOf(GroupRef::Rule(d)) => format!("u.user_id IN (SELECT user_id FROM g{d})"),
             Predicate::MemberOf(GroupRef::Static(key)) => {
                 let key = self.text(key, &self.rules.groups[g].key)?;
                 let group = self.identifier("group");
                 let m = &self.tables.memberships;
                 match &self.match_by {
-                    None => format!("u.user_id IN (SELECT m.user_id FROM {m} m WHERE m.{group} = {key})"),
+                    None => {
+                        format!("COALESCE(u.user_id IN (SELECT m.user_id FROM {m} m WHERE m.{group} = {key}), FALSE)")
+                    }
                     Some(column) => {
                         let column = self.identifier(column);
                         format!(
@@ -453,20 +440,27 @@ impl<'a> Writer<'a> {
                     }
                 }
             }
-            Predicate::Enrollment(test) => {
-                let condition = match &test.condition {
-                    Some(c) => format!(" AND {}", self.predicate(c, Row::Enrollment, g, branches)?),
-                    None => String::new(),
-                };
-                let rows = format!(
-                    "FROM {} e WHERE e.user_id = u.user_id{condition}",
-                    self.tables.enrollments
-                );
-                match test.count {
-                    None => format!("EXISTS (SELECT 1 {rows})"),
-                    Some((op, n)) => format!("((SELECT COUNT(*) {rows}) {} {n})", sql_op(op)),
-                }
-            }
+            other => unreachable!("planned as columns, not a test of the users row: {other:?}"),
+        })
+    }
+
+    /// A condition on the enrollments row `e`: true or false, never unknown.
+    fn enrollment_condition(&self, p: &Predicate, g: usize) -> Result<String, SqlError> {
+        let join = |ps: &[Predicate], op: &str| -> Result<String, SqlError> {
+            let parts = ps
+                .iter()
+                .map(|p| self.enrollment_condition(p, g))
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(format!("({})", parts.join(op)))
+        };
+        Ok(match p {
+            Predicate::Const(true) => "TRUE".into(),
+            Predicate::Const(false) => "FALSE".into(),
+            Predicate::And(ps) => join(ps, " AND ")?,
+            Predicate::Or(ps) => join(ps, " OR ")?,
+            Predicate::Not(p) => format!("(NOT {})", self.enrollment_condition(p, g)?),
+            Predicate::Column(test) => self.column_test(test, Row::Enrollment, g)?,
+            other => unreachable!("the checker allows only column tests in enrollment(...): {other:?}"),
         })
     }
 
@@ -728,23 +722,6 @@ fn sql_op(op: CmpOp) -> &'static str {
 
 fn id_list(ids: &[u32]) -> String {
     ids.iter().map(u32::to_string).collect::<Vec<_>>().join(", ")
-}
-
-impl Predicate {
-    /// Calls `f` on this predicate and every predicate inside it.
-    fn visit<'p>(&'p self, f: &mut impl FnMut(&'p Predicate)) {
-        f(self);
-        match self {
-            Predicate::And(ps) | Predicate::Or(ps) => ps.iter().for_each(|p| p.visit(f)),
-            Predicate::Not(p) => p.visit(f),
-            Predicate::Enrollment(test) => {
-                if let Some(c) = &test.condition {
-                    c.visit(f);
-                }
-            }
-            Predicate::Const(_) | Predicate::Column(_) | Predicate::InBranch(_) | Predicate::MemberOf(_) => {}
-        }
-    }
 }
 
 #[cfg(test)]

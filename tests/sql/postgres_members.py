@@ -1,9 +1,11 @@
 """Loads each case directory's Parquet files into a scratch PostgreSQL
 database (through psql, reading Parquet with DuckDB), runs the case's
 query.sql there and prints one JSON line per case: {"case", "rows"} or
-{"case", "error"}. The database is UTF-8 with C ordering and a C.UTF-8
+{"case", "error"}. Each group-KEY.sql beside it, a query of one group's
+members, adds rows [KEY, user_id]. The database is UTF-8 with C ordering and a C.UTF-8
 character type, so lower() knows non-ASCII letters."""
 import csv
+import glob
 import io
 import json
 import os
@@ -52,8 +54,14 @@ try:
         script = "DROP SCHEMA IF EXISTS c CASCADE; CREATE SCHEMA c; SET search_path = c;\n"
         script += "".join(load(con, case, table) for table in TABLES)
         con.close()
-        with open(f"{case}/query.sql", encoding="utf-8") as f:
-            script += f"COPY ({f.read()}) TO STDOUT WITH (FORMAT csv);\n"
+        if os.path.exists(f"{case}/query.sql"):
+            with open(f"{case}/query.sql", encoding="utf-8") as f:
+                script += f"COPY ({f.read()}) TO STDOUT WITH (FORMAT csv);\n"
+        for path in sorted(glob.glob(f"{case}/group-*.sql")):
+            # Group keys are plain names: letters, digits, `_` and `-`.
+            key = os.path.basename(path)[len("group-") : -len(".sql")]
+            with open(path, encoding="utf-8") as f:
+                script += f"COPY (SELECT '{key}', user_id FROM ({f.read()}) AS q) TO STDOUT WITH (FORMAT csv);\n"
         result = psql(DATABASE, script)
         if result.returncode != 0:
             print(json.dumps({"case": case, "error": result.stderr.decode()}))

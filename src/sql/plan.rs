@@ -1,0 +1,369 @@
+//! The set-based form of the queries: like the engine's own plan, every
+//! table is read once and every distinct test is computed once.
+//!
+//! - Enrollment tests are boolean columns `e0`, `e1`, ... of one `GROUP BY
+//!   user_id` over enrollments (`enrolled0`, split where a select would
+//!   grow past the dialect's width).
+//! - Tests on a user's row are boolean columns `a0`, `a1`, ... of one scan
+//!   of users (`q0`), which also joins the enrollment columns it reads.
+//! - Each group is a boolean column `g<index>` over those, added in layers
+//!   (`q0_1`, `q0_2`, ...) so that a group reads only groups of earlier
+//!   layers (`member_of`).
+//! - Groups whose columns together would make a select too wide for the
+//!   dialect are split into several such chunks (`q1`, `q2`, ...), each
+//!   with the tests and groups it needs.
+
+use super::{SqlError, Writer};
+use crate::ast::{CmpOp, GroupStatus};
+use crate::checked::{EnrollmentTest, GroupRef, Predicate};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::fmt::Write;
+
+/// A test computed once per user, whatever number of groups read it.
+enum Atom {
+    /// SQL on the users row `u`, never unknown.
+    User(String),
+    /// Enrollment column `e<index>`.
+    Enrolled(usize),
+}
+
+/// One enrollment test: a per-user aggregate over the user's rows.
+struct Aggregate {
+    /// SQL over the enrollments row `e`, in a `GROUP BY user_id`.
+    sql: String,
+    /// Its value for a user without enrollment rows (the `GROUP BY` has no
+    /// row for them).
+    without_rows: bool,
+}
+
+/// A group's column.
+struct PlannedGroup {
+    /// SQL over atom columns `a<i>`, group columns `g<j>` and `user_id`.
+    sql: String,
+    /// The atoms `sql` reads.
+    atoms: BTreeSet<usize>,
+    /// The groups `sql` reads.
+    reads: BTreeSet<usize>,
+    /// 0 for a group that reads no group, else one more than the deepest
+    /// layer it reads.
+    layer: usize,
+}
+
+/// The columns that groups need, each distinct test once.
+pub(super) struct Plan<'w, 'a> {
+    writer: &'w Writer<'a>,
+    /// Branch codes `in_branch` tests, each with a recursive CTE `b<index>`.
+    branches: Vec<String>,
+    aggregates: Vec<Aggregate>,
+    aggregate_index: HashMap<String, usize>,
+    atoms: Vec<Atom>,
+    atom_index: HashMap<String, usize>,
+    groups: BTreeMap<usize, PlannedGroup>,
+}
+
+/// The `WITH` list of a planned query, and the chunks that hold its groups.
+pub(super) struct Layout {
+    /// Common table expressions, in order.
+    pub ctes: Vec<String>,
+    /// Whether any of them is recursive (the org tree).
+    pub recursive: bool,
+    /// Each chunk: the CTE whose rows are users with every group column of
+    /// the chunk, and the groups asked for that it holds.
+    pub chunks: Vec<(String, Vec<usize>)>,
+}
+
+impl<'w, 'a> Plan<'w, 'a> {
+    /// Plans the groups `wanted` and the groups they read.
+    pub(super) fn new(writer: &'w Writer<'a>, wanted: &[usize]) -> Result<Plan<'w, 'a>, SqlError> {
+        let mut plan = Plan {
+            writer,
+            branches: Vec::new(),
+            aggregates: Vec::new(),
+            aggregate_index: HashMap::new(),
+            atoms: Vec::new(),
+            atom_index: HashMap::new(),
+            groups: BTreeMap::new(),
+        };
+        for &g in wanted {
+            plan.plan_group(g)?;
+        }
+        Ok(plan)
+    }
+
+    fn plan_group(&mut self, g: usize) -> Result<(), SqlError> {
+        if self.groups.contains_key(&g) {
+            return Ok(());
+        }
+        let group = &self.writer.rules.groups[g];
+        let mut planned = PlannedGroup {
+            sql: String::new(),
+            atoms: BTreeSet::new(),
+            reads: BTreeSet::new(),
+            layer: 0,
+        };
+        let committed = |plan: &mut Self, planned: &mut PlannedGroup| -> Result<String, SqlError> {
+            let writer = plan.writer;
+            let test = format!(
+                "COALESCE(u.user_id IN (SELECT c.user_id FROM {} c WHERE c.{} = {}), FALSE)",
+                writer.tables.committed,
+                writer.identifier("group"),
+                writer.text(&group.key, &group.key)?
+            );
+            Ok(plan.atom(Atom::User(test), planned))
+        };
+        let evaluated = |plan: &mut Self, planned: &mut PlannedGroup| -> Result<String, SqlError> {
+            let mut sql = plan.expression(&group.rule, g, planned)?;
+            if !group.include.is_empty() {
+                sql = format!("({sql} OR user_id IN ({}))", super::id_list(&group.include));
+            }
+            if !group.exclude.is_empty() {
+                sql = format!("({sql} AND user_id NOT IN ({}))", super::id_list(&group.exclude));
+            }
+            Ok(sql)
+        };
+        planned.sql = match group.status {
+            GroupStatus::Active | GroupStatus::Draft => evaluated(self, &mut planned)?,
+            GroupStatus::Paused => committed(self, &mut planned)?,
+            GroupStatus::AddOnly => format!(
+                "({} OR {})",
+                evaluated(self, &mut planned)?,
+                committed(self, &mut planned)?
+            ),
+            GroupStatus::RemoveOnly => format!(
+                "({} AND {})",
+                evaluated(self, &mut planned)?,
+                committed(self, &mut planned)?
+            ),
+        };
+        planned.layer = planned
+            .reads
+            .iter()
+            .map(|d| self.groups[d].layer + 1)
+            .max()
+            .unwrap_or(0);
+        self.groups.insert(g, planned);
+        Ok(())
+    }
+
+    /// The SQL of a rule over the columns of atoms and groups.
+    fn expression(&mut self, p: &Predicate, g: usize, planned: &mut PlannedGroup) -> Result<String, SqlError> {
+        let mut join = |ps: &[Predicate], op: &str| -> Result<String, SqlError> {
+            let parts = ps
+                .iter()
+                .map(|p| self.expression(p, g, planned))
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(format!("({})", parts.join(op)))
+        };
+        Ok(match p {
+            Predicate::Const(true) => "TRUE".into(),
+            Predicate::Const(false) => "FALSE".into(),
+            Predicate::And(ps) => join(ps, " AND ")?,
+            Predicate::Or(ps) => join(ps, " OR ")?,
+            Predicate::Not(p) => format!("(NOT {})", self.expression(p, g, planned)?),
+            Predicate::MemberOf(GroupRef::Rule(d)) => {
+                self.plan_group(*d)?;
+                planned.reads.insert(*d);
+                format!("g{d}")
+            }
+            Predicate::Enrollment(test) => {
+                let aggregate = self.aggregate(test, g)?;
+                self.atom(Atom::Enrolled(aggregate), planned)
+            }
+            Predicate::InBranch(test) => {
+                if !self.branches.contains(&test.code) {
+                    self.branches.push(test.code.clone());
+                }
+                let sql = self.writer.predicate(p, &self.branches, g)?;
+                self.atom(Atom::User(sql), planned)
+            }
+            Predicate::Column(_) | Predicate::MemberOf(GroupRef::Static(_)) => {
+                let sql = self.writer.predicate(p, &self.branches, g)?;
+                self.atom(Atom::User(sql), planned)
+            }
+        })
+    }
+
+    /// The column of `atom`, which `planned` now reads: an existing column
+    /// when an equal test has one.
+    fn atom(&mut self, atom: Atom, planned: &mut PlannedGroup) -> String {
+        let key = match &atom {
+            Atom::User(sql) => sql.clone(),
+            Atom::Enrolled(e) => format!("e{e}"),
+        };
+        let next = self.atoms.len();
+        let index = *self.atom_index.entry(key).or_insert(next);
+        if index == next {
+            self.atoms.push(atom);
+        }
+        planned.atoms.insert(index);
+        format!("a{index}")
+    }
+
+    /// The enrollment column of `test`, added when no equal test has one.
+    fn aggregate(&mut self, test: &EnrollmentTest, g: usize) -> Result<usize, SqlError> {
+        let condition = match &test.condition {
+            Some(c) => self.writer.enrollment_condition(c, g)?,
+            None => "TRUE".into(),
+        };
+        let aggregate = match test.count {
+            None => Aggregate {
+                sql: format!("bool_or({condition})"),
+                without_rows: false,
+            },
+            Some((op, n)) => Aggregate {
+                sql: format!("COUNT(CASE WHEN {condition} THEN 1 END) {} {n}", super::sql_op(op)),
+                without_rows: compare(0, op, n),
+            },
+        };
+        let next = self.aggregates.len();
+        let index = *self.aggregate_index.entry(aggregate.sql.clone()).or_insert(next);
+        if index == next {
+            self.aggregates.push(aggregate);
+        }
+        Ok(index)
+    }
+
+    /// The groups `g` reads, directly or not, and `g`.
+    fn closure(&self, g: usize, into: &mut BTreeSet<usize>) {
+        if into.insert(g) {
+            for &d in &self.groups[&g].reads {
+                self.closure(d, into);
+            }
+        }
+    }
+
+    /// The common table expressions holding the groups `outputs` (planned
+    /// by [`Plan::new`]), in chunks of at most `width` columns where the
+    /// groups allow.
+    pub(super) fn layout(&self, outputs: &[usize], width: usize) -> Result<Layout, SqlError> {
+        let writer = self.writer;
+        let mut ctes = Vec::new();
+        for (n, code) in self.branches.iter().enumerate() {
+            ctes.push(writer.branch_cte(n, code)?);
+        }
+        // Enrollment columns, `width` to a GROUP BY.
+        let width = width.max(2);
+        let per_summary = width - 1;
+        for (k, chunk) in self.aggregates.chunks(per_summary).enumerate() {
+            let columns: String = chunk
+                .iter()
+                .enumerate()
+                .map(|(i, a)| format!(",\n    {} AS e{}", a.sql, k * per_summary + i))
+                .collect();
+            ctes.push(format!(
+                "enrolled{k} AS (\n  SELECT e.user_id{columns}\n  FROM {} e\n  GROUP BY e.user_id\n)",
+                writer.tables.enrollments
+            ));
+        }
+        // Outputs, in the order of evaluation, into chunks of `width`.
+        let order: Vec<usize> = writer
+            .rules
+            .evaluation_order
+            .iter()
+            .copied()
+            .filter(|g| outputs.contains(g))
+            .collect();
+        let mut chunks: Vec<(BTreeSet<usize>, Vec<usize>)> = Vec::new();
+        for g in order {
+            let mut with_g = chunks.last().map(|(groups, _)| groups.clone()).unwrap_or_default();
+            self.closure(g, &mut with_g);
+            match chunks.last_mut() {
+                Some((groups, outputs)) if self.columns(&with_g) <= width => {
+                    *groups = with_g;
+                    outputs.push(g);
+                }
+                _ => {
+                    let mut alone = BTreeSet::new();
+                    self.closure(g, &mut alone);
+                    chunks.push((alone, vec![g]));
+                }
+            }
+        }
+        let mut layout = Layout {
+            ctes,
+            recursive: !self.branches.is_empty(),
+            chunks: Vec::new(),
+        };
+        for (c, (groups, outputs)) in chunks.into_iter().enumerate() {
+            let last = self.chunk(c, &groups, per_summary, &mut layout.ctes);
+            layout.chunks.push((last, outputs));
+        }
+        Ok(layout)
+    }
+
+    /// The number of columns a chunk of `groups` selects.
+    fn columns(&self, groups: &BTreeSet<usize>) -> usize {
+        let atoms: BTreeSet<usize> = groups
+            .iter()
+            .flat_map(|g| self.groups[g].atoms.iter().copied())
+            .collect();
+        1 + atoms.len() + groups.len()
+    }
+
+    /// Writes chunk `c` of `groups` into `ctes` (enrollment columns are
+    /// `per_summary` to a summary); returns the name of its
+    /// last CTE, which has every column.
+    fn chunk(&self, c: usize, groups: &BTreeSet<usize>, per_summary: usize, ctes: &mut Vec<String>) -> String {
+        let writer = self.writer;
+        let atoms: BTreeSet<usize> = groups
+            .iter()
+            .flat_map(|g| self.groups[g].atoms.iter().copied())
+            .collect();
+        let mut summaries = BTreeSet::new();
+        let mut select = String::from("u.user_id");
+        for &a in &atoms {
+            match &self.atoms[a] {
+                Atom::User(sql) => write!(select, ",\n    {sql} AS a{a}"),
+                Atom::Enrolled(e) => {
+                    let summary = e / per_summary;
+                    summaries.insert(summary);
+                    let without = if self.aggregates[*e].without_rows {
+                        "TRUE"
+                    } else {
+                        "FALSE"
+                    };
+                    write!(select, ",\n    COALESCE(enrolled{summary}.e{e}, {without}) AS a{a}")
+                }
+            }
+            .expect("writing to a String");
+        }
+        let mut from = format!("{} u", writer.tables.users);
+        for s in summaries {
+            write!(from, "\n  LEFT JOIN enrolled{s} ON enrolled{s}.user_id = u.user_id").expect("writing to a String");
+        }
+        let mut last = format!("q{c}");
+        ctes.push(format!("{last} AS (\n  SELECT {select}\n  FROM {from}\n)"));
+        let layers = groups.iter().map(|g| self.groups[g].layer).max().unwrap_or(0);
+        for layer in 0..=layers {
+            let columns: Vec<String> = writer
+                .rules
+                .evaluation_order
+                .iter()
+                .filter(|g| groups.contains(g) && self.groups[g].layer == layer)
+                .map(|g| {
+                    let key = &writer.rules.groups[*g].key;
+                    format!("\n    -- {key}\n    {} AS g{g}", self.groups[g].sql)
+                })
+                .collect();
+            let next = format!("q{c}_{layer}");
+            ctes.push(format!(
+                "{next} AS (\n  SELECT *,{}\n  FROM {last}\n)",
+                columns.join(",")
+            ));
+            last = next;
+        }
+        last
+    }
+}
+
+/// `value op n`, as the SQL comparison would answer it.
+fn compare(value: u64, op: CmpOp, n: u64) -> bool {
+    match op {
+        CmpOp::Eq => value == n,
+        CmpOp::Ne => value != n,
+        CmpOp::Lt => value < n,
+        CmpOp::Le => value <= n,
+        CmpOp::Gt => value > n,
+        CmpOp::Ge => value >= n,
+    }
+}
