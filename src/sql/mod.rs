@@ -188,7 +188,7 @@ pub fn group_queries(
     wanted
         .into_iter()
         .map(|g| {
-            let sql = writer.query(&[g], |chunks| {
+            let sql = writer.query(&[g], |chunks, _| {
                 Ok(format!(
                     "SELECT user_id FROM {} WHERE g{g}\nORDER BY user_id",
                     chunks[0].0
@@ -203,22 +203,22 @@ pub fn group_queries(
 }
 
 /// One query returning `(group, user_id)` for what every group commits in
-/// a run (drafts commit nothing), ordered by group and user.
+/// a run (drafts commit nothing), in no particular order: the rows are
+/// meant for a table, and ordering hundreds of millions of them would cost
+/// more than computing them.
 pub fn combined_query(rules: &CheckedRules, schema: &Schema, options: &SqlOptions) -> Result<String, SqlError> {
     let writer = Writer::new(rules, schema, options)?;
-    writer.query(&writer.committing(), |chunks| {
-        Ok(format!("{}\nORDER BY 1, 2", writer.members(chunks)?))
-    })
+    writer.query(&writer.committing(), |chunks, ctes| writer.members(chunks, ctes))
 }
 
 /// One query returning `(group, user_id, change)` rows, `change` being
 /// `add` or `remove`: what a run commits against the `committed` table (the
 /// members the last run committed), as `dyngroups run --diff-out` writes
-/// them, ordered by group, user and change. A group of `committed` that the
+/// them, in no particular order. A group of `committed` that the
 /// rules no longer have loses every member.
 pub fn changes_query(rules: &CheckedRules, schema: &Schema, options: &SqlOptions) -> Result<String, SqlError> {
     let writer = Writer::new(rules, schema, options)?;
-    writer.query(&writer.committing(), |chunks| {
+    writer.query(&writer.committing(), |chunks, ctes| {
         let group = writer.identifier("group");
         let change = writer.identifier("change");
         let mut committed = format!("SELECT {group}, user_id FROM {}", writer.tables.committed);
@@ -232,13 +232,12 @@ pub fn changes_query(rules: &CheckedRules, schema: &Schema, options: &SqlOptions
         }
         let members = format!(
             "SELECT {group}, user_id FROM (\n{}\n) AS members",
-            writer.members(chunks)?
+            writer.members(chunks, ctes)?
         );
         Ok(format!(
             "SELECT {group}, user_id, 'add' AS {change} FROM (\n{members}\nEXCEPT\n{committed}\n) AS added\n\
              UNION ALL\n\
-             SELECT {group}, user_id, 'remove' AS {change} FROM (\n{committed}\nEXCEPT\n{members}\n) AS removed\n\
-             ORDER BY 1, 2, 3"
+             SELECT {group}, user_id, 'remove' AS {change} FROM (\n{committed}\nEXCEPT\n{members}\n) AS removed"
         ))
     })
 }
@@ -321,12 +320,16 @@ impl<'a> Writer<'a> {
             .collect()
     }
 
-    /// A `SELECT` of the `(group, user_id)` rows of every chunk, unordered.
-    fn members(&self, chunks: &[(String, Vec<usize>)]) -> Result<String, SqlError> {
-        let selects = chunks
-            .iter()
-            .map(|(chunk, groups)| self.unpivot(chunk, groups))
-            .collect::<Result<Vec<_>, _>>()?;
+    /// A `SELECT` of the `(group, user_id)` rows of every chunk, unordered;
+    /// the CTEs it reads go to `ctes`.
+    fn members(&self, chunks: &[(String, Vec<usize>)], ctes: &mut Vec<String>) -> Result<String, SqlError> {
+        let mut selects = Vec::new();
+        for (c, (chunk, groups)) in chunks.iter().enumerate() {
+            match self.dialect {
+                Dialect::DuckDb => selects.extend(self.packed_members(c, chunk, groups, ctes)?),
+                Dialect::Postgres | Dialect::Spark => selects.push(self.unpivot(chunk, groups)?),
+            }
+        }
         if selects.is_empty() {
             // No group commits: an empty result of the right shape.
             return Ok(format!(
@@ -339,6 +342,55 @@ impl<'a> Writer<'a> {
         Ok(selects.join("\nUNION ALL\n"))
     }
 
+    /// The `(group, user_id)` rows of `chunk`'s `groups`, for DuckDB: one
+    /// `SELECT` per group, over the groups packed 63 to a `BIGINT` in
+    /// materialized CTEs of two columns. DuckDB copies every column of a
+    /// materialized CTE each time it is read, and builds a list per row
+    /// slowly, so neither a `SELECT` per group of the wide chunk nor an
+    /// `unnest` of the keys keeps up.
+    fn packed_members(
+        &self,
+        c: usize,
+        chunk: &str,
+        groups: &[usize],
+        ctes: &mut Vec<String>,
+    ) -> Result<Vec<String>, SqlError> {
+        const BITS: usize = 63;
+        let words: Vec<&[usize]> = groups.chunks(BITS).collect();
+        let packed: Vec<String> = words
+            .iter()
+            .enumerate()
+            .map(|(w, word)| {
+                let bits: Vec<String> = word
+                    .iter()
+                    .enumerate()
+                    .map(|(bit, g)| format!("(CAST(g{g} AS BIGINT) << {bit})"))
+                    .collect();
+                format!("\n    ({}) AS w{w}", bits.join(" | "))
+            })
+            .collect();
+        ctes.push(format!(
+            "packed{c} AS MATERIALIZED (\n  SELECT user_id,{}\n  FROM {chunk}\n)",
+            packed.join(",")
+        ));
+        let mut selects = Vec::new();
+        for (w, word) in words.iter().enumerate() {
+            ctes.push(format!(
+                "packed{c}_{w} AS MATERIALIZED (SELECT user_id, w{w} FROM packed{c})"
+            ));
+            for (bit, &g) in word.iter().enumerate() {
+                let key = &self.rules.groups[g].key;
+                selects.push(format!(
+                    "SELECT {} AS {}, user_id FROM packed{c}_{w} WHERE (w{w} & {}) <> 0",
+                    self.text(key, key)?,
+                    self.identifier("group"),
+                    1u64 << bit
+                ));
+            }
+        }
+        Ok(selects)
+    }
+
     fn dialect_name(&self) -> &'static str {
         match self.dialect {
             Dialect::DuckDb => "DuckDB",
@@ -348,14 +400,14 @@ impl<'a> Writer<'a> {
     }
 
     /// `WITH` the set-based plan of the groups `outputs` and those they
-    /// read, then the `body` written over its chunks.
+    /// read, then the `body` written over its chunks (which may add CTEs).
     fn query(
         &self,
         outputs: &[usize],
-        body: impl FnOnce(&[(String, Vec<usize>)]) -> Result<String, SqlError>,
+        body: impl FnOnce(&[(String, Vec<usize>)], &mut Vec<String>) -> Result<String, SqlError>,
     ) -> Result<String, SqlError> {
-        let layout = Plan::new(self, outputs)?.layout(outputs, self.max_columns)?;
-        let body = body(&layout.chunks)?;
+        let mut layout = Plan::new(self, outputs)?.layout(outputs, self.max_columns)?;
+        let body = body(&layout.chunks, &mut layout.ctes)?;
         if layout.ctes.is_empty() {
             return Ok(body);
         }
@@ -375,8 +427,7 @@ impl<'a> Writer<'a> {
             .collect::<Result<Vec<_>, SqlError>>()?
             .join(", ");
         let unnest = match self.dialect {
-            Dialect::DuckDb => format!("unnest([{keys}])"),
-            Dialect::Postgres => format!("unnest(ARRAY[{keys}])"),
+            Dialect::DuckDb | Dialect::Postgres => format!("unnest(ARRAY[{keys}])"),
             Dialect::Spark => format!("explode(array({keys}))"),
         };
         Ok(format!(
@@ -385,43 +436,32 @@ impl<'a> Writer<'a> {
         ))
     }
 
-    /// The code and all its descendants in the org tree, lowercased, as
-    /// the recursive CTE `b<n>`. DuckDB and PostgreSQL drop repeated rows
-    /// (`UNION`), so a cycle in the table ends the recursion; Spark allows
-    /// only `UNION ALL` there, and stops a cycle at its recursion limit
-    /// with an error.
-    fn branch_cte(&self, n: usize, code: &str) -> Result<String, SqlError> {
-        let code = self.text(code, code)?;
-        let (text_type, union) = match self.dialect {
-            Dialect::DuckDb => ("VARCHAR", "UNION"),
-            Dialect::Postgres => ("TEXT", "UNION"),
-            Dialect::Spark => ("STRING", "UNION ALL"),
+    /// `org_paths(branch, ancestor)`: every branch of the org tree with
+    /// itself and each of its ancestors, lowercased. DuckDB and PostgreSQL
+    /// drop repeated rows (`UNION`), so a cycle in the table ends the
+    /// recursion; Spark allows only `UNION ALL` there, and stops a cycle at
+    /// its recursion limit with an error.
+    fn org_paths_cte(&self) -> String {
+        let union = match self.dialect {
+            Dialect::DuckDb | Dialect::Postgres => "UNION",
+            Dialect::Spark => "UNION ALL",
         };
         let org = &self.tables.org;
         let branch = self.lower(&format!("o.{}", self.identifier("branch")));
         let parent = self.lower(&format!("o.{}", self.identifier("parent")));
-        Ok(format!(
-            "b{n}(code) AS (\n  SELECT CAST({code} AS {text_type})\n  {union}\n  SELECT {branch} FROM {org} o JOIN b{n} ON {parent} = b{n}.code\n)"
-        ))
+        format!(
+            "org_paths(branch, ancestor) AS (\n  SELECT {branch}, {branch} FROM {org} o\n  {union}\n  \
+             SELECT p.branch, {parent} FROM org_paths p JOIN {org} o ON {branch} = p.ancestor\n  \
+             WHERE o.{} IS NOT NULL\n)",
+            self.identifier("parent")
+        )
     }
 
-    /// A test on the users row `u` (a column, `in_branch` or a static
-    /// group; `branches` are the codes of the `b<n>` CTEs): true or false,
-    /// never unknown.
-    fn predicate(&self, p: &Predicate, branches: &[String], g: usize) -> Result<String, SqlError> {
+    /// A test on the users row `u` (a column or a static group): true or
+    /// false, never unknown.
+    fn predicate(&self, p: &Predicate, g: usize) -> Result<String, SqlError> {
         Ok(match p {
             Predicate::Column(test) => self.column_test(test, Row::User, g)?,
-            Predicate::InBranch(test) => {
-                let n = branches
-                    .iter()
-                    .position(|b| *b == test.code)
-                    .expect("every branch has a CTE");
-                let branch = self.lower(&format!(
-                    "u.{}",
-                    self.identifier(&self.schema.users.columns[test.column].name)
-                ));
-                format!("COALESCE({branch} IN (SELECT code FROM b{n}), FALSE)")
-            }
             Predicate::MemberOf(GroupRef::Static(key)) => {
                 let key = self.text(key, &self.rules.groups[g].key)?;
                 let group = self.identifier("group");
@@ -511,7 +551,7 @@ impl<'a> Writer<'a> {
                                 }
                             })
                             .collect();
-                        format!("{number} IN ({})", items.join(", "))
+                        self.one_of(&number, &items)
                     }
                     other => unreachable!("not a number test: {other:?}"),
                 };
@@ -523,7 +563,7 @@ impl<'a> Writer<'a> {
                     Test::Compare(op, date) => format!("{day} {} {}", sql_op(*op), self.date(date)),
                     Test::In(items) => {
                         let items: Vec<String> = items.iter().map(|d| self.date(d)).collect();
-                        format!("{day} IN ({})", items.join(", "))
+                        self.one_of(&day, &items)
                     }
                     other => unreachable!("not a date test: {other:?}"),
                 })
@@ -561,7 +601,7 @@ impl<'a> Writer<'a> {
                         }
                     })
                     .collect::<Result<Vec<_>, _>>()?;
-                format!("{lowered} IN ({})", items.join(", "))
+                self.one_of(lowered, &items)
             }
             Test::Contains(t) => {
                 let t = self.text(t, key)?;
@@ -603,6 +643,16 @@ impl<'a> Writer<'a> {
             Dialect::Postgres => format!("{value} ~ {translated}"),
             Dialect::Spark => format!("{value} RLIKE {translated}"),
         })
+    }
+
+    /// `value` equals one of `items`. DuckDB plans an `IN` list of six or
+    /// more items as a join, one per test and in series, where a list
+    /// lookup is a plain function of the row.
+    fn one_of(&self, value: &str, items: &[String]) -> String {
+        match self.dialect {
+            Dialect::DuckDb => format!("list_contains([{}], {value})", items.join(", ")),
+            Dialect::Postgres | Dialect::Spark => format!("{value} IN ({})", items.join(", ")),
+        }
     }
 
     /// Lowercase as `str::to_lowercase` does. The engines lowercase one code

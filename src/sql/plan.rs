@@ -4,6 +4,9 @@
 //! - Enrollment tests are boolean columns `e0`, `e1`, ... of one `GROUP BY
 //!   user_id` over enrollments (`enrolled0`, split where a select would
 //!   grow past the dialect's width).
+//! - `in_branch` tests are boolean columns `b0`, `b1`, ... of one `GROUP
+//!   BY branch` (`branches0`) over the (branch, ancestor) pairs of the org
+//!   tree, found by one recursive CTE (`org_paths`).
 //! - Tests on a user's row are boolean columns `a0`, `a1`, ... of one scan
 //!   of users (`q0`), which also joins the enrollment columns it reads.
 //! - Each group is a boolean column `g<index>` over those, added in layers
@@ -25,6 +28,13 @@ enum Atom {
     User(String),
     /// Enrollment column `e<index>`.
     Enrolled(usize),
+    /// Branch column `b<index>`, looked up by the users column at `column`.
+    InBranch {
+        /// The branch test's index.
+        test: usize,
+        /// The users column holding each user's branch.
+        column: usize,
+    },
 }
 
 /// One enrollment test: a per-user aggregate over the user's rows.
@@ -52,7 +62,7 @@ struct PlannedGroup {
 /// The columns that groups need, each distinct test once.
 pub(super) struct Plan<'w, 'a> {
     writer: &'w Writer<'a>,
-    /// Branch codes `in_branch` tests, each with a recursive CTE `b<index>`.
+    /// The branch codes `in_branch` tests, lowercased: column `b<index>`.
     branches: Vec<String>,
     aggregates: Vec<Aggregate>,
     aggregate_index: HashMap<String, usize>,
@@ -169,15 +179,20 @@ impl<'w, 'a> Plan<'w, 'a> {
                 let aggregate = self.aggregate(test, g)?;
                 self.atom(Atom::Enrolled(aggregate), planned)
             }
-            Predicate::InBranch(test) => {
-                if !self.branches.contains(&test.code) {
-                    self.branches.push(test.code.clone());
-                }
-                let sql = self.writer.predicate(p, &self.branches, g)?;
-                self.atom(Atom::User(sql), planned)
+            Predicate::InBranch(branch) => {
+                let test = match self.branches.iter().position(|code| *code == branch.code) {
+                    Some(test) => test,
+                    None => {
+                        self.writer.text(&branch.code, &self.writer.rules.groups[g].key)?;
+                        self.branches.push(branch.code.clone());
+                        self.branches.len() - 1
+                    }
+                };
+                let column = branch.column;
+                self.atom(Atom::InBranch { test, column }, planned)
             }
             Predicate::Column(_) | Predicate::MemberOf(GroupRef::Static(_)) => {
-                let sql = self.writer.predicate(p, &self.branches, g)?;
+                let sql = self.writer.predicate(p, g)?;
                 self.atom(Atom::User(sql), planned)
             }
         })
@@ -189,6 +204,7 @@ impl<'w, 'a> Plan<'w, 'a> {
         let key = match &atom {
             Atom::User(sql) => sql.clone(),
             Atom::Enrolled(e) => format!("e{e}"),
+            Atom::InBranch { test, column } => format!("b{test} of {column}"),
         };
         let next = self.atoms.len();
         let index = *self.atom_index.entry(key).or_insert(next);
@@ -238,10 +254,7 @@ impl<'w, 'a> Plan<'w, 'a> {
     pub(super) fn layout(&self, outputs: &[usize], width: usize) -> Result<Layout, SqlError> {
         let writer = self.writer;
         let mut ctes = Vec::new();
-        for (n, code) in self.branches.iter().enumerate() {
-            ctes.push(writer.branch_cte(n, code)?);
-        }
-        // Enrollment columns, `width` to a GROUP BY.
+        // Enrollment and branch columns, `width` to a GROUP BY.
         let width = width.max(2);
         let per_summary = width - 1;
         for (k, chunk) in self.aggregates.chunks(per_summary).enumerate() {
@@ -253,6 +266,22 @@ impl<'w, 'a> Plan<'w, 'a> {
             ctes.push(format!(
                 "enrolled{k} AS (\n  SELECT e.user_id{columns}\n  FROM {} e\n  GROUP BY e.user_id\n)",
                 writer.tables.enrollments
+            ));
+        }
+        if !self.branches.is_empty() {
+            ctes.push(writer.org_paths_cte());
+        }
+        for (k, chunk) in self.branches.chunks(per_summary).enumerate() {
+            let columns = chunk
+                .iter()
+                .enumerate()
+                .map(|(i, code)| {
+                    let code = writer.text(code, code)?;
+                    Ok(format!(",\n    bool_or(ancestor = {code}) AS b{}", k * per_summary + i))
+                })
+                .collect::<Result<String, SqlError>>()?;
+            ctes.push(format!(
+                "branches{k} AS (\n  SELECT branch{columns}\n  FROM org_paths\n  GROUP BY branch\n)"
             ));
         }
         // Outputs, in the order of evaluation, into chunks of `width`.
@@ -300,8 +329,8 @@ impl<'w, 'a> Plan<'w, 'a> {
         1 + atoms.len() + groups.len()
     }
 
-    /// Writes chunk `c` of `groups` into `ctes` (enrollment columns are
-    /// `per_summary` to a summary); returns the name of its
+    /// Writes chunk `c` of `groups` into `ctes` (enrollment and branch
+    /// columns are `per_summary` to a summary); returns the name of its
     /// last CTE, which has every column.
     fn chunk(&self, c: usize, groups: &BTreeSet<usize>, per_summary: usize, ctes: &mut Vec<String>) -> String {
         let writer = self.writer;
@@ -309,14 +338,17 @@ impl<'w, 'a> Plan<'w, 'a> {
             .iter()
             .flat_map(|g| self.groups[g].atoms.iter().copied())
             .collect();
-        let mut summaries = BTreeSet::new();
+        // The summaries read, each joined once: enrollment summaries by
+        // user, branch summaries by each branch column tested.
+        let mut enrolled = BTreeSet::new();
+        let mut branches = BTreeSet::new();
         let mut select = String::from("u.user_id");
         for &a in &atoms {
             match &self.atoms[a] {
                 Atom::User(sql) => write!(select, ",\n    {sql} AS a{a}"),
                 Atom::Enrolled(e) => {
                     let summary = e / per_summary;
-                    summaries.insert(summary);
+                    enrolled.insert(summary);
                     let without = if self.aggregates[*e].without_rows {
                         "TRUE"
                     } else {
@@ -324,12 +356,29 @@ impl<'w, 'a> Plan<'w, 'a> {
                     };
                     write!(select, ",\n    COALESCE(enrolled{summary}.e{e}, {without}) AS a{a}")
                 }
+                Atom::InBranch { test, column } => {
+                    let summary = test / per_summary;
+                    branches.insert((summary, *column));
+                    write!(
+                        select,
+                        ",\n    COALESCE(branches{summary}_{column}.b{test}, FALSE) AS a{a}"
+                    )
+                }
             }
             .expect("writing to a String");
         }
         let mut from = format!("{} u", writer.tables.users);
-        for s in summaries {
+        for s in enrolled {
             write!(from, "\n  LEFT JOIN enrolled{s} ON enrolled{s}.user_id = u.user_id").expect("writing to a String");
+        }
+        for (s, column) in branches {
+            let alias = format!("branches{s}_{column}");
+            let branch = writer.lower(&format!(
+                "u.{}",
+                writer.identifier(&writer.schema.users.columns[column].name)
+            ));
+            write!(from, "\n  LEFT JOIN branches{s} {alias} ON {alias}.branch = {branch}")
+                .expect("writing to a String");
         }
         let mut last = format!("q{c}");
         ctes.push(format!("{last} AS (\n  SELECT {select}\n  FROM {from}\n)"));

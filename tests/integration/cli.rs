@@ -286,7 +286,8 @@ fn sql_prints_a_query_per_group_and_one_for_all() {
     let combined = text(&out.stdout);
     assert!(combined.starts_with("WITH RECURSIVE\n"), "{combined}");
     assert_eq!(combined.matches(';').count(), 1, "one statement, ready to pipe");
-    assert!(combined.ends_with("ORDER BY 1, 2;\n"));
+    assert!(combined.contains("unnest(ARRAY[CASE WHEN"), "rows from one scan: {combined}");
+    assert!(!combined.contains("ORDER BY"), "rows for a table, unordered");
 
     args.pop();
     args.pop();
@@ -296,7 +297,7 @@ fn sql_prints_a_query_per_group_and_one_for_all() {
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     let changes = text(&out.stdout);
     assert!(changes.contains("'add' AS \"change\"") && changes.contains("'remove' AS \"change\""));
-    assert!(changes.ends_with("ORDER BY 1, 2, 3;\n"), "{changes}");
+    assert!(changes.contains("EXCEPT"), "{changes}");
     args.push("--combined");
     assert_eq!(
         dyngroups(&args).status.code(),
