@@ -6,7 +6,8 @@
 //! unknown (so `NOT` is a complement, as in the engine), NaN counts as
 //! missing, text is compared lowercased (with `İ` lowercased as Rust does),
 //! `<` on text compares bytes, `count(...)` counts zero for users without
-//! rows, and `in_branch` follows the org tree with a recursive query. Every
+//! rows, and `in_branch` follows the org tree with a recursive query. How
+//! the queries read the tables: `plan.rs`. Every
 //! text literal is escaped for its dialect, so a rule can never change the
 //! shape of the query; a regex is translated only when the dialect's regex
 //! engine means the same thing, and rejected with a reason otherwise.
@@ -29,7 +30,8 @@ pub enum Dialect {
     DuckDb,
     /// PostgreSQL 11 or later.
     Postgres,
-    /// Spark SQL 3.5 or later (`in_branch` needs a Spark with `WITH RECURSIVE`).
+    /// Spark SQL 3.5 or later; `in_branch` needs `WITH RECURSIVE`, which
+    /// Spark 3.5 cannot parse (tested: 4.3).
     Spark,
 }
 

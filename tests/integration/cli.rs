@@ -286,7 +286,10 @@ fn sql_prints_a_query_per_group_and_one_for_all() {
     let combined = text(&out.stdout);
     assert!(combined.starts_with("WITH RECURSIVE\n"), "{combined}");
     assert_eq!(combined.matches(';').count(), 1, "one statement, ready to pipe");
-    assert!(combined.contains("unnest(ARRAY[CASE WHEN"), "rows from one scan: {combined}");
+    assert!(
+        combined.contains("unnest(ARRAY[CASE WHEN"),
+        "rows from one scan: {combined}"
+    );
     assert!(!combined.contains("ORDER BY"), "rows for a table, unordered");
 
     args.pop();
