@@ -416,3 +416,68 @@ fn compare(value: u64, op: CmpOp, n: u64) -> bool {
         CmpOp::Ge => value >= n,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::{Dialect, SqlOptions, combined_query};
+    use crate::schema::{Schema, TableSchema, ValueType};
+
+    fn sql(rules: &str, max_columns: usize) -> String {
+        let schema = Schema {
+            users: TableSchema::new([
+                ("user_id", ValueType::Number),
+                ("dept", ValueType::Text),
+                ("branch", ValueType::Text),
+            ]),
+            enrollments: Some(TableSchema::new([
+                ("user_id", ValueType::Number),
+                ("course", ValueType::Text),
+            ])),
+            branches: Some(["emea".to_string(), "de".to_string()].into()),
+            static_groups: None,
+        };
+        let as_of = chrono::NaiveDate::from_ymd_opt(2026, 11, 22).unwrap();
+        let rules = crate::check(&crate::parse_rules(rules).unwrap(), &schema, as_of)
+            .unwrap()
+            .rules;
+        let mut options = SqlOptions::new(Dialect::Postgres);
+        options.max_columns = max_columns;
+        combined_query(&rules, &schema, &options).unwrap()
+    }
+
+    const RULES: &str = r#"
+        group a { dept == "Sales" and enrollment(course == "X") }
+        group b { dept == "Sales" or in_branch("EMEA") }
+        group c { member_of(a) and not in_branch("emea") and enrollment(course == "X") }
+    "#;
+
+    #[test]
+    fn each_distinct_test_is_one_column_of_one_scan() {
+        let sql = sql(RULES, 1_000);
+        assert_eq!(sql.matches("= 'sales'").count(), 1, "{sql}");
+        assert_eq!(sql.matches("= 'x'").count(), 1, "{sql}");
+        assert_eq!(sql.matches("ancestor = 'emea'").count(), 1, "{sql}");
+        assert_eq!(sql.matches("FROM enrollments").count(), 1, "{sql}");
+        assert_eq!(sql.matches("FROM users").count(), 1, "{sql}");
+        assert_eq!(sql.matches(" org o").count(), 2, "the recursion's two parts: {sql}");
+        // `c` reads `a`'s column, a layer later.
+        assert!(sql.contains("AS g0") && sql.contains("q0_1 AS"), "{sql}");
+    }
+
+    #[test]
+    fn groups_past_the_width_go_to_another_scan_with_what_they_read() {
+        // a: user_id, 2 tests, 1 group = 4 columns; a and b: 6; c reads a.
+        let sql = sql(RULES, 5);
+        assert_eq!(sql.matches("FROM users").count(), 3, "{sql}");
+        assert_eq!(
+            sql.matches("FROM enrollments").count(),
+            1,
+            "the summaries are shared: {sql}"
+        );
+        let third = &sql[sql.find("q2 AS").unwrap()..];
+        assert!(
+            third.contains("AS g0,") || third.contains("AS g0\n"),
+            "c's chunk computes a: {sql}"
+        );
+    }
+}
