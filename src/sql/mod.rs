@@ -488,20 +488,8 @@ impl<'a> Writer<'a> {
 
     /// A condition on the enrollments row `e`: true or false, never unknown.
     fn enrollment_condition(&self, p: &Predicate, g: usize) -> Result<String, SqlError> {
-        let join = |ps: &[Predicate], op: &str| -> Result<String, SqlError> {
-            let parts = ps
-                .iter()
-                .map(|p| self.enrollment_condition(p, g))
-                .collect::<Result<Vec<_>, _>>()?;
-            Ok(format!("({})", parts.join(op)))
-        };
-        Ok(match p {
-            Predicate::Const(true) => "TRUE".into(),
-            Predicate::Const(false) => "FALSE".into(),
-            Predicate::And(ps) => join(ps, " AND ")?,
-            Predicate::Or(ps) => join(ps, " OR ")?,
-            Predicate::Not(p) => format!("(NOT {})", self.enrollment_condition(p, g)?),
-            Predicate::Column(test) => self.column_test(test, Row::Enrollment, g)?,
+        connectives(p, &mut |leaf| match leaf {
+            Predicate::Column(test) => self.column_test(test, Row::Enrollment, g),
             other => unreachable!("the checker allows only column tests in enrollment(...): {other:?}"),
         })
     }
@@ -759,6 +747,26 @@ impl<'a> Writer<'a> {
             }
         }
     }
+}
+
+/// `p` as SQL: its constants, `and`, `or` and `not` written here, every
+/// other predicate by `leaf`.
+fn connectives(
+    p: &Predicate,
+    leaf: &mut dyn FnMut(&Predicate) -> Result<String, SqlError>,
+) -> Result<String, SqlError> {
+    let mut join = |ps: &[Predicate], op: &str| -> Result<String, SqlError> {
+        let parts = ps.iter().map(|p| connectives(p, leaf)).collect::<Result<Vec<_>, _>>()?;
+        Ok(format!("({})", parts.join(op)))
+    };
+    Ok(match p {
+        Predicate::Const(true) => "TRUE".into(),
+        Predicate::Const(false) => "FALSE".into(),
+        Predicate::And(ps) => join(ps, " AND ")?,
+        Predicate::Or(ps) => join(ps, " OR ")?,
+        Predicate::Not(p) => format!("(NOT {})", connectives(p, leaf)?),
+        other => leaf(other)?,
+    })
 }
 
 fn sql_op(op: CmpOp) -> &'static str {

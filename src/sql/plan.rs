@@ -17,7 +17,7 @@
 //!   with the tests and groups it needs.
 
 use super::{SqlError, Writer};
-use crate::ast::{CmpOp, GroupStatus};
+use crate::ast::GroupStatus;
 use crate::checked::{EnrollmentTest, GroupRef, Predicate};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt::Write;
@@ -157,19 +157,12 @@ impl<'w, 'a> Plan<'w, 'a> {
 
     /// The SQL of a rule over the columns of atoms and groups.
     fn expression(&mut self, p: &Predicate, g: usize, planned: &mut PlannedGroup) -> Result<String, SqlError> {
-        let mut join = |ps: &[Predicate], op: &str| -> Result<String, SqlError> {
-            let parts = ps
-                .iter()
-                .map(|p| self.expression(p, g, planned))
-                .collect::<Result<Vec<_>, _>>()?;
-            Ok(format!("({})", parts.join(op)))
-        };
+        super::connectives(p, &mut |leaf| self.leaf(leaf, g, planned))
+    }
+
+    /// The column of a test or of another group.
+    fn leaf(&mut self, p: &Predicate, g: usize, planned: &mut PlannedGroup) -> Result<String, SqlError> {
         Ok(match p {
-            Predicate::Const(true) => "TRUE".into(),
-            Predicate::Const(false) => "FALSE".into(),
-            Predicate::And(ps) => join(ps, " AND ")?,
-            Predicate::Or(ps) => join(ps, " OR ")?,
-            Predicate::Not(p) => format!("(NOT {})", self.expression(p, g, planned)?),
             Predicate::MemberOf(GroupRef::Rule(d)) => {
                 self.plan_group(*d)?;
                 planned.reads.insert(*d);
@@ -195,6 +188,7 @@ impl<'w, 'a> Plan<'w, 'a> {
                 let sql = self.writer.predicate(p, g)?;
                 self.atom(Atom::User(sql), planned)
             }
+            other => unreachable!("connectives are written by `connectives`: {other:?}"),
         })
     }
 
@@ -228,7 +222,7 @@ impl<'w, 'a> Plan<'w, 'a> {
             },
             Some((op, n)) => Aggregate {
                 sql: format!("COUNT(CASE WHEN {condition} THEN 1 END) {} {n}", super::sql_op(op)),
-                without_rows: compare(0, op, n),
+                without_rows: op.holds(0, n),
             },
         };
         let next = self.aggregates.len();
@@ -402,18 +396,6 @@ impl<'w, 'a> Plan<'w, 'a> {
             last = next;
         }
         last
-    }
-}
-
-/// `value op n`, as the SQL comparison would answer it.
-fn compare(value: u64, op: CmpOp, n: u64) -> bool {
-    match op {
-        CmpOp::Eq => value == n,
-        CmpOp::Ne => value != n,
-        CmpOp::Lt => value < n,
-        CmpOp::Le => value <= n,
-        CmpOp::Gt => value > n,
-        CmpOp::Ge => value >= n,
     }
 }
 
