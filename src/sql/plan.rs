@@ -71,6 +71,17 @@ pub(super) struct Plan<'w, 'a> {
     groups: BTreeMap<usize, PlannedGroup>,
 }
 
+/// Groups computed by one scan of users.
+#[derive(Default)]
+struct Chunk {
+    /// The groups asked for and those they read.
+    groups: BTreeSet<usize>,
+    /// The atoms those groups read.
+    atoms: BTreeSet<usize>,
+    /// The groups asked for, in the order of evaluation.
+    outputs: Vec<usize>,
+}
+
 /// The `WITH` list of a planned query, and the chunks that hold its groups.
 pub(super) struct Layout {
     /// Common table expressions, in order.
@@ -279,65 +290,54 @@ impl<'w, 'a> Plan<'w, 'a> {
             ));
         }
         // Outputs, in the order of evaluation, into chunks of `width`.
-        let order: Vec<usize> = writer
-            .rules
-            .evaluation_order
-            .iter()
-            .copied()
-            .filter(|g| outputs.contains(g))
-            .collect();
-        let mut chunks: Vec<(BTreeSet<usize>, Vec<usize>)> = Vec::new();
-        for g in order {
-            let mut with_g = chunks.last().map(|(groups, _)| groups.clone()).unwrap_or_default();
-            self.closure(g, &mut with_g);
-            match chunks.last_mut() {
-                Some((groups, outputs)) if self.columns(&with_g) <= width => {
-                    *groups = with_g;
-                    outputs.push(g);
-                }
-                _ => {
-                    let mut alone = BTreeSet::new();
-                    self.closure(g, &mut alone);
-                    chunks.push((alone, vec![g]));
-                }
+        let wanted: BTreeSet<usize> = outputs.iter().copied().collect();
+        let mut chunks: Vec<Chunk> = Vec::new();
+        for &g in writer.rules.evaluation_order.iter().filter(|g| wanted.contains(g)) {
+            let mut closure = BTreeSet::new();
+            self.closure(g, &mut closure);
+            let fits = chunks.last().is_some_and(|chunk| {
+                let new_groups: Vec<usize> = closure.difference(&chunk.groups).copied().collect();
+                let new_atoms = new_groups
+                    .iter()
+                    .flat_map(|d| self.groups[d].atoms.iter())
+                    .filter(|a| !chunk.atoms.contains(a))
+                    .collect::<BTreeSet<_>>();
+                1 + chunk.atoms.len() + new_atoms.len() + chunk.groups.len() + new_groups.len() <= width
+            });
+            if !fits {
+                chunks.push(Chunk::default());
             }
+            let chunk = chunks.last_mut().expect("a chunk was just pushed if none fit");
+            for d in closure {
+                chunk.atoms.extend(self.groups[&d].atoms.iter().copied());
+                chunk.groups.insert(d);
+            }
+            chunk.outputs.push(g);
         }
         let mut layout = Layout {
             ctes,
             recursive: !self.branches.is_empty(),
             chunks: Vec::new(),
         };
-        for (c, (groups, outputs)) in chunks.into_iter().enumerate() {
-            let last = self.chunk(c, &groups, per_summary, &mut layout.ctes);
-            layout.chunks.push((last, outputs));
+        for (c, chunk) in chunks.into_iter().enumerate() {
+            let last = self.chunk(c, &chunk, per_summary, &mut layout.ctes);
+            layout.chunks.push((last, chunk.outputs));
         }
         Ok(layout)
-    }
-
-    /// The number of columns a chunk of `groups` selects.
-    fn columns(&self, groups: &BTreeSet<usize>) -> usize {
-        let atoms: BTreeSet<usize> = groups
-            .iter()
-            .flat_map(|g| self.groups[g].atoms.iter().copied())
-            .collect();
-        1 + atoms.len() + groups.len()
     }
 
     /// Writes chunk `c` of `groups` into `ctes` (enrollment and branch
     /// columns are `per_summary` to a summary); returns the name of its
     /// last CTE, which has every column.
-    fn chunk(&self, c: usize, groups: &BTreeSet<usize>, per_summary: usize, ctes: &mut Vec<String>) -> String {
+    fn chunk(&self, c: usize, chunk: &Chunk, per_summary: usize, ctes: &mut Vec<String>) -> String {
         let writer = self.writer;
-        let atoms: BTreeSet<usize> = groups
-            .iter()
-            .flat_map(|g| self.groups[g].atoms.iter().copied())
-            .collect();
+        let (groups, atoms) = (&chunk.groups, &chunk.atoms);
         // The summaries read, each joined once: enrollment summaries by
         // user, branch summaries by each branch column tested.
         let mut enrolled = BTreeSet::new();
         let mut branches = BTreeSet::new();
         let mut select = String::from("u.user_id");
-        for &a in &atoms {
+        for &a in atoms {
             match &self.atoms[a] {
                 Atom::User(sql) => write!(select, ",\n    {sql} AS a{a}"),
                 Atom::Enrolled(e) => {
