@@ -59,6 +59,7 @@ pub(super) enum SqlDialect {
     Duckdb,
     Postgres,
     Spark,
+    Clickhouse,
 }
 
 #[derive(Args)]
@@ -100,6 +101,7 @@ pub(super) fn run_sql(args: SqlArgs) -> Result<(), Error> {
         SqlDialect::Duckdb => Dialect::DuckDb,
         SqlDialect::Postgres => Dialect::Postgres,
         SqlDialect::Spark => Dialect::Spark,
+        SqlDialect::Clickhouse => Dialect::ClickHouse,
     });
     options.users_table = args.users_table;
     options.enrollments_table = args.enrollments_table;

@@ -1,4 +1,4 @@
-//! Checked rules → SQL for DuckDB, PostgreSQL or Spark SQL, for users whose
+//! Checked rules → SQL for DuckDB, PostgreSQL, Spark SQL or ClickHouse, for users whose
 //! data lives in a warehouse or outgrows one machine.
 //!
 //! The SQL means what spec §3 says, not what SQL would say by default:
@@ -33,6 +33,9 @@ pub enum Dialect {
     /// Spark SQL 3.5 or later; `in_branch` needs `WITH RECURSIVE`, which
     /// Spark 3.5 cannot parse (tested: 4.3).
     Spark,
+    /// ClickHouse 24.4 or later, for `WITH RECURSIVE` (tested: 26.9,
+    /// embedded as chDB 4.4).
+    ClickHouse,
 }
 
 /// Where the tables are, and which day `today` is.
@@ -83,7 +86,7 @@ impl SqlOptions {
             max_columns: match dialect {
                 // PostgreSQL allows 1,664 columns in a select.
                 Dialect::Postgres => 1_500,
-                Dialect::DuckDb | Dialect::Spark => 4_000,
+                Dialect::DuckDb | Dialect::Spark | Dialect::ClickHouse => 4_000,
             },
         }
     }
@@ -236,10 +239,15 @@ pub fn changes_query(rules: &CheckedRules, schema: &Schema, options: &SqlOptions
             "SELECT {group}, user_id FROM (\n{}\n) AS members",
             writer.members(chunks, ctes)?
         );
+        // ClickHouse's bare EXCEPT keeps repeated rows unless configured.
+        let except = match writer.dialect {
+            Dialect::ClickHouse => "EXCEPT DISTINCT",
+            _ => "EXCEPT",
+        };
         Ok(format!(
-            "SELECT {group}, user_id, 'add' AS {change} FROM (\n{members}\nEXCEPT\n{committed}\n) AS added\n\
+            "SELECT {group}, user_id, 'add' AS {change} FROM (\n{members}\n{except}\n{committed}\n) AS added\n\
              UNION ALL\n\
-             SELECT {group}, user_id, 'remove' AS {change} FROM (\n{committed}\nEXCEPT\n{members}\n) AS removed"
+             SELECT {group}, user_id, 'remove' AS {change} FROM (\n{committed}\n{except}\n{members}\n) AS removed"
         ))
     })
 }
@@ -329,7 +337,7 @@ impl<'a> Writer<'a> {
         for (c, (chunk, groups)) in chunks.iter().enumerate() {
             match self.dialect {
                 Dialect::DuckDb => selects.extend(self.packed_members(c, chunk, groups, ctes)?),
-                Dialect::Postgres | Dialect::Spark => selects.push(self.unpivot(chunk, groups)?),
+                Dialect::Postgres | Dialect::Spark | Dialect::ClickHouse => selects.push(self.unpivot(chunk, groups)?),
             }
         }
         if selects.is_empty() {
@@ -398,6 +406,7 @@ impl<'a> Writer<'a> {
             Dialect::DuckDb => "DuckDB",
             Dialect::Postgres => "PostgreSQL",
             Dialect::Spark => "Spark SQL",
+            Dialect::ClickHouse => "ClickHouse",
         }
     }
 
@@ -421,10 +430,20 @@ impl<'a> Writer<'a> {
     /// per group column that holds. PostgreSQL unnests a list of the keys
     /// that hold; Spark turns the columns into (key, holds) rows with
     /// `stack`, which ran in 67 s where an `explode` of such a list took
-    /// 97 s (100k users, 1,000 groups).
+    /// 97 s (100k users, 1,000 groups); ClickHouse filters one constant
+    /// array of keys by an array of the columns.
     fn unpivot(&self, chunk: &str, groups: &[usize]) -> Result<String, SqlError> {
         let group = self.identifier("group");
         let key = |g: usize| self.text(&self.rules.groups[g].key, &self.rules.groups[g].key);
+        if self.dialect == Dialect::ClickHouse {
+            let keys = groups.iter().map(|&g| key(g)).collect::<Result<Vec<_>, SqlError>>()?;
+            let columns: Vec<String> = groups.iter().map(|g| format!("g{g}")).collect();
+            return Ok(format!(
+                "SELECT k AS {group}, user_id FROM (SELECT user_id, arrayJoin(arrayFilter((key, holds) -> holds, [{}], [{}])) AS k FROM {chunk}) AS {chunk}_keys",
+                keys.join(", "),
+                columns.join(", ")
+            ));
+        }
         if self.dialect == Dialect::Spark {
             let pairs = groups
                 .iter()
@@ -449,12 +468,12 @@ impl<'a> Writer<'a> {
     /// `org_paths(branch, ancestor)`: every branch of the org tree with
     /// itself and each of its ancestors, lowercased. DuckDB and PostgreSQL
     /// drop repeated rows (`UNION`), so a cycle in the table ends the
-    /// recursion; Spark allows only `UNION ALL` there, and stops a cycle at
-    /// its recursion limit with an error.
+    /// recursion; Spark and ClickHouse allow only `UNION ALL` there, and
+    /// stop a cycle at their recursion limit with an error.
     fn org_paths_cte(&self) -> String {
         let union = match self.dialect {
             Dialect::DuckDb | Dialect::Postgres => "UNION",
-            Dialect::Spark => "UNION ALL",
+            Dialect::Spark | Dialect::ClickHouse => "UNION ALL",
         };
         let org = &self.tables.org;
         let branch = self.lower(&format!("o.{}", self.identifier("branch")));
@@ -556,7 +575,11 @@ impl<'a> Writer<'a> {
                 known(format!("(NOT {} AND {holds})", self.is_nan(&number)))
             }
             (ValueType::Date, test) => {
-                let day = format!("CAST({value} AS DATE)");
+                let day = match self.dialect {
+                    // ClickHouse's `Date` holds 1970 to 2149 only.
+                    Dialect::ClickHouse => format!("toDate32({value})"),
+                    _ => format!("CAST({value} AS DATE)"),
+                };
                 known(match test {
                     Test::Compare(op, date) => format!("{day} {} {}", sql_op(*op), self.date(date)),
                     Test::In(items) => {
@@ -607,6 +630,7 @@ impl<'a> Writer<'a> {
                     Dialect::DuckDb => format!("contains({lowered}, {t})"),
                     Dialect::Postgres => format!("strpos({lowered}, {t}) > 0"),
                     Dialect::Spark => format!("instr({lowered}, {t}) > 0"),
+                    Dialect::ClickHouse => format!("position({lowered}, {t}) > 0"),
                 }
             }
             Test::StartsWith(t) => {
@@ -614,6 +638,7 @@ impl<'a> Writer<'a> {
                 match self.dialect {
                     Dialect::DuckDb | Dialect::Postgres => format!("starts_with({lowered}, {t})"),
                     Dialect::Spark => format!("startswith({lowered}, {t})"),
+                    Dialect::ClickHouse => format!("startsWith({lowered}, {t})"),
                 }
             }
             Test::EndsWith(suffix) => {
@@ -622,6 +647,7 @@ impl<'a> Writer<'a> {
                     Dialect::DuckDb => format!("ends_with({lowered}, {t})"),
                     Dialect::Postgres => format!("right({lowered}, {}) = {t}", suffix.chars().count()),
                     Dialect::Spark => format!("endswith({lowered}, {t})"),
+                    Dialect::ClickHouse => format!("endsWith({lowered}, {t})"),
                 }
             }
             other => unreachable!("not a text test: {other:?}"),
@@ -640,6 +666,7 @@ impl<'a> Writer<'a> {
             Dialect::DuckDb => format!("regexp_matches({value}, {translated})"),
             Dialect::Postgres => format!("{value} ~ {translated}"),
             Dialect::Spark => format!("{value} RLIKE {translated}"),
+            Dialect::ClickHouse => format!("match({value}, {translated})"),
         })
     }
 
@@ -649,21 +676,27 @@ impl<'a> Writer<'a> {
     fn one_of(&self, value: &str, items: &[String]) -> String {
         match self.dialect {
             Dialect::DuckDb => format!("list_contains([{}], {value})", items.join(", ")),
-            Dialect::Postgres | Dialect::Spark => format!("{value} IN ({})", items.join(", ")),
+            Dialect::Postgres | Dialect::Spark | Dialect::ClickHouse => format!("{value} IN ({})", items.join(", ")),
         }
     }
 
     /// Lowercase as `str::to_lowercase` does. The engines lowercase one code
     /// point at a time; the one difference that can be mended in SQL is
     /// `İ`, which Rust lowercases to `i` + combining dot above.
+    /// ClickHouse's `lowerUTF8` maps whole strings as Rust does (ICU).
     fn lower(&self, value: &str) -> String {
-        format!("lower(replace({value}, '\u{130}', 'i\u{307}'))")
+        match self.dialect {
+            Dialect::ClickHouse => format!("lowerUTF8({value})"),
+            _ => format!("lower(replace({value}, '\u{130}', 'i\u{307}'))"),
+        }
     }
 
     fn number(&self, value: &str) -> String {
         match self.dialect {
             Dialect::Postgres => format!("CAST({value} AS DOUBLE PRECISION)"),
             Dialect::DuckDb | Dialect::Spark => format!("CAST({value} AS DOUBLE)"),
+            // A CAST of a null to a type that is not `Nullable` fails.
+            Dialect::ClickHouse => format!("toFloat64({value})"),
         }
     }
 
@@ -671,6 +704,27 @@ impl<'a> Writer<'a> {
         match self.dialect {
             Dialect::Postgres => format!("{number} = CAST('NaN' AS DOUBLE PRECISION)"),
             Dialect::DuckDb | Dialect::Spark => format!("isnan({number})"),
+            Dialect::ClickHouse => format!("isNaN({number})"),
+        }
+    }
+
+    /// Whether `condition` holds for any row of a `GROUP BY`, as a
+    /// column that a `LEFT JOIN` leaves null for a missing key (ClickHouse
+    /// gives a missing row's columns their type's default, which for a
+    /// `Nullable` type is null).
+    fn any_row(&self, condition: &str) -> String {
+        match self.dialect {
+            Dialect::ClickHouse => format!("toNullable(max({condition}))"),
+            _ => format!("bool_or({condition})"),
+        }
+    }
+
+    /// An aggregate's value as a column that a `LEFT JOIN` leaves null for a
+    /// missing key (see [`Writer::any_row`]).
+    fn nullable_aggregate(&self, aggregate: String) -> String {
+        match self.dialect {
+            Dialect::ClickHouse => format!("toNullable({aggregate})"),
+            _ => aggregate,
         }
     }
 
@@ -686,7 +740,11 @@ impl<'a> Writer<'a> {
         let Scalar::Date(days, from_today) = value else {
             unreachable!("not a date: {value:?}")
         };
-        let fixed = |date: chrono::NaiveDate| format!("DATE '{}'", date.format("%Y-%m-%d"));
+        let fixed = |date: chrono::NaiveDate| match self.dialect {
+            // A `DATE` literal there is a `Date`, 1970 to 2149, saturated.
+            Dialect::ClickHouse => format!("toDate32('{}')", date.format("%Y-%m-%d")),
+            _ => format!("DATE '{}'", date.format("%Y-%m-%d")),
+        };
         let Some(DateOffset { amount, unit }) = from_today else {
             let epoch = chrono::NaiveDate::from_ymd_opt(1970, 1, 1).expect("a valid date");
             return fixed(epoch + chrono::TimeDelta::days(i64::from(*days)));
@@ -694,6 +752,7 @@ impl<'a> Writer<'a> {
         let today = match (self.as_of, self.dialect) {
             (Some(as_of), _) => fixed(as_of),
             (None, Dialect::Spark) => "current_date()".into(),
+            (None, Dialect::ClickHouse) => "toDate32(today())".into(),
             (None, _) => "CURRENT_DATE".into(),
         };
         let (amount, months) = match unit {
@@ -706,6 +765,8 @@ impl<'a> Writer<'a> {
             (_, _) if amount == 0 => today,
             (Dialect::Spark, true) => format!("add_months({today}, {amount})"),
             (Dialect::Spark, false) => format!("date_add({today}, {amount})"),
+            (Dialect::ClickHouse, true) => format!("addMonths({today}, {amount})"),
+            (Dialect::ClickHouse, false) => format!("addDays({today}, {amount})"),
             // Month steps clamp to the month's last day in both engines.
             (Dialect::DuckDb, true) => format!("CAST({today} + INTERVAL ({amount}) MONTH AS DATE)"),
             (Dialect::Postgres, true) => format!("CAST({today} + {amount} * INTERVAL '1 month' AS DATE)"),
@@ -717,6 +778,8 @@ impl<'a> Writer<'a> {
     fn identifier(&self, name: &str) -> String {
         match self.dialect {
             Dialect::Spark => format!("`{}`", name.replace('`', "``")),
+            // Backslash escapes hold in ClickHouse's quoted names too.
+            Dialect::ClickHouse => format!("`{}`", name.replace('\\', "\\\\").replace('`', "\\`")),
             Dialect::DuckDb | Dialect::Postgres => format!("\"{}\"", name.replace('"', "\"\"")),
         }
     }
@@ -748,6 +811,23 @@ impl<'a> Writer<'a> {
                                 write!(out, "\\u{unit:04X}").expect("writing to a String");
                             }
                         }
+                    }
+                }
+                out.push('\'');
+                Ok(out)
+            }
+            // ClickHouse reads backslash escapes too, and takes any bytes:
+            // control characters as \xHH, the rest as UTF-8.
+            Dialect::ClickHouse => {
+                let mut out = String::from("'");
+                for c in text.chars() {
+                    match c {
+                        '\'' | '\\' => {
+                            out.push('\\');
+                            out.push(c);
+                        }
+                        c if c.is_ascii_control() => write!(out, "\\x{:02X}", c as u32).expect("writing to a String"),
+                        c => out.push(c),
                     }
                 }
                 out.push('\'');

@@ -228,11 +228,14 @@ impl<'w, 'a> Plan<'w, 'a> {
         };
         let aggregate = match test.count {
             None => Aggregate {
-                sql: format!("bool_or({condition})"),
+                sql: self.writer.any_row(&condition),
                 without_rows: false,
             },
             Some((op, n)) => Aggregate {
-                sql: format!("COUNT(CASE WHEN {condition} THEN 1 END) {} {n}", super::sql_op(op)),
+                sql: self.writer.nullable_aggregate(format!(
+                    "COUNT(CASE WHEN {condition} THEN 1 END) {} {n}",
+                    super::sql_op(op)
+                )),
                 without_rows: op.holds(0, n),
             },
         };
@@ -269,7 +272,7 @@ impl<'w, 'a> Plan<'w, 'a> {
                 .map(|(i, a)| format!(",\n    {} AS e{}", a.sql, k * per_summary + i))
                 .collect();
             ctes.push(format!(
-                "enrolled{k} AS (\n  SELECT e.user_id{columns}\n  FROM {} e\n  GROUP BY e.user_id\n)",
+                "enrolled{k} AS (\n  SELECT e.user_id AS user_id{columns}\n  FROM {} e\n  GROUP BY e.user_id\n)",
                 writer.tables.enrollments
             ));
         }
@@ -282,7 +285,8 @@ impl<'w, 'a> Plan<'w, 'a> {
                 .enumerate()
                 .map(|(i, code)| {
                     let code = writer.text(code, code)?;
-                    Ok(format!(",\n    bool_or(ancestor = {code}) AS b{}", k * per_summary + i))
+                    let any = writer.any_row(&format!("ancestor = {code}"));
+                    Ok(format!(",\n    {any} AS b{}", k * per_summary + i))
                 })
                 .collect::<Result<String, SqlError>>()?;
             ctes.push(format!(
@@ -336,7 +340,7 @@ impl<'w, 'a> Plan<'w, 'a> {
         // user, branch summaries by each branch column tested.
         let mut enrolled = BTreeSet::new();
         let mut branches = BTreeSet::new();
-        let mut select = String::from("u.user_id");
+        let mut select = String::from("u.user_id AS user_id");
         for &a in atoms {
             match &self.atoms[a] {
                 Atom::User(sql) => write!(select, ",\n    {sql} AS a{a}"),

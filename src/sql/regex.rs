@@ -32,8 +32,8 @@ fn check_regex(ast: &Ast, dialect: Dialect, edits: &mut Vec<(rx::Span, String)>)
         Ast::Empty(_) => Ok(()),
         Ast::Literal(literal) => check_literal(literal),
         Ast::Dot(span) => {
-            // Rust's `.` is any character but `\n`; PostgreSQL's matches `\n`
-            // too, Java's excludes `\r` and more.
+            // Rust's `.` is any character but `\n`; PostgreSQL's and
+            // ClickHouse's match `\n` too, Java's excludes `\r` and more.
             if dialect != Dialect::DuckDb {
                 edits.push((**span, "[^\\n]".into()));
             }
@@ -50,7 +50,7 @@ fn check_regex(ast: &Ast, dialect: Dialect, edits: &mut Vec<(rx::Span, String)>)
             }
             rx::AssertionKind::WordBoundary => {
                 // RE2's `\b` is ASCII; Java's follows Unicode letters.
-                if dialect != Dialect::DuckDb {
+                if !matches!(dialect, Dialect::DuckDb | Dialect::ClickHouse) {
                     edits.push((assertion.span, WORD_BOUNDARY_LOOKAROUND.into()));
                 }
                 Ok(())
@@ -170,6 +170,8 @@ mod tests {
         assert_eq!(pg("[\\w.-]").unwrap(), "[0-9A-Za-z_.-]");
         assert!(pg("[\\Wa]").unwrap_err().contains("[^0-9]"));
         assert_eq!(translate_regex("\\bab", Dialect::DuckDb).unwrap(), "\\bab");
+        // ClickHouse runs RE2 with `.` matching `\n`.
+        assert_eq!(translate_regex("\\ba.b", Dialect::ClickHouse).unwrap(), "\\ba[^\\n]b");
         assert_eq!(
             translate_regex("\\bab", Dialect::Spark).unwrap(),
             format!("{WORD_BOUNDARY_LOOKAROUND}ab")

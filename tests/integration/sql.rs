@@ -459,6 +459,27 @@ fn spark_agrees_with_the_engine() {
     }
 }
 
+/// ClickHouse, embedded through chDB from PyPI (`.ci/run` installs it and
+/// sets `DYNGROUPS_REQUIRE_CHDB`); elsewhere the test is recorded as skipped.
+#[test]
+fn clickhouse_agrees_with_the_engine() {
+    if tool_present(
+        has_python_module("chdb"),
+        "sql::clickhouse_agrees_with_the_engine",
+        "DYNGROUPS_REQUIRE_CHDB",
+        "python3 with chdb",
+    ) {
+        differential_many(
+            &[
+                (Translation::Sql(Dialect::ClickHouse), cases(200), 11),
+                (Translation::Changes(Dialect::ClickHouse), cases(100), 12),
+                (Translation::Groups(Dialect::ClickHouse), cases(50), 13),
+            ],
+            "chdb_members.py",
+        );
+    }
+}
+
 /// Text that would end a literal, start a comment or a second statement
 /// in a careless translation stays text: the queries run and match exactly
 /// the users holding that text.
@@ -536,6 +557,11 @@ fn every_translation_agrees(case: &Case) -> BTreeSet<(String, u32)> {
             Translation::Sql(Dialect::Spark),
             "spark_members.py",
             has_python_module("pyspark"),
+        ),
+        (
+            Translation::Sql(Dialect::ClickHouse),
+            "chdb_members.py",
+            has_python_module("chdb"),
         ),
         (Translation::Polars, "polars_members.py", has_python_module("polars")),
     ] {
