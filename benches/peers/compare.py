@@ -1,4 +1,4 @@
-"""Side-by-side comparison of dyngroups with DuckDB and Polars on the same
+"""Side-by-side comparison of dyngroups with DuckDB, ClickHouse and Polars on the same
 generated population and rules, end to end: load the Parquet files,
 evaluate every group, hand back the members (dyngroups also diffs and
 commits its state).
@@ -7,6 +7,8 @@ Every contender runs in its own process, so its wall time and peak RSS are
 its own; each is run --repeat times and the median wall time is reported,
 with the ratio to dyngroups' median from the same run. DuckDB runs the SQL
 that `dyngroups sql` writes: one query per group, and one wide query for all.
+ClickHouse (embedded, as chDB) runs the wide query of `dyngroups sql
+--dialect clickhouse`.
 Polars runs the module that `dyngroups polars` writes: one wide select over
 lazily scanned Parquet, the enrollment conditions tallied in one group_by.
 Every contender's member count per group must equal dyngroups', or the
@@ -98,6 +100,9 @@ def worker(args):
             os.remove(path)
         print(json.dumps(counts))
         return
+    if args.contender == "chdb":
+        print(json.dumps(chdb_counts(args)))
+        return
     import duckdb
 
     con = duckdb.connect()
@@ -122,6 +127,29 @@ def worker(args):
     print(json.dumps(counts))
 
 
+def chdb_counts(args):
+    """{group: member count} of the ClickHouse combined query, run in chDB
+    over tables loaded into memory first, as DuckDB's are."""
+    from chdb import session
+
+    con = session.Session()
+    # Queries of thousands of rules outgrow the default parser limits.
+    for setting in ["max_query_size = 1073741824", "max_ast_elements = 10000000",
+                    "max_expanded_ast_elements = 10000000", f"max_threads = {os.cpu_count()}"]:
+        con.query(f"SET {setting}")
+    for table in TABLES:
+        con.query(f"CREATE TABLE {table} ENGINE = Memory AS SELECT * FROM file('{args.data}/{table}.parquet', Parquet)")
+    con.query("CREATE TABLE committed (`group` String, user_id UInt32) ENGINE = Memory")
+    with open(f"{args.data}/rules.clickhouse.sql", encoding="utf-8") as f:
+        combined = f.read().rstrip().rstrip(";")
+    with open(args.sql, encoding="utf-8") as f:
+        counts = {key: 0 for key in split_queries(f.read())}
+    result = con.query(f"SELECT `group`, count() FROM ({combined}) AS members GROUP BY 1", "JSONCompact")
+    for key, n in json.loads(result.bytes())["data"]:
+        counts[key] = int(n)
+    return counts
+
+
 def human_bytes(n):
     return f"{n / 2**30:.1f} GB" if n >= 2**30 else f"{n / 2**20:.0f} MB"
 
@@ -135,7 +163,7 @@ def main():
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--timeout", type=float, default=900, help="seconds per contender run")
     parser.add_argument(
-        "--contenders", default="dyngroups,duckdb-per-rule,duckdb-wide,polars-wide", help="comma-separated"
+        "--contenders", default="dyngroups,duckdb-per-rule,duckdb-wide,chdb,polars-wide", help="comma-separated"
     )
     parser.add_argument(
         "--members-parquet",
@@ -160,6 +188,13 @@ def main():
     with open(sql_path, "w", encoding="utf-8") as f:
         subprocess.run(
             [args.dyngroups, "sql", "--rules", f"{data}/rules.rules", *data_args(data), "--dialect", "duckdb"],
+            check=True,
+            stdout=f,
+        )
+    with open(f"{data}/rules.clickhouse.sql", "w", encoding="utf-8") as f:
+        subprocess.run(
+            [args.dyngroups, "sql", "--rules", f"{data}/rules.rules", *data_args(data), "--dialect", "clickhouse",
+             "--combined"],
             check=True,
             stdout=f,
         )

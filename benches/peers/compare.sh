@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The peer comparison: dyngroups against DuckDB (one query per rule, and one
-# wide query, both from `dyngroups sql`) and Polars (one wide select, from
+# wide query, both from `dyngroups sql`), ClickHouse as chDB (the wide query)
+# and Polars (one wide select, from
 # `dyngroups polars`) on the same generated population.
 #
 #   benches/peers/compare.sh --users 1000000 --rules 100     # README figures
@@ -15,7 +16,7 @@ venv=target/peers-venv
 if [ ! -x "$venv/bin/python" ]; then
     python3 -m venv "$venv"
 fi
-"$venv/bin/python" -m pip install --quiet --disable-pip-version-check duckdb==1.5.6 pyarrow==26.0.1 polars==2.1.0
+"$venv/bin/python" -m pip install --quiet --disable-pip-version-check duckdb==1.5.6 pyarrow==26.0.1 polars==2.1.0 chdb==4.4.0
 if [[ " $* " != *" --dyngroups "* ]]; then
     cargo build --release --quiet
 fi
