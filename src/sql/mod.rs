@@ -274,6 +274,9 @@ struct Writer<'a> {
     max_columns: usize,
 }
 
+/// Flags packed into one signed `BIGINT`, all but its sign bit.
+const WORD_BITS: usize = 63;
+
 /// Which table a column test reads: the users row `u`, or an enrollments
 /// row `e` inside `enrollment(...)`.
 #[derive(Clone, Copy)]
@@ -365,8 +368,7 @@ impl<'a> Writer<'a> {
         groups: &[usize],
         ctes: &mut Vec<String>,
     ) -> Result<Vec<String>, SqlError> {
-        const BITS: usize = 63;
-        let words: Vec<&[usize]> = groups.chunks(BITS).collect();
+        let words: Vec<&[usize]> = groups.chunks(WORD_BITS).collect();
         let packed: Vec<String> = words
             .iter()
             .enumerate()
@@ -719,12 +721,28 @@ impl<'a> Writer<'a> {
         }
     }
 
-    /// An aggregate's value as a column that a `LEFT JOIN` leaves null for a
-    /// missing key (see [`Writer::any_row`]).
-    fn nullable_aggregate(&self, aggregate: String) -> String {
+    /// A `BIGINT` of a `GROUP BY` whose bit `i` is set when `conditions[i]`
+    /// holds for any row (at most [`WORD_BITS`] conditions, so that it is
+    /// never negative).
+    fn any_row_bits(&self, conditions: &[String]) -> String {
+        let bits: Vec<String> = conditions
+            .iter()
+            .enumerate()
+            .map(|(bit, c)| format!("CASE WHEN {c} THEN CAST({} AS BIGINT) ELSE 0 END", 1u64 << bit))
+            .collect();
+        // The bits of one row are distinct, so their sum is their union.
+        let row = bits.join(" + ");
         match self.dialect {
-            Dialect::ClickHouse => format!("toNullable({aggregate})"),
-            _ => aggregate,
+            Dialect::ClickHouse => format!("groupBitOr({row})"),
+            _ => format!("bit_or({row})"),
+        }
+    }
+
+    /// Whether bit `bit` of the `BIGINT` `word` is set.
+    fn bit_set(&self, word: &str, bit: usize) -> String {
+        match self.dialect {
+            Dialect::ClickHouse => format!("bitTest({word}, {bit})"),
+            _ => format!("({word} & CAST({} AS BIGINT)) <> 0", 1u64 << bit),
         }
     }
 

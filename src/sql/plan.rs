@@ -1,9 +1,14 @@
 //! The set-based form of the queries: like the engine's own plan, every
 //! table is read once and every distinct test is computed once.
 //!
-//! - Enrollment tests are boolean columns `e0`, `e1`, ... of one `GROUP BY
-//!   user_id` over enrollments (`enrolled0`, split where a select would
-//!   grow past the dialect's width).
+//! - Enrollment tests come from one `GROUP BY user_id` over enrollments
+//!   (`enrolled0`, split where a select would grow past the dialect's
+//!   width). Tests of whether any row matches are bits of words `w0`,
+//!   `w1`, ... (63 to a `BIGINT`, one `bit_or` each); counts are columns
+//!   `c0`, `c1`, ..., one per distinct condition, compared where they are
+//!   read. Aggregating and joining a few words instead of a boolean
+//!   column per test took ClickHouse from 15 s to 5 s (1M users, 211
+//!   tests).
 //! - `in_branch` tests are boolean columns `b0`, `b1`, ... of one `GROUP
 //!   BY branch` (`branches0`) over the (branch, ancestor) pairs of the org
 //!   tree, found by one recursive CTE (`org_paths`).
@@ -16,8 +21,8 @@
 //!   dialect are split into several such chunks (`q1`, `q2`, ...), each
 //!   with the tests and groups it needs.
 
-use super::{SqlError, Writer};
-use crate::ast::GroupStatus;
+use super::{SqlError, WORD_BITS, Writer};
+use crate::ast::{CmpOp, GroupStatus};
 use crate::checked::{EnrollmentTest, GroupRef, Predicate};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt::Write;
@@ -26,8 +31,8 @@ use std::fmt::Write;
 enum Atom {
     /// SQL on the users row `u`, never unknown.
     User(String),
-    /// Enrollment column `e<index>`.
-    Enrolled(usize),
+    /// A test of the enrollment summary.
+    Enrolled(EnrollmentAtom),
     /// Branch column `b<index>`, looked up by the users column at `column`.
     InBranch {
         /// The branch test's index.
@@ -37,13 +42,41 @@ enum Atom {
     },
 }
 
-/// One enrollment test: a per-user aggregate over the user's rows.
-struct Aggregate {
-    /// SQL over the enrollments row `e`, in a `GROUP BY user_id`.
-    sql: String,
-    /// Its value for a user without enrollment rows (the `GROUP BY` has no
-    /// row for them).
-    without_rows: bool,
+/// An enrollment test, read from the summary of a user's rows.
+#[derive(Clone, Copy)]
+enum EnrollmentAtom {
+    /// Whether any row meets condition `bit`: bit `bit % 63` of word
+    /// `w<bit / 63>`.
+    AnyRow(usize),
+    /// The number of rows meeting condition `counted` (column
+    /// `c<counted>`) compared with `n`.
+    Count {
+        /// The condition's index.
+        counted: usize,
+        /// The comparison.
+        op: CmpOp,
+        /// What the count is compared with.
+        n: u64,
+    },
+}
+
+/// Distinct SQL texts, each with the index of its first insertion.
+#[derive(Default)]
+struct Distinct {
+    items: Vec<String>,
+    index: HashMap<String, usize>,
+}
+
+impl Distinct {
+    /// The index of `sql`, added when new.
+    fn insert(&mut self, sql: String) -> usize {
+        let next = self.items.len();
+        let index = *self.index.entry(sql.clone()).or_insert(next);
+        if index == next {
+            self.items.push(sql);
+        }
+        index
+    }
 }
 
 /// A group's column.
@@ -64,8 +97,10 @@ pub(super) struct Plan<'w, 'a> {
     writer: &'w Writer<'a>,
     /// The branch codes `in_branch` tests, lowercased: column `b<index>`.
     branches: Vec<String>,
-    aggregates: Vec<Aggregate>,
-    aggregate_index: HashMap<String, usize>,
+    /// Conditions on enrollment rows tested for any row: bit `i`.
+    any_row: Distinct,
+    /// Conditions on enrollment rows whose rows are counted: column `c<i>`.
+    counted: Distinct,
     atoms: Vec<Atom>,
     atom_index: HashMap<String, usize>,
     groups: BTreeMap<usize, PlannedGroup>,
@@ -99,8 +134,8 @@ impl<'w, 'a> Plan<'w, 'a> {
         let mut plan = Plan {
             writer,
             branches: Vec::new(),
-            aggregates: Vec::new(),
-            aggregate_index: HashMap::new(),
+            any_row: Distinct::default(),
+            counted: Distinct::default(),
             atoms: Vec::new(),
             atom_index: HashMap::new(),
             groups: BTreeMap::new(),
@@ -180,8 +215,8 @@ impl<'w, 'a> Plan<'w, 'a> {
                 format!("g{d}")
             }
             Predicate::Enrollment(test) => {
-                let aggregate = self.aggregate(test, g)?;
-                self.atom(Atom::Enrolled(aggregate), planned)
+                let test = self.enrollment_test(test, g)?;
+                self.atom(Atom::Enrolled(test), planned)
             }
             Predicate::InBranch(branch) => {
                 let test = match self.branches.iter().position(|code| *code == branch.code) {
@@ -208,7 +243,10 @@ impl<'w, 'a> Plan<'w, 'a> {
     fn atom(&mut self, atom: Atom, planned: &mut PlannedGroup) -> String {
         let key = match &atom {
             Atom::User(sql) => sql.clone(),
-            Atom::Enrolled(e) => format!("e{e}"),
+            Atom::Enrolled(EnrollmentAtom::AnyRow(bit)) => format!("bit {bit}"),
+            Atom::Enrolled(EnrollmentAtom::Count { counted, op, n }) => {
+                format!("c{counted} {} {n}", super::sql_op(*op))
+            }
             Atom::InBranch { test, column } => format!("b{test} of {column}"),
         };
         let next = self.atoms.len();
@@ -220,31 +258,35 @@ impl<'w, 'a> Plan<'w, 'a> {
         format!("a{index}")
     }
 
-    /// The enrollment column of `test`, added when no equal test has one.
-    fn aggregate(&mut self, test: &EnrollmentTest, g: usize) -> Result<usize, SqlError> {
+    /// The summary's test of `test`.
+    fn enrollment_test(&mut self, test: &EnrollmentTest, g: usize) -> Result<EnrollmentAtom, SqlError> {
         let condition = match &test.condition {
             Some(c) => self.writer.enrollment_condition(c, g)?,
             None => "TRUE".into(),
         };
-        let aggregate = match test.count {
-            None => Aggregate {
-                sql: self.writer.any_row(&condition),
-                without_rows: false,
+        Ok(match test.count {
+            None => EnrollmentAtom::AnyRow(self.any_row.insert(condition)),
+            Some((op, n)) => EnrollmentAtom::Count {
+                counted: self.counted.insert(condition),
+                op,
+                n,
             },
-            Some((op, n)) => Aggregate {
-                sql: self.writer.nullable_aggregate(format!(
-                    "COUNT(CASE WHEN {condition} THEN 1 END) {} {n}",
-                    super::sql_op(op)
-                )),
-                without_rows: op.holds(0, n),
-            },
+        })
+    }
+
+    /// The number of words holding the any-row bits.
+    fn words(&self) -> usize {
+        self.any_row.items.len().div_ceil(WORD_BITS)
+    }
+
+    /// The enrollment summary holding column `column` of the list of words
+    /// then counts, `per_summary` columns to a summary.
+    fn summary(&self, atom: EnrollmentAtom, per_summary: usize) -> usize {
+        let column = match atom {
+            EnrollmentAtom::AnyRow(bit) => bit / WORD_BITS,
+            EnrollmentAtom::Count { counted, .. } => self.words() + counted,
         };
-        let next = self.aggregates.len();
-        let index = *self.aggregate_index.entry(aggregate.sql.clone()).or_insert(next);
-        if index == next {
-            self.aggregates.push(aggregate);
-        }
-        Ok(index)
+        column / per_summary
     }
 
     /// The groups `g` reads, directly or not, and `g`.
@@ -265,12 +307,15 @@ impl<'w, 'a> Plan<'w, 'a> {
         // Enrollment and branch columns, `width` to a GROUP BY.
         let width = width.max(2);
         let per_summary = width - 1;
-        for (k, chunk) in self.aggregates.chunks(per_summary).enumerate() {
-            let columns: String = chunk
-                .iter()
-                .enumerate()
-                .map(|(i, a)| format!(",\n    {} AS e{}", a.sql, k * per_summary + i))
-                .collect();
+        let words = self.any_row.items.chunks(WORD_BITS).enumerate().map(|(w, conditions)| {
+            format!(",\n    {} AS w{w}", writer.any_row_bits(conditions))
+        });
+        let counts = self.counted.items.iter().enumerate().map(|(i, condition)| {
+            format!(",\n    COUNT(CASE WHEN {condition} THEN 1 END) AS c{i}")
+        });
+        let summary_columns: Vec<String> = words.chain(counts).collect();
+        for (k, chunk) in summary_columns.chunks(per_summary).enumerate() {
+            let columns = chunk.concat();
             ctes.push(format!(
                 "enrolled{k} AS (\n  SELECT e.user_id AS user_id{columns}\n  FROM {} e\n  GROUP BY e.user_id\n)",
                 writer.tables.enrollments
@@ -344,15 +389,22 @@ impl<'w, 'a> Plan<'w, 'a> {
         for &a in atoms {
             match &self.atoms[a] {
                 Atom::User(sql) => write!(select, ",\n    {sql} AS a{a}"),
-                Atom::Enrolled(e) => {
-                    let summary = e / per_summary;
+                Atom::Enrolled(test) => {
+                    let summary = self.summary(*test, per_summary);
                     enrolled.insert(summary);
-                    let without = if self.aggregates[*e].without_rows {
-                        "TRUE"
-                    } else {
-                        "FALSE"
+                    // A user without rows has no row in the summary: no
+                    // bit set, and a count of 0.
+                    let sql = match *test {
+                        EnrollmentAtom::AnyRow(bit) => writer.bit_set(
+                            &format!("COALESCE(enrolled{summary}.w{}, 0)", bit / WORD_BITS),
+                            bit % WORD_BITS,
+                        ),
+                        EnrollmentAtom::Count { counted, op, n } => format!(
+                            "COALESCE(enrolled{summary}.c{counted}, 0) {} {n}",
+                            super::sql_op(op)
+                        ),
                     };
-                    write!(select, ",\n    COALESCE(enrolled{summary}.e{e}, {without}) AS a{a}")
+                    write!(select, ",\n    {sql} AS a{a}")
                 }
                 Atom::InBranch { test, column } => {
                     let summary = test / per_summary;

@@ -538,6 +538,31 @@ fn constant_enrollment_conditions_count_rows() {
     );
 }
 
+#[test]
+fn enrollment_tests_past_one_word_read_their_own_bits() {
+    // 70 distinct any-row conditions fill two words of 63 bits (and, with
+    // the case's narrow width, several summaries); the counts of three
+    // conditions are compared with four numbers.
+    let mut case = generated(1, 21).remove(0);
+    let courses = ["C1", "C2", "Ç3"];
+    let rules: String = (0..70u32)
+        .map(|i| {
+            let course = courses[i as usize % 3];
+            let grade = f64::from(i / 3) / 2.0 - 1.5;
+            format!(
+                "group e{i} {{ enrollment(course == \"{course}\" and grade >= {grade}) or count(enrollment(course == \"{course}\")) == {} }}\n",
+                i % 4
+            )
+        })
+        .collect();
+    case.rules = dyngroups::parse_rules(&rules).unwrap();
+    let expected = every_translation_agrees(&case);
+    let sizes: BTreeSet<usize> = (0..70)
+        .map(|i| expected.iter().filter(|(g, _)| *g == format!("e{i}")).count())
+        .collect();
+    assert!(sizes.len() >= 4, "groups of different sizes: {sizes:?}");
+}
+
 /// Runs `case` through every translation whose engine is at hand, each of
 /// which must commit what the engine commits; returns that.
 fn every_translation_agrees(case: &Case) -> BTreeSet<(String, u32)> {
