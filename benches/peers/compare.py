@@ -8,7 +8,8 @@ its own; each is run --repeat times and the median wall time is reported,
 with the ratio to dyngroups' median from the same run. DuckDB runs the SQL
 that `dyngroups sql` writes: one query per group, and one wide query for all.
 ClickHouse (embedded, as chDB) runs the wide query of `dyngroups sql
---dialect clickhouse`.
+--dialect clickhouse`, and Apache Spark (local mode, pyspark; asked for with
+--contenders, as it needs Java) that of `--dialect spark`.
 Polars runs the module that `dyngroups polars` writes: one wide select over
 lazily scanned Parquet, the enrollment conditions tallied in one group_by.
 Every contender's member count per group must equal dyngroups', or the
@@ -103,6 +104,9 @@ def worker(args):
     if args.contender == "chdb":
         print(json.dumps(chdb_counts(args)))
         return
+    if args.contender == "spark":
+        print(json.dumps(spark_counts(args)))
+        return
     import duckdb
 
     con = duckdb.connect()
@@ -150,6 +154,34 @@ def chdb_counts(args):
     return counts
 
 
+def spark_counts(args):
+    """{group: member count} of the Spark combined query, in local mode on
+    every core, over tables cached in memory first, as DuckDB's are."""
+    from pyspark.sql import SparkSession
+
+    spark = (
+        SparkSession.builder.master(f"local[{os.cpu_count()}]")
+        .config("spark.driver.memory", "12g")
+        .config("spark.ui.enabled", "false")
+        .config("spark.sql.session.timeZone", "UTC")
+        .getOrCreate()
+    )
+    spark.sparkContext.setLogLevel("ERROR")
+    for table in TABLES:
+        frame = spark.read.parquet(f"{args.data}/{table}.parquet").cache()
+        frame.count()
+        frame.createOrReplaceTempView(table)
+    spark.sql("CREATE TEMPORARY VIEW committed AS SELECT CAST(NULL AS STRING) AS `group`, 0 AS user_id WHERE 1 = 0")
+    with open(f"{args.data}/rules.spark.sql", encoding="utf-8") as f:
+        combined = f.read().rstrip().rstrip(";")
+    with open(args.sql, encoding="utf-8") as f:
+        counts = {key: 0 for key in split_queries(f.read())}
+    for key, n in spark.sql(f"SELECT `group`, count(*) FROM ({combined}) AS members GROUP BY 1").collect():
+        counts[key] = int(n)
+    spark.stop()
+    return counts
+
+
 def human_bytes(n):
     return f"{n / 2**30:.1f} GB" if n >= 2**30 else f"{n / 2**20:.0f} MB"
 
@@ -191,13 +223,14 @@ def main():
             check=True,
             stdout=f,
         )
-    with open(f"{data}/rules.clickhouse.sql", "w", encoding="utf-8") as f:
-        subprocess.run(
-            [args.dyngroups, "sql", "--rules", f"{data}/rules.rules", *data_args(data), "--dialect", "clickhouse",
-             "--combined"],
-            check=True,
-            stdout=f,
-        )
+    for dialect in ["clickhouse", "spark"]:
+        with open(f"{data}/rules.{dialect}.sql", "w", encoding="utf-8") as f:
+            subprocess.run(
+                [args.dyngroups, "sql", "--rules", f"{data}/rules.rules", *data_args(data), "--dialect", dialect,
+                 "--combined"],
+                check=True,
+                stdout=f,
+            )
     with open(f"{data}/rules.polars.py", "w", encoding="utf-8") as f:
         subprocess.run(
             [args.dyngroups, "polars", "--rules", f"{data}/rules.rules", *data_args(data)],

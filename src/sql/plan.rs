@@ -307,12 +307,18 @@ impl<'w, 'a> Plan<'w, 'a> {
         // Enrollment and branch columns, `width` to a GROUP BY.
         let width = width.max(2);
         let per_summary = width - 1;
-        let words = self.any_row.items.chunks(WORD_BITS).enumerate().map(|(w, conditions)| {
-            format!(",\n    {} AS w{w}", writer.any_row_bits(conditions))
-        });
-        let counts = self.counted.items.iter().enumerate().map(|(i, condition)| {
-            format!(",\n    COUNT(CASE WHEN {condition} THEN 1 END) AS c{i}")
-        });
+        let words = self
+            .any_row
+            .items
+            .chunks(WORD_BITS)
+            .enumerate()
+            .map(|(w, conditions)| format!(",\n    {} AS w{w}", writer.any_row_bits(conditions)));
+        let counts = self
+            .counted
+            .items
+            .iter()
+            .enumerate()
+            .map(|(i, condition)| format!(",\n    COUNT(CASE WHEN {condition} THEN 1 END) AS c{i}"));
         let summary_columns: Vec<String> = words.chain(counts).collect();
         for (k, chunk) in summary_columns.chunks(per_summary).enumerate() {
             let columns = chunk.concat();
@@ -399,10 +405,9 @@ impl<'w, 'a> Plan<'w, 'a> {
                             &format!("COALESCE(enrolled{summary}.w{}, 0)", bit / WORD_BITS),
                             bit % WORD_BITS,
                         ),
-                        EnrollmentAtom::Count { counted, op, n } => format!(
-                            "COALESCE(enrolled{summary}.c{counted}, 0) {} {n}",
-                            super::sql_op(op)
-                        ),
+                        EnrollmentAtom::Count { counted, op, n } => {
+                            format!("COALESCE(enrolled{summary}.c{counted}, 0) {} {n}", super::sql_op(op))
+                        }
                     };
                     write!(select, ",\n    {sql} AS a{a}")
                 }
