@@ -162,6 +162,10 @@ def spark_counts(args):
     spark = (
         SparkSession.builder.master(f"local[{os.cpu_count()}]")
         .config("spark.driver.memory", "12g")
+        # The code Spark generates for a thousand groups is past the JVM's
+        # 8,000-byte limit for compiling a method, and runs interpreted
+        # without this: 355 s instead of 183 s (1M users, 1,000 rules).
+        .config("spark.driver.extraJavaOptions", "-XX:-DontCompileHugeMethods")
         .config("spark.ui.enabled", "false")
         .config("spark.sql.session.timeZone", "UTC")
         .getOrCreate()
