@@ -124,11 +124,25 @@ def worker(args):
         combined = sql.split("-- every group a run commits, as (group, user_id)\n", 1)[1].rstrip().rstrip(";")
         # The rows are counted where they are made, as a warehouse would
         # write them to a table: sending 200M rows to Python is not the
-        # query's cost. A group without members has no rows.
-        counts = {key: 0 for key in split_queries(sql)}
-        for key, n in con.execute(f'SELECT "group", count(*) FROM ({combined}) AS members GROUP BY 1').fetchall():
-            counts[key] = n
+        # query's cost.
+        counts = group_counts(args, con.execute(f'SELECT "group", count(*) FROM ({combined}) AS members GROUP BY 1').fetchall())
     print(json.dumps(counts))
+
+
+def group_counts(args, rows):
+    """{group: member count} of (group, count) rows, counted in the engine;
+    a group without members has no row there, and counts 0."""
+    with open(args.sql, encoding="utf-8") as f:
+        counts = {key: 0 for key in split_queries(f.read())}
+    for key, n in rows:
+        counts[key] = int(n)
+    return counts
+
+
+def combined_query(args, dialect):
+    """The combined query written for `dialect`, without its `;`."""
+    with open(f"{args.data}/rules.{dialect}.sql", encoding="utf-8") as f:
+        return f.read().rstrip().rstrip(";")
 
 
 def chdb_counts(args):
@@ -144,14 +158,9 @@ def chdb_counts(args):
     for table in TABLES:
         con.query(f"CREATE TABLE {table} ENGINE = Memory AS SELECT * FROM file('{args.data}/{table}.parquet', Parquet)")
     con.query("CREATE TABLE committed (`group` String, user_id UInt32) ENGINE = Memory")
-    with open(f"{args.data}/rules.clickhouse.sql", encoding="utf-8") as f:
-        combined = f.read().rstrip().rstrip(";")
-    with open(args.sql, encoding="utf-8") as f:
-        counts = {key: 0 for key in split_queries(f.read())}
+    combined = combined_query(args, "clickhouse")
     result = con.query(f"SELECT `group`, count() FROM ({combined}) AS members GROUP BY 1", "JSONCompact")
-    for key, n in json.loads(result.bytes())["data"]:
-        counts[key] = int(n)
-    return counts
+    return group_counts(args, json.loads(result.bytes())["data"])
 
 
 def spark_counts(args):
@@ -176,12 +185,8 @@ def spark_counts(args):
         frame.count()
         frame.createOrReplaceTempView(table)
     spark.sql("CREATE TEMPORARY VIEW committed AS SELECT CAST(NULL AS STRING) AS `group`, 0 AS user_id WHERE 1 = 0")
-    with open(f"{args.data}/rules.spark.sql", encoding="utf-8") as f:
-        combined = f.read().rstrip().rstrip(";")
-    with open(args.sql, encoding="utf-8") as f:
-        counts = {key: 0 for key in split_queries(f.read())}
-    for key, n in spark.sql(f"SELECT `group`, count(*) FROM ({combined}) AS members GROUP BY 1").collect():
-        counts[key] = int(n)
+    combined = combined_query(args, "spark")
+    counts = group_counts(args, spark.sql(f"SELECT `group`, count(*) FROM ({combined}) AS members GROUP BY 1").collect())
     spark.stop()
     return counts
 

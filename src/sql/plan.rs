@@ -60,7 +60,7 @@ enum EnrollmentAtom {
     },
 }
 
-/// Distinct SQL texts, each with the index of its first insertion.
+/// Distinct texts, each with the index of its first insertion.
 #[derive(Default)]
 struct Distinct {
     items: Vec<String>,
@@ -68,12 +68,12 @@ struct Distinct {
 }
 
 impl Distinct {
-    /// The index of `sql`, added when new.
-    fn insert(&mut self, sql: String) -> usize {
+    /// The index of `text`, added when new.
+    fn insert(&mut self, text: String) -> usize {
         let next = self.items.len();
-        let index = *self.index.entry(sql.clone()).or_insert(next);
+        let index = *self.index.entry(text.clone()).or_insert(next);
         if index == next {
-            self.items.push(sql);
+            self.items.push(text);
         }
         index
     }
@@ -102,7 +102,8 @@ pub(super) struct Plan<'w, 'a> {
     /// Conditions on enrollment rows whose rows are counted: column `c<i>`.
     counted: Distinct,
     atoms: Vec<Atom>,
-    atom_index: HashMap<String, usize>,
+    /// A key per atom, so that equal tests share one.
+    atom_keys: Distinct,
     groups: BTreeMap<usize, PlannedGroup>,
 }
 
@@ -137,7 +138,7 @@ impl<'w, 'a> Plan<'w, 'a> {
             any_row: Distinct::default(),
             counted: Distinct::default(),
             atoms: Vec::new(),
-            atom_index: HashMap::new(),
+            atom_keys: Distinct::default(),
             groups: BTreeMap::new(),
         };
         for &g in wanted {
@@ -249,9 +250,8 @@ impl<'w, 'a> Plan<'w, 'a> {
             }
             Atom::InBranch { test, column } => format!("b{test} of {column}"),
         };
-        let next = self.atoms.len();
-        let index = *self.atom_index.entry(key).or_insert(next);
-        if index == next {
+        let index = self.atom_keys.insert(key);
+        if index == self.atoms.len() {
             self.atoms.push(atom);
         }
         planned.atoms.insert(index);
