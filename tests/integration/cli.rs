@@ -395,6 +395,67 @@ fn user_ids_of(path: &Path) -> Vec<u32> {
     ids.iter().map(|&id| id as u32).collect()
 }
 
+/// Memberships and changes written as Parquet read back in DuckDB as the
+/// rows the CSV files hold, in the same order, on a population of `gen`'s
+/// default shape (ids out of row order, some past 2^31, pages of many
+/// groups). `.ci/run` installs DuckDB and sets `DYNGROUPS_REQUIRE_DUCKDB`.
+#[test]
+fn parquet_outputs_read_back_in_duckdb() {
+    if !crate::skips::tool_present(
+        crate::sql::has_python_module("duckdb"),
+        "cli::parquet_outputs_read_back_in_duckdb",
+        "DYNGROUPS_REQUIRE_DUCKDB",
+        "python3 with duckdb",
+    ) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let at = |name: &str| dir.path().join(name).to_str().unwrap().to_string();
+    let made = dyngroups(&["gen", "--users", "20000", "--rules", "40", "--out", &at("pop")]);
+    assert!(made.status.success(), "{}", text(&made.stderr));
+    let run = |as_of: &str, extra: &[&str]| {
+        let (rules, users, enrollments, org) = (
+            at("pop/rules.rules"),
+            at("pop/users.parquet"),
+            at("pop/enrollments.parquet"),
+            at("pop/org.parquet"),
+        );
+        let mut args = vec!["run", "--rules", &rules];
+        args.extend(["--users", &users, "--enrollments", &enrollments, "--org", &org]);
+        let state = at("state");
+        args.extend(["--as-of", as_of, "--state", &state, "--allow-mass-removal"]);
+        args.extend_from_slice(extra);
+        let ran = dyngroups(&args);
+        assert!(ran.status.success(), "{}", text(&ran.stderr));
+    };
+    // Half a year on, relative dates add some members and remove others.
+    run("2026-05-22", &[]);
+    for extension in ["parquet", "csv"] {
+        let (members, changes) = (at(&format!("members.{extension}")), at(&format!("changes.{extension}")));
+        run(
+            "2026-11-22",
+            &["--dry-run", "--members-out", &members, "--diff-out", &changes],
+        );
+    }
+    let script = r#"
+import csv, duckdb, sys
+for name in ["members", "changes"]:
+    parquet = duckdb.sql(f"SELECT * FROM read_parquet('{sys.argv[1]}/{name}.parquet')").fetchall()
+    with open(f"{sys.argv[1]}/{name}.csv") as text:
+        rows = [tuple(int(cell) if column == "user_id" else cell for column, cell in row.items()) for row in csv.DictReader(text)]
+    assert parquet == rows, (name, len(parquet), len(rows), next(((p, r) for p, r in zip(parquet, rows) if p != r), None))
+    kinds = {row[2] for row in rows} if name == "changes" else {"add"}
+    assert len(rows) > (10_000 if name == "members" else 100) and "add" in kinds, (name, len(rows), kinds)
+    print(name, len(rows), sorted(kinds))
+"#;
+    let read = Command::new("python3")
+        .args(["-c", script, dir.path().to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(read.status.success(), "{}", text(&read.stderr));
+    assert!(text(&read.stdout).contains("remove"), "{}", text(&read.stdout));
+}
+
 #[test]
 fn gen_makes_the_shapes_of_real_exports_by_default() {
     use parquet::file::reader::{FileReader, SerializedFileReader};

@@ -264,7 +264,7 @@ fn generated(n: u32, seed: u8) -> Vec<Case> {
         .collect()
 }
 
-fn has_python_module(module: &str) -> bool {
+pub(crate) fn has_python_module(module: &str) -> bool {
     Command::new("python3")
         .args(["-c", &format!("import {module}")])
         .output()

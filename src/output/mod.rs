@@ -3,12 +3,12 @@
 //! always through a temporary file renamed into place, so a reader never sees
 //! half a file and a failed run leaves the previous file untouched.
 
+mod parquet_rows;
+
 use crate::diff::GroupChange;
 use crate::faults::count_write;
-use arrow_array::{ArrayRef, RecordBatch, StringArray, UInt32Array};
+use arrow_array::{ArrayRef, RecordBatch, StringArray};
 use parquet::arrow::ArrowWriter;
-use parquet::basic::Compression;
-use parquet::file::properties::WriterProperties;
 use rayon::prelude::*;
 use roaring::RoaringBitmap;
 use std::io::{BufWriter, Write};
@@ -116,6 +116,9 @@ struct Batching {
     text_window: u64,
     /// Rows in one Parquet row group.
     row_group: u64,
+    /// Rows in one Parquet data page at most: big enough that page headers
+    /// cost nothing, small enough that a reader decodes a page at a time.
+    page: u64,
 }
 
 impl Default for Batching {
@@ -124,6 +127,7 @@ impl Default for Batching {
         Batching {
             text_window: 1 << 23,
             row_group: 1 << 22,
+            page: 1 << 20,
         }
     }
 }
@@ -179,7 +183,8 @@ fn write_rows(
             }
             formatted.iter().try_for_each(|text| out.write_all(text))
         }
-        Format::Parquet => write_parquet(out, with_change, &groups, batching.row_group).map_err(std::io::Error::other),
+        Format::Parquet => parquet_rows::write(out, with_change, &groups, batching.row_group, batching.page)
+            .map_err(std::io::Error::other),
     })
 }
 
@@ -470,126 +475,6 @@ fn write_atomically(
     Ok(())
 }
 
-/// One row group's rows: per group (its index), how many of its rows to
-/// skip and how many to take.
-type RowGroupPlan = Vec<(usize, u64, u64)>;
-
-/// Cuts the groups' rows, in order, into row groups of `rows_per_group`.
-fn row_group_plans(groups: &[(&str, GroupRows<'_>)], rows_per_group: u64) -> Vec<RowGroupPlan> {
-    let mut plans = vec![RowGroupPlan::new()];
-    let mut room = rows_per_group;
-    for (index, (_, group)) in groups.iter().enumerate() {
-        let mut skip = 0;
-        let mut left = group.len();
-        while left > 0 {
-            if room == 0 {
-                plans.push(RowGroupPlan::new());
-                room = rows_per_group;
-            }
-            let take = left.min(room);
-            plans.last_mut().expect("a plan").push((index, skip, take));
-            (skip, left, room) = (skip + take, left - take, room - take);
-        }
-    }
-    plans.retain(|plan| !plan.is_empty());
-    plans
-}
-
-/// Memberships as Parquet: `group` dictionary-encoded (a group's rows share
-/// one dictionary index, run-length encoded), `user_id` delta-encoded (ids
-/// ascend within a group), `change` dictionary-encoded. At 20% of users a
-/// membership takes about half a byte. Row groups are encoded side by side,
-/// one per core, and written in order.
-fn write_parquet<W: Write + Send>(
-    out: W,
-    with_change: bool,
-    groups: &[(&str, GroupRows<'_>)],
-    rows_per_group: u64,
-) -> Result<(), parquet::errors::ParquetError> {
-    use arrow_array::DictionaryArray;
-    use arrow_array::types::UInt32Type;
-    use parquet::arrow::ArrowSchemaConverter;
-    use parquet::arrow::arrow_writer::{ArrowColumnChunk, ArrowRowGroupWriterFactory, compute_leaves};
-    use parquet::basic::Encoding;
-    use parquet::file::writer::SerializedFileWriter;
-    use parquet::schema::types::ColumnPath;
-    let props = Arc::new(
-        WriterProperties::builder()
-            .set_compression(Compression::SNAPPY)
-            .set_max_row_group_row_count(Some(rows_per_group as usize))
-            .set_column_dictionary_enabled(ColumnPath::from("user_id"), false)
-            .set_column_encoding(ColumnPath::from("user_id"), Encoding::DELTA_BINARY_PACKED)
-            .build(),
-    );
-    let keys = Arc::new(StringArray::from_iter_values(groups.iter().map(|(key, _)| *key)));
-    let words = Arc::new(StringArray::from(vec![change_word(true), change_word(false)]));
-    let batch = |plan: &RowGroupPlan| {
-        let rows = plan.iter().map(|(_, _, take)| *take as usize).sum();
-        let mut group_of_row = Vec::with_capacity(rows);
-        let mut ids = Vec::with_capacity(rows);
-        let mut changes = Vec::with_capacity(if with_change { rows } else { 0 });
-        for &(index, skip, take) in plan {
-            let mut at = 0;
-            groups[index].1.for_each(|id, change| {
-                if (skip..skip + take).contains(&at) {
-                    ids.push(id);
-                    if let Some(added) = change {
-                        changes.push(u32::from(!added));
-                    }
-                }
-                at += 1;
-            });
-            group_of_row.resize(ids.len(), index as u32);
-        }
-        let group = DictionaryArray::<UInt32Type>::try_new(UInt32Array::from(group_of_row), keys.clone())?;
-        let mut columns = vec![
-            ("group", Arc::new(group) as ArrayRef),
-            ("user_id", Arc::new(UInt32Array::from(ids)) as ArrayRef),
-        ];
-        if with_change {
-            let changes = DictionaryArray::<UInt32Type>::try_new(UInt32Array::from(changes), words.clone())?;
-            columns.push(("change", Arc::new(changes) as ArrayRef));
-        }
-        RecordBatch::try_from_iter(columns)
-    };
-    let schema = batch(&RowGroupPlan::new())?.schema();
-    let parquet_schema = ArrowSchemaConverter::new()
-        .with_coerce_types(props.coerce_types())
-        .convert(&schema)?;
-    let mut writer = SerializedFileWriter::new(out, parquet_schema.root_schema_ptr(), props.clone())?;
-    let factory = ArrowRowGroupWriterFactory::new(&writer, schema.clone());
-    let plans = row_group_plans(groups, rows_per_group);
-    let mut written = 0;
-    for window in plans.chunks(rayon::current_num_threads()) {
-        let column_writers = (0..window.len())
-            .map(|i| factory.create_column_writers(written + i))
-            .collect::<Result<Vec<_>, _>>()?;
-        let encoded: Vec<Vec<ArrowColumnChunk>> = window
-            .par_iter()
-            .zip(column_writers)
-            .map(|(plan, mut column_writers)| {
-                let batch = batch(plan)?;
-                for ((array, field), column) in batch.columns().iter().zip(schema.fields()).zip(&mut column_writers) {
-                    for leaf in compute_leaves(field, array)? {
-                        column.write(&leaf)?;
-                    }
-                }
-                column_writers.into_iter().map(|column| column.close()).collect()
-            })
-            .collect::<Result<_, parquet::errors::ParquetError>>()?;
-        for chunks in encoded {
-            let mut row_group = writer.next_row_group()?;
-            for chunk in chunks {
-                chunk.append_to_row_group(&mut row_group)?;
-            }
-            row_group.close()?;
-        }
-        written += window.len();
-    }
-    writer.close()?;
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -696,6 +581,7 @@ mod tests {
             Batching {
                 text_window: 3,
                 row_group: 5,
+                page: 2,
             },
         ] {
             for extension in ["csv", "jsonl", "parquet"] {
