@@ -74,6 +74,42 @@ impl GroupRows<'_> {
             GroupRows::Changes(change) => change.rows().for_each(|(id, added)| row(id, Some(added))),
         }
     }
+
+    /// Appends the user ids of the rows at `ranks` (0 is the first) to
+    /// `ids` and, for changes, whether each was added to `added`. Members,
+    /// and changes all of one kind (a first run's), are copied from the
+    /// bitmap's containers many at a time: a call per row was a quarter of
+    /// a Parquet output's time.
+    fn extend_in(&self, ranks: std::ops::Range<u64>, ids: &mut Vec<u32>, added: &mut Vec<bool>) {
+        if ranks.is_empty() {
+            return;
+        }
+        let (bitmap, kind) = match self {
+            GroupRows::Members(members) => (*members, None),
+            GroupRows::Changes(change) if change.removed.is_empty() => (&change.added, Some(true)),
+            GroupRows::Changes(change) if change.added.is_empty() => (&change.removed, Some(false)),
+            GroupRows::Changes(change) => {
+                let rows = change.rows().skip(ranks.start as usize);
+                for (id, was_added) in rows.take((ranks.end - ranks.start) as usize) {
+                    ids.push(id);
+                    added.push(was_added);
+                }
+                return;
+            }
+        };
+        let id_at = |rank| bitmap.select(rank as u32).expect("a rank below the length");
+        let mut source = bitmap.range(id_at(ranks.start)..=id_at(ranks.end - 1));
+        let from = ids.len();
+        ids.resize(from + (ranks.end - ranks.start) as usize, 0);
+        let mut room = &mut ids[from..];
+        while !room.is_empty() {
+            let copied = source.next_many(room).len();
+            room = &mut room[copied..];
+        }
+        if let Some(kind) = kind {
+            added.resize(ids.len(), kind);
+        }
+    }
 }
 
 /// Writes `group,user_id` rows, sorted by group key then user id; or, for

@@ -9,7 +9,7 @@
 //! straight into bit-packed miniblocks. parquet-rs still writes the page
 //! headers, the row groups and the footer.
 
-use super::GroupRows;
+use super::{GroupRows, change_word};
 use bytes::Bytes;
 use parquet::basic::{Compression, Encoding};
 use parquet::column::page::{CompressedPage, Page, PageWriter};
@@ -25,9 +25,6 @@ use parquet::schema::types::{ColumnDescPtr, SchemaDescriptor};
 use rayon::prelude::*;
 use std::io::Write;
 use std::sync::Arc;
-
-/// The dictionary of the `change` column: index 0 is an addition.
-const CHANGE_WORDS: [&str; 2] = ["add", "remove"];
 
 /// Writes the groups' rows, in order, as `group` (dictionary-encoded, a
 /// group's rows one run), `user_id` (unsigned, delta-encoded: ids ascend
@@ -101,35 +98,22 @@ struct RowGroupRows<'a> {
     /// Each group's key and its rows here, in order.
     runs: Vec<(&'a str, usize)>,
     user_ids: Vec<u32>,
-    /// Per row, its index in [`CHANGE_WORDS`]; empty for memberships.
-    changes: Vec<u32>,
+    /// Per row of changes, whether it was added; empty for memberships.
+    added: Vec<bool>,
 }
 
 impl<'a> RowGroupRows<'a> {
     fn gather(groups: &[(&'a str, GroupRows<'_>)], plan: &RowGroupPlan, with_change: bool) -> RowGroupRows<'a> {
         let rows = plan.iter().map(|(_, _, take)| *take as usize).sum();
         let mut user_ids = Vec::with_capacity(rows);
-        let mut changes = Vec::with_capacity(if with_change { rows } else { 0 });
+        let mut added = Vec::with_capacity(if with_change { rows } else { 0 });
         let mut runs = Vec::with_capacity(plan.len());
         for &(index, skip, take) in plan {
             let (key, group) = &groups[index];
-            let mut at = 0;
-            group.for_each(|id, change| {
-                if (skip..skip + take).contains(&at) {
-                    user_ids.push(id);
-                    if let Some(added) = change {
-                        changes.push(u32::from(!added));
-                    }
-                }
-                at += 1;
-            });
+            group.extend_in(skip..skip + take, &mut user_ids, &mut added);
             runs.push((*key, take as usize));
         }
-        RowGroupRows {
-            runs,
-            user_ids,
-            changes,
-        }
+        RowGroupRows { runs, user_ids, added }
     }
 
     /// Each column's chunk, ready to append to the row group.
@@ -177,21 +161,18 @@ impl<'a> RowGroupRows<'a> {
         }
         .write(columns.column(1), rows)?;
         let mut chunks = vec![group, user_ids];
-        if !self.changes.is_empty() {
-            let word = |index: Option<&u32>| index.map(|&i| ByteArray::from(CHANGE_WORDS[i as usize]));
+        if !self.added.is_empty() {
+            let word = |added: bool| Some(ByteArray::from(change_word(added)));
+            let any_added = self.added.contains(&true);
+            let any_removed = self.added.contains(&false);
             let changes = ColumnChunk {
-                dictionary: Some(&CHANGE_WORDS),
+                dictionary: Some(&[change_word(true), change_word(false)]),
                 pages: pages
-                    .map(|range| (bit_per_row(&self.changes[range.clone()]), range.len()))
+                    .map(|range| (bit_per_row(&self.added[range.clone()]), range.len()))
                     .collect(),
                 encoding: Encoding::RLE_DICTIONARY,
-                statistics: Statistics::byte_array(
-                    word(self.changes.iter().min()),
-                    word(self.changes.iter().max()),
-                    None,
-                    Some(0),
-                    false,
-                ),
+                // "add" sorts before "remove".
+                statistics: Statistics::byte_array(word(any_added), word(!any_removed), None, Some(0), false),
             }
             .write(columns.column(2), rows)?;
             chunks.push(changes);
@@ -298,16 +279,17 @@ fn dictionary_runs(runs: &[(&str, usize)], rows: std::ops::Range<usize>, words: 
     page
 }
 
-/// A page of dictionary indices of one bit each: the bit width, then one
-/// bit-packed run of all rows, eight to a byte.
-fn bit_per_row(indices: &[u32]) -> Vec<u8> {
+/// A page of the `change` column's dictionary indices, `add` then
+/// `remove`, one bit each: the bit width, then one bit-packed run of all
+/// rows, eight to a byte.
+fn bit_per_row(added: &[bool]) -> Vec<u8> {
     let mut page = vec![1];
-    uleb128(&mut page, ((indices.len().div_ceil(8) as u64) << 1) | 1);
-    page.extend(indices.chunks(8).map(|eight| {
+    uleb128(&mut page, ((added.len().div_ceil(8) as u64) << 1) | 1);
+    page.extend(added.chunks(8).map(|eight| {
         eight
             .iter()
             .enumerate()
-            .fold(0u8, |byte, (bit, &index)| byte | ((index as u8) << bit))
+            .fold(0u8, |byte, (bit, &added)| byte | (u8::from(!added) << bit))
     }));
     page
 }
