@@ -260,11 +260,11 @@ enum Search<'a> {
 }
 
 /// Per needle, the codes of the distinct values of `text` whose lowercase
-/// form holds it: one Aho-Corasick pass over all the values, kept end to
-/// end, for every literal at once, where a search per value or per literal
-/// would start over millions of times (and 64 literals a pass made 22
-/// passes over 1M emails for 1,400 literals). `starts_with` and `ends_with`
-/// ride the same pass: a value starts with a literal found at its start.
+/// form holds it: one pass over all the values, kept end to end, for every
+/// literal at once, where a search per value or per literal would start
+/// over millions of times (and 64 literals a pass made 22 passes over 1M
+/// emails for 1,400 literals). `starts_with` and `ends_with` ride the same
+/// pass: a value starts with a literal found at its start.
 pub(super) fn codes_holding(text: &TextColumn, needles: &[Needle<'_>]) -> Vec<RoaringBitmap> {
     let lower = &text.lowercase;
     // The empty literal is in every value; the search gets the distinct
@@ -280,63 +280,96 @@ pub(super) fn codes_holding(text: &TextColumn, needles: &[Needle<'_>]) -> Vec<Ro
             }
         }
     }
-    // Building fails only past billions of automaton states. One literal
-    // alone is found faster by memmem's vectorised search.
-    let search = match literals[..] {
-        [] => None,
-        [literal] => Some(Search::Alone(Box::new(memchr::memmem::Finder::new(literal)))),
-        _ => Some(Search::Many(
-            AhoCorasick::new(&literals).expect("an automaton for the literals"),
-        )),
+    let tasks = (0..lower.len().div_ceil(VALUES_PER_SEARCH_TASK)).into_par_iter();
+    let mut codes = match literals[..] {
+        [] => vec![RoaringBitmap::new(); needles.len()],
+        // One literal alone is found faster by memmem's vectorised search,
+        // and its hits go straight into a bitset per task: a literal such
+        // as `@acme.com` is in nearly every value, and a list of 10M hits
+        // to gather and sort out cost more than the search.
+        [literal] => {
+            let search = Search::Alone(Box::new(memchr::memmem::Finder::new(literal)));
+            let found: Vec<Vec<RoaringBitmap>> = tasks
+                .map(|task| {
+                    let first = task * VALUES_PER_SEARCH_TASK;
+                    let values = VALUES_PER_SEARCH_TASK.min(lower.len() - first);
+                    let mut bits = vec![vec![0u8; values.div_ceil(8)]; needles_of[0].len()];
+                    search_task(lower, task, &search, needles, &needles_of, |value, needle| {
+                        let slot = needles_of[0]
+                            .iter()
+                            .position(|&n| n == needle)
+                            .expect("a needle of the literal");
+                        bits[slot][(value - first) / 8] |= 1 << ((value - first) % 8);
+                    });
+                    bits.iter()
+                        .map(|bits| RoaringBitmap::from_lsb0_bytes(first as u32, bits))
+                        .collect()
+                })
+                .collect();
+            let mut codes = vec![RoaringBitmap::new(); needles.len()];
+            for task in found {
+                for (bitmap, &needle) in task.into_iter().zip(&needles_of[0]) {
+                    codes[needle as usize] |= bitmap;
+                }
+            }
+            codes
+        }
+        // Building fails only past billions of automaton states.
+        _ => {
+            let search = Search::Many(AhoCorasick::new(&literals).expect("an automaton for the literals"));
+            // Per task, a (value, needle) pair per hit, values ascending:
+            // as many entries as hits, where a word per value would fill
+            // and copy 80 MB for 10M values.
+            let hits: Vec<Vec<(u32, u32)>> = tasks
+                .map(|task| {
+                    let mut hits = Vec::new();
+                    search_task(lower, task, &search, needles, &needles_of, |value, needle| {
+                        hits.push((value as u32, needle));
+                    });
+                    hits
+                })
+                .collect();
+            // One pass hands each hit to its needle: a pass over every hit
+            // per needle read a million hits 25 times, one core alone. A
+            // value holding a literal twice is a hit twice, next to each
+            // other.
+            let mut codes_of: Vec<Vec<u32>> = vec![Vec::new(); needles.len()];
+            for &(code, needle) in hits.iter().flatten() {
+                let codes = &mut codes_of[needle as usize];
+                if codes.last() != Some(&code) {
+                    codes.push(code);
+                }
+            }
+            codes_of
+                .into_par_iter()
+                .map(|codes| RoaringBitmap::from_sorted_iter(codes).expect("codes found in ascending order"))
+                .collect()
+        }
     };
-    // Per task, a (value, needle) pair per hit, values ascending: as many
-    // entries as hits, where a word per value would fill and copy 80 MB for
-    // 10M values.
-    let hits: Vec<Vec<(u32, u32)>> = match &search {
-        None => Vec::new(),
-        Some(search) => (0..lower.len().div_ceil(VALUES_PER_SEARCH_TASK))
-            .into_par_iter()
-            .map(|task| search_task(lower, task, search, needles, &needles_of))
-            .collect(),
-    };
-    // One pass hands each hit to its needle: a pass over every hit per
-    // needle read a million hits 25 times, one core alone. A value holding
-    // a literal twice is a hit twice, next to each other.
-    let mut codes_of: Vec<Vec<u32>> = vec![Vec::new(); needles.len()];
-    for &(code, needle) in hits.iter().flatten() {
-        let codes = &mut codes_of[needle as usize];
-        if codes.last() != Some(&code) {
-            codes.push(code);
+    for (codes, needle) in codes.iter_mut().zip(needles) {
+        if needle.literal.is_empty() {
+            *codes = all_rows(lower.len());
         }
     }
-    codes_of
-        .into_par_iter()
-        .zip(needles)
-        .map(|(codes, needle)| {
-            if needle.literal.is_empty() {
-                return all_rows(lower.len());
-            }
-            RoaringBitmap::from_sorted_iter(codes).expect("codes found in ascending order")
-        })
-        .collect()
+    codes
 }
 
-/// The hits in one search task (`VALUES_PER_SEARCH_TASK` values from
-/// `task * VALUES_PER_SEARCH_TASK`): each value that holds a needle, with
-/// the needle, values ascending; `needles_of[p]` are the needles of
-/// `search`'s literal `p`.
+/// Searches the values of one search task (`VALUES_PER_SEARCH_TASK`
+/// values from `task * VALUES_PER_SEARCH_TASK`) and hands each value that
+/// holds a needle, with the needle, to `record`, values ascending;
+/// `needles_of[p]` are the needles of `search`'s literal `p`.
 fn search_task(
     lower: &Strings,
     task: usize,
     search: &Search<'_>,
     needles: &[Needle<'_>],
     needles_of: &[Vec<u32>],
-) -> Vec<(u32, u32)> {
+    mut record: impl FnMut(usize, u32),
+) {
     let first = task * VALUES_PER_SEARCH_TASK;
     let last = lower.len().min(first + VALUES_PER_SEARCH_TASK) - 1;
     let base = lower.start(first);
     let haystack = &lower.text()[base..lower.end(last)];
-    let mut hits: Vec<(u32, u32)> = Vec::new();
     // Records the needles of literal `p` that a match at `start..end` of
     // `haystack`, in value `value`, holds; returns whether it holds all.
     let mut hit = |value: usize, p: usize, start: usize, end: usize| -> bool {
@@ -344,7 +377,7 @@ fn search_task(
         let mut all = true;
         for &i in &needles_of[p] {
             if needles[i as usize].holds_at(base + start, base + end, span.clone()) {
-                hits.push((value as u32, i));
+                record(value, i);
             } else {
                 all = false;
             }
@@ -390,7 +423,6 @@ fn search_task(
             }
         }
     }
-    hits
 }
 
 /// The codes of the distinct values, `0..values`, for which `test` holds.
