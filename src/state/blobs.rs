@@ -1,6 +1,6 @@
 //! Reading stored bitmaps: whole, cut into parts, or as a delta on a base.
 
-use super::{BLOB_BASES, BLOB_PARTS, BLOBS, MAX_DELTA_CHAIN, State, StateError};
+use super::{BLOB_BASES, BLOB_PARTS, BLOB_PLACES, BLOBS, MAX_DELTA_CHAIN, State, StateError, packs};
 use roaring::RoaringBitmap;
 
 impl State {
@@ -53,9 +53,21 @@ impl State {
         Ok(members)
     }
 
-    /// A stored bitmap's bytes: its parts in order, or the whole bitmap a
-    /// version-1 state stored.
+    /// A stored bitmap's bytes: from its pack, its parts in order (version
+    /// 2 and 3), or the whole bitmap a version-1 state stored.
     pub(super) fn blob_bytes(&self, read: &redb::ReadTransaction, blob: u64) -> Result<Option<Vec<u8>>, StateError> {
+        match read.open_table(BLOB_PLACES) {
+            Ok(places) => {
+                if let Some(place) = places.get(blob).map_err(|e| self.error(e))? {
+                    let place = place.value();
+                    return packs::read_place(&self.dir, place)
+                        .map(Some)
+                        .map_err(|e| self.corrupt(format_args!("bitmap {blob} in pack {}: {e}", place.0)));
+                }
+            }
+            Err(redb::TableError::TableDoesNotExist(_)) => {}
+            Err(e) => return Err(self.error(e)),
+        }
         let mut bytes = Vec::new();
         match read.open_table(BLOB_PARTS) {
             Ok(parts) => {

@@ -19,6 +19,7 @@ use std::path::{Path, PathBuf};
 mod blobs;
 mod digest;
 mod lock;
+mod packs;
 mod records;
 mod writer;
 
@@ -29,9 +30,10 @@ pub use writer::RunWriter;
 
 /// The layout of the tables below. A state written with a higher number is
 /// refused, never misread. Version 2 stores bitmaps in parts; version 3
-/// adds deltas, bitmaps stored as the change from another. Older states
-/// are still read, and become version 3 with their next commit.
-pub const FORMAT_VERSION: u64 = 3;
+/// adds deltas, bitmaps stored as the change from another; version 4 keeps
+/// new bitmaps in pack files (`packs`). Older states are still read, and
+/// become version 4 with their next commit.
+pub const FORMAT_VERSION: u64 = 4;
 
 /// The read cache and write buffer of the database.
 const STATE_CACHE_BYTES: usize = 128 << 20;
@@ -49,13 +51,12 @@ const RUNS: TableDefinition<u64, &str> = TableDefinition::new("runs");
 const MEMBERS: TableDefinition<(u64, &str), u64> = TableDefinition::new("members");
 /// Blob id → a bitmap in the roaring portable format, whole (version 1).
 const BLOBS: TableDefinition<u64, &[u8]> = TableDefinition::new("blobs");
-/// (Blob id, part) → the bitmap's bytes from `part * PART_BYTES` on, at most
-/// `PART_BYTES` of them (version 2).
+/// (Blob id, part) → the bitmap's bytes, cut into parts just under 256 KiB
+/// (versions 2 and 3; version 4 writes packs and still reads these).
 const BLOB_PARTS: TableDefinition<(u64, u32), &[u8]> = TableDefinition::new("blob_parts");
-/// The bytes of one blob part. redb gives a value a power-of-two number of
-/// pages: a 1.2 MB bitmap (10M users) stored whole takes 2 MiB of file and
-/// of writes, while parts just under 256 KiB fill their pages.
-const PART_BYTES: usize = 256 * 1024 - 1024;
+/// Blob id → where its bytes are in the packs (version 4): the pack, the
+/// offset and the length.
+const BLOB_PLACES: TableDefinition<u64, packs::Place> = TableDefinition::new("blob_places");
 /// Delta blob id → its base blob, and how many deltas the chain from a
 /// whole bitmap up to it holds, itself included (version 3). A delta's
 /// bytes are its members XOR its base's members: a group of 4M members
@@ -251,6 +252,7 @@ impl State {
                     write.open_table(MEMBERS).map_err(|e| self.error(e))?;
                     write.open_table(BLOBS).map_err(|e| self.error(e))?;
                     write.open_table(BLOB_PARTS).map_err(|e| self.error(e))?;
+                    write.open_table(BLOB_PLACES).map_err(|e| self.error(e))?;
                     write.open_table(BLOB_REFS).map_err(|e| self.error(e))?;
                     write.open_table(BLOB_DIGESTS).map_err(|e| self.error(e))?;
                     write.open_table(BLOB_BASES).map_err(|e| self.error(e))?;
@@ -450,8 +452,9 @@ mod tests {
     use crate::diff::ChangeCount;
     use std::collections::{HashMap, HashSet};
 
-    /// A version-1 state (each bitmap whole in `BLOBS`) reads back; its next
-    /// run shares an unchanged group's bitmap, stores a changed one in parts,
+    /// A state of versions 1 to 3 (bitmaps whole in `BLOBS`, or in parts)
+    /// reads back; its next run shares an unchanged group's bitmap, stores
+    /// a changed one in a pack,
     /// pruning the first run drops only the bitmap no run uses, and the
     /// SHA-256 digests of earlier versions give way to keyed ones.
     #[test]
@@ -487,11 +490,17 @@ mod tests {
                 write.open_table(RUNS).unwrap().insert(1, json.as_str()).unwrap();
                 let mut members = write.open_table(MEMBERS).unwrap();
                 let mut blobs = write.open_table(BLOBS).unwrap();
+                let mut parts = write.open_table(BLOB_PARTS).unwrap();
                 let mut refs = write.open_table(BLOB_REFS).unwrap();
-                for (blob, key, bitmap) in [(1, "kept", &kept), (2, "changed", &before)] {
+                for (blob, key) in [(1, "kept"), (2, "changed")] {
                     members.insert((1, key), blob).unwrap();
-                    blobs.insert(blob, serialize(bitmap).as_slice()).unwrap();
                     refs.insert(blob, 1).unwrap();
+                }
+                blobs.insert(1, serialize(&kept).as_slice()).unwrap();
+                // As versions 2 and 3 stored bitmaps: in parts.
+                let changed_bytes = serialize(&before);
+                for (part, bytes) in (0..).zip(changed_bytes.chunks(7)) {
+                    parts.insert((2, part), bytes).unwrap();
                 }
                 let mut sha256 = write.open_table(SHA256_BLOB_DIGESTS).unwrap();
                 sha256.insert(1, &[7; 32]).unwrap();
@@ -501,9 +510,7 @@ mod tests {
 
         let state = State::open(dir.path()).unwrap();
         assert_eq!(state.members(1, "kept").unwrap(), Some(kept.clone()));
-        // Half of five million ids: three parts.
         let changed: RoaringBitmap = (0..5_000_000).step_by(2).collect();
-        assert!(changed.serialized_size() > 2 * PART_BYTES);
         let mut run = state.begin_run(false).unwrap();
         let changes = run
             .add_with_changes(&[
@@ -524,7 +531,12 @@ mod tests {
         let read = state.db.begin_read().unwrap();
         let blobs = read.open_table(BLOBS).unwrap();
         assert!(blobs.get(1).unwrap().is_some(), "shared with run 2");
-        assert!(blobs.get(2).unwrap().is_none(), "used by run 1 only");
+        let parts = read.open_table(BLOB_PARTS).unwrap();
+        assert_eq!(
+            redb::ReadableTableMetadata::len(&parts).unwrap(),
+            0,
+            "used by run 1 only"
+        );
         let meta = read.open_table(META).unwrap();
         assert_eq!(meta.get("format_version").unwrap().unwrap().value(), FORMAT_VERSION);
         let digests = read.open_table(BLOB_DIGESTS).unwrap();
@@ -557,13 +569,16 @@ mod tests {
                 .unwrap()
                 .value()
         };
-        let write = state.db.begin_write().unwrap();
-        write
-            .open_table(BLOB_PARTS)
-            .unwrap()
-            .insert((kept_blob, 0), b"garbage".as_slice())
+        let (pack, offset, _) = {
+            let read = state.db.begin_read().unwrap();
+            let places = read.open_table(BLOB_PLACES).unwrap();
+            places.get(kept_blob).unwrap().unwrap().value()
+        };
+        let pack = std::fs::OpenOptions::new()
+            .write(true)
+            .open(state.dir.join(format!("packs/{pack}.pack")))
             .unwrap();
-        write.commit().unwrap();
+        std::os::unix::fs::FileExt::write_all_at(&pack, b"garbage", offset).unwrap();
 
         let after: RoaringBitmap = (15..30).collect();
         let mut run = state.begin_run(false).unwrap();
@@ -585,6 +600,70 @@ mod tests {
 
     /// A new state, in a directory that lives as long as the returned
     /// handle, with one committed run of active `groups`.
+    /// Packs hold the bitmaps the retained runs use, and not many more: a
+    /// pack left by a run that never committed goes with the next commit,
+    /// a pack whose bitmaps were all pruned goes, and one mostly pruned
+    /// has its live bitmaps moved into the newest pack; every retained
+    /// group reads back all along.
+    #[test]
+    fn packs_hold_what_the_retained_runs_use() {
+        let kept: RoaringBitmap = (0..300_000).step_by(3).collect();
+        // Most of the first pack is `moving`, which the second run prunes.
+        let first: RoaringBitmap = (0..1_000_000).step_by(2).collect();
+        let (dir, state) = state_with_one_run(&[("kept", &kept), ("moving", &first)]);
+        let pack_bytes = || -> u64 {
+            packs::pack_sizes(dir.path())
+                .unwrap()
+                .iter()
+                .map(|(_, size)| size)
+                .sum()
+        };
+        let stored_bytes = |run: u64| -> u64 {
+            ["kept", "moving"]
+                .iter()
+                .map(|key| state.members(run, key).unwrap().unwrap().serialized_size() as u64)
+                .sum()
+        };
+        for round in 2..8u32 {
+            // A run that stores and is dropped before its commit.
+            let abandoned: RoaringBitmap = (round..400_000).step_by(2).collect();
+            let mut run = state.begin_run(false).unwrap();
+            run.add(&[GroupToCommit::active("moving", &abandoned)]).unwrap();
+            drop(run);
+
+            let moving: RoaringBitmap = (round..300_000).step_by(round as usize).collect();
+            let mut run = state.begin_run(false).unwrap();
+            run.add(&[
+                GroupToCommit::active("kept", &kept),
+                GroupToCommit::active("moving", &moving),
+            ])
+            .unwrap();
+            let record = run.commit("2026-11-22", Vec::new(), 1).unwrap();
+            assert_eq!(state.members(record.id, "kept").unwrap(), Some(kept.clone()));
+            assert_eq!(state.members(record.id, "moving").unwrap(), Some(moving));
+            let live = stored_bytes(record.id);
+            assert!(
+                pack_bytes() <= 2 * live,
+                "round {round}: {} bytes of packs for {live}",
+                pack_bytes()
+            );
+        }
+        let read = state.db.begin_read().unwrap();
+        let named: HashSet<u64> = read
+            .open_table(BLOB_PLACES)
+            .unwrap()
+            .iter()
+            .unwrap()
+            .map(|e| e.unwrap().1.value().0)
+            .collect();
+        let on_disk: HashSet<u64> = packs::pack_sizes(dir.path())
+            .unwrap()
+            .into_iter()
+            .map(|(id, _)| id)
+            .collect();
+        assert_eq!(on_disk, named);
+    }
+
     fn state_with_one_run(groups: &[(&str, &RoaringBitmap)]) -> (tempfile::TempDir, State) {
         let dir = tempfile::tempdir().unwrap();
         let state = State::open_or_create(dir.path()).unwrap();
@@ -679,12 +758,12 @@ mod tests {
             .map(|e| e.map(|(blob, count)| (blob.value(), count.value())).unwrap())
             .collect();
         assert_eq!(refs, expected);
-        let parts: HashSet<u64> = read
-            .open_table(BLOB_PARTS)
+        let places: HashSet<u64> = read
+            .open_table(BLOB_PLACES)
             .unwrap()
             .iter()
             .unwrap()
-            .map(|e| e.unwrap().0.value().0)
+            .map(|e| e.unwrap().0.value())
             .collect();
         let digests: HashSet<u64> = read
             .open_table(BLOB_DIGESTS)
@@ -694,7 +773,7 @@ mod tests {
             .map(|e| e.unwrap().0.value())
             .collect();
         let referenced: HashSet<u64> = refs.keys().copied().collect();
-        assert_eq!(parts, referenced, "bytes of exactly the referenced blobs");
+        assert_eq!(places, referenced, "bytes of exactly the referenced blobs");
         assert_eq!(digests, referenced, "digests of exactly the referenced blobs");
         for entry in read.open_table(BLOB_BASES).unwrap().iter().unwrap() {
             assert!(

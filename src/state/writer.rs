@@ -2,10 +2,11 @@
 //! stored as a share, a delta or whole; the commit, and pruning old runs.
 
 use super::digest::{DigestSecret, serialize};
+use super::packs::{self, PackWriter};
 use super::records::{GroupRecord, GroupToCommit, InputFingerprint, RunRecord};
 use super::{
-    BLOB_BASES, BLOB_DIGESTS, BLOB_PARTS, BLOB_REFS, BLOBS, BlobDigest, FORMAT_VERSION, MAX_DELTA_CHAIN, MEMBERS, META,
-    PART_BYTES, RUNS, SHA256_BLOB_DIGESTS, State, StateError,
+    BLOB_BASES, BLOB_DIGESTS, BLOB_PARTS, BLOB_PLACES, BLOB_REFS, BLOBS, BlobDigest, FORMAT_VERSION, MAX_DELTA_CHAIN,
+    MEMBERS, META, RUNS, SHA256_BLOB_DIGESTS, State, StateError, io_error,
 };
 use crate::diff::{ChangeCount, GroupChange};
 use crate::faults::count_write;
@@ -34,6 +35,8 @@ pub struct RunWriter<'s> {
     /// The digests of the members of groups added so far that were hashed,
     /// by key, for the groups that name them in `same_members_as`.
     digests: HashMap<String, BlobDigest>,
+    /// The pack of the bitmaps this run stores, once it stores one.
+    pack: Option<PackWriter>,
 }
 
 impl RunWriter<'_> {
@@ -87,7 +90,7 @@ impl RunWriter<'_> {
             .collect::<Result<_, StateError>>()?;
         if let Some(write) = &self.write {
             let mut members = write.open_table(MEMBERS).map_err(|e| state.error(e))?;
-            let mut parts = write.open_table(BLOB_PARTS).map_err(|e| state.error(e))?;
+            let mut places = write.open_table(BLOB_PLACES).map_err(|e| state.error(e))?;
             let mut refs = write.open_table(BLOB_REFS).map_err(|e| state.error(e))?;
             let mut digests = write.open_table(BLOB_DIGESTS).map_err(|e| state.error(e))?;
             let mut bases = write.open_table(BLOB_BASES).map_err(|e| state.error(e))?;
@@ -97,10 +100,10 @@ impl RunWriter<'_> {
                     Stored::New { bytes, digest, base } => {
                         let blob = self.next_blob;
                         self.next_blob += 1;
-                        for (part, chunk) in (0u32..).zip(bytes.chunks(PART_BYTES)) {
-                            parts.insert((blob, part), chunk).map_err(|e| state.error(e))?;
-                            count_write();
-                        }
+                        let place = open_pack(&mut self.pack, state, id)?
+                            .append(bytes)
+                            .map_err(|e| io_error(&state.dir, &e))?;
+                        places.insert(blob, place).map_err(|e| state.error(e))?;
                         digests.insert(blob, digest).map_err(|e| state.error(e))?;
                         if let Some((base, chain)) = *base {
                             bases.insert(blob, (base, chain)).map_err(|e| state.error(e))?;
@@ -223,10 +226,17 @@ impl RunWriter<'_> {
             state.prune(&mut runs, &mut members, &write, &mut refs, keep)?;
             record
         };
+        let mut pack = self.pack;
+        let named = state.compact_packs(&write, &mut pack, self.id)?;
+        if let Some(pack) = pack {
+            pack.finish().map_err(|e| io_error(&state.dir, &e))?;
+        }
         write.delete_table(SHA256_BLOB_DIGESTS).map_err(|e| state.error(e))?;
         count_write();
         write.commit().map_err(|e| state.error(e))?;
         count_write();
+        // Best effort: a pack left behind is deleted after a later commit.
+        let _ = packs::sweep(&state.dir, &named);
         Ok(record)
     }
 
@@ -372,6 +382,7 @@ impl State {
     ) -> Result<(), StateError> {
         let mut blobs = write.open_table(BLOBS).map_err(|e| self.error(e))?;
         let mut parts = write.open_table(BLOB_PARTS).map_err(|e| self.error(e))?;
+        let mut places = write.open_table(BLOB_PLACES).map_err(|e| self.error(e))?;
         let mut digests = write.open_table(BLOB_DIGESTS).map_err(|e| self.error(e))?;
         let mut bases = write.open_table(BLOB_BASES).map_err(|e| self.error(e))?;
         let retained = runs.len().map_err(|e| self.error(e))?;
@@ -402,6 +413,7 @@ impl State {
                     if count <= 1 {
                         refs.remove(blob).map_err(|e| self.error(e))?;
                         blobs.remove(blob).map_err(|e| self.error(e))?;
+                        places.remove(blob).map_err(|e| self.error(e))?;
                         digests.remove(blob).map_err(|e| self.error(e))?;
                         parts
                             .retain_in((blob, 0)..=(blob, u32::MAX), |_, _| false)
@@ -486,6 +498,60 @@ impl State {
             carry_over,
             digest_secret,
             digests: HashMap::new(),
+            pack: None,
         })
     }
+
+    /// Moves the bitmaps of packs that are more than half dead (their
+    /// other bitmaps pruned) into run `id`'s pack, so the packs hold at
+    /// most about twice the bytes the retained runs use. Returns the packs
+    /// the run's places name once it commits; the rest go after the commit.
+    fn compact_packs(
+        &self,
+        write: &redb::WriteTransaction,
+        pack: &mut Option<PackWriter>,
+        id: u64,
+    ) -> Result<HashSet<u64>, StateError> {
+        let mut places = write.open_table(BLOB_PLACES).map_err(|e| self.error(e))?;
+        let all: Vec<(u64, packs::Place)> = places
+            .iter()
+            .map_err(|e| self.error(e))?
+            .map(|entry| {
+                entry
+                    .map(|(blob, place)| (blob.value(), place.value()))
+                    .map_err(|e| self.error(e))
+            })
+            .collect::<Result<_, _>>()?;
+        let mut live: HashMap<u64, u64> = HashMap::new();
+        for (_, (pack, _, length)) in &all {
+            *live.entry(*pack).or_default() += length;
+        }
+        let sparse: HashSet<u64> = packs::pack_sizes(&self.dir)
+            .map_err(|e| io_error(&self.dir, &e))?
+            .into_iter()
+            .filter(|&(pack, size)| pack != id && live.get(&pack).is_some_and(|&live| 2 * live < size))
+            .map(|(pack, _)| pack)
+            .collect();
+        for &(blob, place) in all.iter().filter(|(_, place)| sparse.contains(&place.0)) {
+            let bytes = packs::read_place(&self.dir, place)
+                .map_err(|e| self.corrupt(format_args!("bitmap {blob} in pack {}: {e}", place.0)))?;
+            let moved = open_pack(pack, self, id)?
+                .append(&bytes)
+                .map_err(|e| io_error(&self.dir, &e))?;
+            places.insert(blob, moved).map_err(|e| self.error(e))?;
+        }
+        let mut named: HashSet<u64> = live.into_keys().filter(|pack| !sparse.contains(pack)).collect();
+        if pack.is_some() {
+            named.insert(id);
+        }
+        Ok(named)
+    }
+}
+
+/// Run `id`'s pack, created when it stores its first bitmap.
+fn open_pack<'p>(pack: &'p mut Option<PackWriter>, state: &State, id: u64) -> Result<&'p mut PackWriter, StateError> {
+    if pack.is_none() {
+        *pack = Some(PackWriter::create(&state.dir, id).map_err(|e| io_error(&state.dir, &e))?);
+    }
+    Ok(pack.as_mut().expect("a pack"))
 }

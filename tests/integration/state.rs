@@ -300,7 +300,7 @@ fn a_state_of_a_newer_format_is_refused() {
             let mut meta = write
                 .open_table(redb::TableDefinition::<&str, u64>::new("meta"))
                 .unwrap();
-            meta.insert("format_version", 4).unwrap();
+            meta.insert("format_version", 5).unwrap();
         }
         write.commit().unwrap();
     }
@@ -308,7 +308,7 @@ fn a_state_of_a_newer_format_is_refused() {
     assert_eq!(out.status.code(), Some(4));
     let stderr = text(&out.stderr);
     assert!(
-        stderr.contains("has format version 4, but this dyngroups reads only up to version 3"),
+        stderr.contains("has format version 5, but this dyngroups reads only up to version 4"),
         "{stderr}"
     );
     let history = w.dyngroups(&["history"]);
