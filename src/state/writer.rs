@@ -95,14 +95,15 @@ impl RunWriter<'_> {
             let mut digests = write.open_table(BLOB_DIGESTS).map_err(|e| state.error(e))?;
             let mut bases = write.open_table(BLOB_BASES).map_err(|e| state.error(e))?;
             let id = self.id;
+            // Placed in order here, written side by side below.
+            let mut to_write = Vec::new();
             for (group, Diffed { stored, .. }) in groups.iter().zip(&diffed) {
                 let blob = match stored {
                     Stored::New { bytes, digest, base } => {
                         let blob = self.next_blob;
                         self.next_blob += 1;
-                        let place = open_pack(&mut self.pack, state, id)?
-                            .append(bytes)
-                            .map_err(|e| io_error(&state.dir, &e))?;
+                        let place = open_pack(&mut self.pack, state, id)?.place(bytes.len());
+                        to_write.push((place, bytes));
                         places.insert(blob, place).map_err(|e| state.error(e))?;
                         digests.insert(blob, digest).map_err(|e| state.error(e))?;
                         if let Some((base, chain)) = *base {
@@ -122,6 +123,12 @@ impl RunWriter<'_> {
                 state.add_ref(&mut refs, blob)?;
                 members.insert((id, group.key), blob).map_err(|e| state.error(e))?;
                 count_write();
+            }
+            if let Some(pack) = &self.pack {
+                to_write
+                    .par_iter()
+                    .try_for_each(|(place, bytes)| pack.write_at(*place, bytes))
+                    .map_err(|e| io_error(&state.dir, &e))?;
             }
         }
         let mut changes = Vec::with_capacity(groups.len());
