@@ -531,7 +531,7 @@ impl State {
             .collect::<Result<_, _>>()?;
         let mut live: HashMap<u64, u64> = HashMap::new();
         for (_, (pack, _, length)) in &all {
-            *live.entry(*pack).or_default() += length;
+            *live.entry(*pack).or_default() += packs::pack_footprint(*length);
         }
         let sparse: HashSet<u64> = packs::pack_sizes(&self.dir)
             .map_err(|e| io_error(&self.dir, &e))?
