@@ -294,11 +294,7 @@ pub(super) fn codes_holding(text: &TextColumn, needles: &[Needle<'_>]) -> Vec<Ro
                     let first = task * VALUES_PER_SEARCH_TASK;
                     let values = VALUES_PER_SEARCH_TASK.min(lower.len() - first);
                     let mut bits = vec![vec![0u8; values.div_ceil(8)]; needles_of[0].len()];
-                    search_task(lower, task, &search, needles, &needles_of, |value, needle| {
-                        let slot = needles_of[0]
-                            .iter()
-                            .position(|&n| n == needle)
-                            .expect("a needle of the literal");
+                    search_task(lower, task, &search, needles, &needles_of, |value, _, slot| {
                         bits[slot][(value - first) / 8] |= 1 << ((value - first) % 8);
                     });
                     bits.iter()
@@ -323,7 +319,7 @@ pub(super) fn codes_holding(text: &TextColumn, needles: &[Needle<'_>]) -> Vec<Ro
             let hits: Vec<Vec<(u32, u32)>> = tasks
                 .map(|task| {
                     let mut hits = Vec::new();
-                    search_task(lower, task, &search, needles, &needles_of, |value, needle| {
+                    search_task(lower, task, &search, needles, &needles_of, |value, needle, _| {
                         hits.push((value as u32, needle));
                     });
                     hits
@@ -356,15 +352,16 @@ pub(super) fn codes_holding(text: &TextColumn, needles: &[Needle<'_>]) -> Vec<Ro
 
 /// Searches the values of one search task (`VALUES_PER_SEARCH_TASK`
 /// values from `task * VALUES_PER_SEARCH_TASK`) and hands each value that
-/// holds a needle, with the needle, to `record`, values ascending;
-/// `needles_of[p]` are the needles of `search`'s literal `p`.
+/// holds a needle, with the needle and its position among its literal's
+/// needles, to `record`, values ascending; `needles_of[p]` are the needles
+/// of `search`'s literal `p`.
 fn search_task(
     lower: &Strings,
     task: usize,
     search: &Search<'_>,
     needles: &[Needle<'_>],
     needles_of: &[Vec<u32>],
-    mut record: impl FnMut(usize, u32),
+    mut record: impl FnMut(usize, u32, usize),
 ) {
     let first = task * VALUES_PER_SEARCH_TASK;
     let last = lower.len().min(first + VALUES_PER_SEARCH_TASK) - 1;
@@ -375,9 +372,9 @@ fn search_task(
     let mut hit = |value: usize, p: usize, start: usize, end: usize| -> bool {
         let span = lower.start(value)..lower.end(value);
         let mut all = true;
-        for &i in &needles_of[p] {
+        for (slot, &i) in needles_of[p].iter().enumerate() {
             if needles[i as usize].holds_at(base + start, base + end, span.clone()) {
-                record(value, i);
+                record(value, i, slot);
             } else {
                 all = false;
             }

@@ -431,10 +431,7 @@ fn replace_directory(dir: &Path, fill: impl FnOnce(&Path) -> std::io::Result<()>
         path: dir.display().to_string(),
         reason: e.to_string(),
     };
-    let parent = dir
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
+    let parent = directory_of(dir);
     let staging = tempfile::Builder::new()
         .prefix(".dyngroups-")
         .tempdir_in(parent)
@@ -471,6 +468,13 @@ pub fn write_portable_bitmap(path: &Path, members: &RoaringBitmap) -> Result<(),
     write_atomically(path, |out| members.serialize_into(out))
 }
 
+/// The directory `path` is in: `.` for a bare file name.
+fn directory_of(path: &Path) -> &Path {
+    path.parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."))
+}
+
 /// Writes through a temporary file in the same directory, synced and then
 /// renamed over `path`.
 fn write_atomically(
@@ -481,10 +485,7 @@ fn write_atomically(
         path: path.display().to_string(),
         reason: e.to_string(),
     };
-    let dir = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
+    let dir = directory_of(path);
     // Created as any output file is (0666 less the umask), not with the
     // temporary file's private 0600. Its own name means nothing to the user.
     let temp = tempfile::Builder::new()
