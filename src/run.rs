@@ -16,6 +16,7 @@ use crate::diff::{ChangeCount, GroupChange, RemovalGuard};
 use crate::error::Error;
 use crate::eval::{EvaluationSummary, GroupMembers, dependency_closure, evaluate_each};
 use crate::import::{BadRowLimit, ImportReport};
+use crate::output::GroupSpool;
 use crate::source::SourceFile;
 use crate::state::{GroupRecord, GroupToCommit, InputFingerprint, RunRecord, RunWriter, State};
 use roaring::RoaringBitmap;
@@ -285,15 +286,18 @@ impl PreparedRun {
             writer,
             // A dry run before any commit: everything would be added.
             finds_changes: options.state != StateUse::None,
-            keeps_changes: options.diff_out.is_some() || options.scim_out.is_some(),
             counts: Vec::new(),
-            changes: Vec::new(),
+            changes: options
+                .diff_out
+                .as_deref()
+                .or(options.scim_out.as_deref())
+                .map(GroupSpool::new),
             took: Duration::ZERO,
         };
         let preview = !matches!(options.state, StateUse::Commit(_)) || self.state.is_none();
         let shown_only = |key: &str| options.groups.is_empty() || options.groups.iter().any(|k| k == key);
         let mut groups: Vec<(usize, RunGroup)> = Vec::new();
-        let mut kept_members: Vec<(String, RoaringBitmap)> = Vec::new();
+        let mut kept_members = options.members_out.as_deref().map(GroupSpool::new);
         let rules = &self.rules;
         let summary = phase(progress, &format!("evaluating {} groups", rules.groups.len()), || {
             evaluate_each(
@@ -321,8 +325,8 @@ impl PreparedRun {
                         // What each group commits; drafts only in previews,
                         // never in a run that commits.
                         let written = g.committed().or(preview.then_some(&g.members));
-                        if let (Some(_), Some(members)) = (&options.members_out, written) {
-                            kept_members.push((g.key.clone(), members.clone()));
+                        if let (Some(kept), Some(members)) = (&mut kept_members, written) {
+                            kept.push_members(&g.key, members.clone())?;
                         }
                         groups.push((g.position, RunGroup::of_rule_group(g)));
                     }
@@ -375,7 +379,7 @@ impl PreparedRun {
         Ok(EvaluatedRun {
             prepared: self,
             changes: sink.finds_changes.then(|| std::mem::take(&mut sink.counts)),
-            kept_changes: std::mem::take(&mut sink.changes),
+            kept_changes: sink.changes.take(),
             diff_took: sink.took,
             writer: sink.writer,
             groups,
@@ -532,8 +536,8 @@ pub struct EvaluatedRun<'p> {
     writer: Option<RunWriter<'p>>,
     groups: Vec<RunGroup>,
     changes: Option<Vec<ChangeCount>>,
-    kept_changes: Vec<GroupChange>,
-    kept_members: Vec<(String, RoaringBitmap)>,
+    kept_changes: Option<GroupSpool>,
+    kept_members: Option<GroupSpool>,
     summary: EvaluationSummary,
     diff_took: Duration,
 }
@@ -575,7 +579,7 @@ impl EvaluatedRun<'_> {
             writer,
             groups,
             changes,
-            kept_changes: mut changed,
+            kept_changes,
             kept_members,
             summary,
             diff_took,
@@ -602,17 +606,17 @@ impl EvaluatedRun<'_> {
             load_took: prepared.loaded,
             diff_took,
         };
-        if let Some(path) = &options.members_out {
-            let members = kept_members.iter().map(|(key, members)| (key.as_str(), members));
-            crate::output::write_members(path, members)?;
+        if let (Some(path), Some(kept)) = (&options.members_out, &kept_members) {
+            kept.write_members(path)?;
             outcome.members_written = Some(path.clone());
         }
-        changed.sort_by(|a, b| a.key.cmp(&b.key));
-        if let Some(path) = &options.diff_out {
-            crate::output::write_changes(path, &changed)?;
+        if let (Some(path), Some(kept)) = (&options.diff_out, &kept_changes) {
+            kept.write_changes(path)?;
             outcome.changes_written = Some(path.clone());
         }
-        if let Some(dir) = &options.scim_out {
+        if let (Some(dir), Some(kept)) = (&options.scim_out, &kept_changes) {
+            let mut changed = kept.changes()?;
+            changed.sort_by(|a, b| a.key.cmp(&b.key));
             let requests = crate::scim::patch_requests(&changed, options.scim_batch);
             let mut files: Vec<(String, Vec<u8>)> = requests
                 .iter()
@@ -711,9 +715,9 @@ fn guard_removals(
 struct RunSink<'s> {
     writer: Option<RunWriter<'s>>,
     finds_changes: bool,
-    keeps_changes: bool,
     counts: Vec<ChangeCount>,
-    changes: Vec<GroupChange>,
+    /// The changes themselves, for the outputs that list them.
+    changes: Option<GroupSpool>,
     /// Time spent diffing and storing.
     took: Duration,
 }
@@ -722,19 +726,20 @@ impl RunSink<'_> {
     fn add(&mut self, groups: &[GroupToCommit<'_>]) -> Result<(), Error> {
         let started = Instant::now();
         let empty = RoaringBitmap::new();
+        let keeps_changes = self.changes.is_some();
         match &mut self.writer {
-            Some(writer) if self.keeps_changes => {
+            Some(writer) if keeps_changes => {
                 let changes = writer.add_with_changes(groups)?;
-                self.keep(changes);
+                self.keep(changes)?;
             }
             Some(writer) => self.counts.extend(writer.add(groups)?),
             None if !self.finds_changes => {}
-            None if self.keeps_changes => self.keep(
+            None if keeps_changes => self.keep(
                 groups
                     .iter()
                     .map(|g| GroupChange::between(g.key, &empty, g.members))
                     .collect(),
-            ),
+            )?,
             None => self
                 .counts
                 .extend(groups.iter().map(|g| ChangeCount::between(g.key, &empty, g.members))),
@@ -752,16 +757,19 @@ impl RunSink<'_> {
             None => Vec::new(),
         };
         let keys = gone.iter().map(|c| c.key.clone()).collect();
-        self.keep(gone);
+        self.keep(gone)?;
         self.took += started.elapsed();
         Ok(keys)
     }
 
-    fn keep(&mut self, changes: Vec<GroupChange>) {
+    fn keep(&mut self, changes: Vec<GroupChange>) -> Result<(), Error> {
         self.counts.extend(changes.iter().map(GroupChange::count));
-        if self.keeps_changes {
-            self.changes.extend(changes);
+        if let Some(kept) = &mut self.changes {
+            for change in changes {
+                kept.push_change(change)?;
+            }
         }
+        Ok(())
     }
 }
 

@@ -4,6 +4,10 @@
 //! half a file and a failed run leaves the previous file untouched.
 
 mod parquet_rows;
+mod spool;
+
+pub(crate) use spool::GroupSpool;
+use spool::{GroupSource, Loaded};
 
 use crate::diff::GroupChange;
 use crate::faults::count_write;
@@ -119,25 +123,41 @@ pub fn write_members<'a>(
     path: &Path,
     groups: impl IntoIterator<Item = (&'a str, &'a RoaringBitmap)>,
 ) -> Result<(), OutputError> {
-    if path.extension().is_some_and(|e| e.eq_ignore_ascii_case("roaring")) {
-        let groups: Vec<(&str, &RoaringBitmap)> = groups.into_iter().collect();
-        return write_bitmap_directory(path, &groups);
-    }
-    let groups = groups
+    let groups: Vec<(&str, GroupRows<'_>)> = groups
         .into_iter()
         .map(|(key, members)| (key, GroupRows::Members(members)))
         .collect();
-    write_rows(path, false, groups, Batching::default())
+    write_member_rows(path, &groups)
 }
 
 /// Writes `group,user_id,change` rows (`change` is `add` or `remove`),
 /// sorted by group key then user id.
 pub fn write_changes(path: &Path, changes: &[GroupChange]) -> Result<(), OutputError> {
-    let groups = changes
+    let groups: Vec<(&str, GroupRows<'_>)> = changes
         .iter()
         .map(|change| (change.key.as_str(), GroupRows::Changes(change)))
         .collect();
-    write_rows(path, true, groups, Batching::default())
+    write_rows(path, true, &groups, Batching::default())
+}
+
+impl GroupSpool {
+    /// Writes the members kept as [`write_members`] does.
+    pub(crate) fn write_members(&self, path: &Path) -> Result<(), OutputError> {
+        write_member_rows(path, self)
+    }
+
+    /// Writes the changes kept as [`write_changes`] does.
+    pub(crate) fn write_changes(&self, path: &Path) -> Result<(), OutputError> {
+        write_rows(path, true, self, Batching::default())
+    }
+}
+
+fn write_member_rows(path: &Path, groups: &dyn GroupSource) -> Result<(), OutputError> {
+    if path.extension().is_some_and(|e| e.eq_ignore_ascii_case("roaring")) {
+        write_bitmaps(path, groups)
+    } else {
+        write_rows(path, false, groups, Batching::default())
+    }
 }
 
 fn change_word(added: bool) -> &'static str {
@@ -168,14 +188,22 @@ impl Default for Batching {
     }
 }
 
-fn write_rows(
-    path: &Path,
-    with_change: bool,
-    mut groups: Vec<(&str, GroupRows<'_>)>,
-    batching: Batching,
-) -> Result<(), OutputError> {
-    groups.sort_by_key(|(key, _)| *key);
+/// Writes the groups' rows, sorted by key, a window of rows at a time:
+/// each window's groups are loaded (read back from a spool, if there) and
+/// encoded in parallel while the window before is written.
+fn write_rows(path: &Path, with_change: bool, source: &dyn GroupSource, batching: Batching) -> Result<(), OutputError> {
+    let mut order: Vec<usize> = (0..source.len()).collect();
+    order.sort_by(|&a, &b| source.key(a).cmp(source.key(b)));
     let format = Format::for_path(path);
+    let window_rows = match format {
+        Format::Csv | Format::JsonLines => batching.text_window,
+        // A few row groups per core, encoded side by side.
+        Format::Parquet => batching.row_group * 4 * rayon::current_num_threads() as u64,
+    };
+    let windows = windows_of(&order, |group| source.rows(group), window_rows);
+    let load = |window: &[usize]| -> std::io::Result<Vec<Loaded<'_>>> {
+        window.par_iter().map(|&group| source.load(group)).collect()
+    };
     write_atomically(path, |out| match format {
         Format::Csv | Format::JsonLines => {
             if format == Format::Csv {
@@ -186,27 +214,13 @@ fn write_rows(
                 };
                 out.write_all(header.as_bytes())?;
             }
-            // Each window is formatted while the one before is written.
-            let mut windows = Vec::new();
-            let mut rest = groups.as_slice();
-            while !rest.is_empty() {
-                let mut rows = 0;
-                let take = rest
-                    .iter()
-                    .position(|(_, group)| {
-                        rows += group.len();
-                        rows > batching.text_window
-                    })
-                    .map_or(rest.len(), |at| at.max(1));
-                let (window, next) = rest.split_at(take);
-                windows.push(window);
-                rest = next;
-            }
-            let format_window = |window: &[(&str, GroupRows<'_>)]| -> Vec<Vec<u8>> {
-                window
+            let format_window = |window: &[usize]| -> std::io::Result<Vec<Vec<u8>>> {
+                let loaded = load(window)?;
+                Ok(window
                     .par_iter()
-                    .map(|(key, group)| text_rows(format, key, group))
-                    .collect()
+                    .zip(&loaded)
+                    .map(|(&group, rows)| text_rows(format, source.key(group), &rows.rows()))
+                    .collect())
             };
             let mut formatted: Vec<Vec<u8>> = Vec::new();
             for window in windows {
@@ -215,13 +229,46 @@ fn write_rows(
                     || format_window(window),
                 );
                 written?;
-                formatted = next;
+                formatted = next?;
             }
             formatted.iter().try_for_each(|text| out.write_all(text))
         }
-        Format::Parquet => parquet_rows::write(out, with_change, &groups, batching.row_group, batching.page)
-            .map_err(std::io::Error::other),
+        Format::Parquet => {
+            let mut rows = parquet_rows::RowsWriter::new(out, with_change).map_err(std::io::Error::other)?;
+            for window in windows {
+                let loaded = load(window)?;
+                let groups: Vec<(&str, GroupRows<'_>)> = window
+                    .iter()
+                    .zip(&loaded)
+                    .map(|(&group, rows)| (source.key(group), rows.rows()))
+                    .collect();
+                rows.append(&groups, batching.row_group, batching.page)
+                    .map_err(std::io::Error::other)?;
+            }
+            rows.finish().map_err(std::io::Error::other)
+        }
     })
+}
+
+/// `groups` cut into windows of at most `most` rows, or of one group that
+/// has more.
+fn windows_of(groups: &[usize], rows: impl Fn(usize) -> u64, most: u64) -> Vec<&[usize]> {
+    let mut windows = Vec::new();
+    let mut rest = groups;
+    while !rest.is_empty() {
+        let mut total = 0;
+        let take = rest
+            .iter()
+            .position(|&group| {
+                total += rows(group);
+                total > most
+            })
+            .map_or(rest.len(), |at| at.max(1));
+        let (window, next) = rest.split_at(take);
+        windows.push(window);
+        rest = next;
+    }
+    windows
 }
 
 /// One group's rows as CSV or JSON Lines. Numbers go through `itoa`, rows
@@ -380,15 +427,30 @@ pub fn write_directory(dir: &Path, files: &[(String, Vec<u8>)]) -> Result<(), Ou
 /// parallel and the directory replaced at once, as [`write_directory`]
 /// does.
 pub fn write_bitmap_directory(dir: &Path, groups: &[(&str, &RoaringBitmap)]) -> Result<(), OutputError> {
-    let listed: Vec<serde_json::Value> = groups
+    let groups: Vec<(&str, GroupRows<'_>)> = groups
         .iter()
-        .map(
-            |(key, members)| serde_json::json!({"group": key, "file": bitmap_file_name(key), "members": members.len()}),
-        )
+        .map(|(key, members)| (*key, GroupRows::Members(members)))
+        .collect();
+    write_bitmaps(dir, &groups)
+}
+
+/// [`write_bitmap_directory`] of groups of members, loaded one at a time.
+fn write_bitmaps(dir: &Path, groups: &dyn GroupSource) -> Result<(), OutputError> {
+    let listed: Vec<serde_json::Value> = (0..groups.len())
+        .map(|group| {
+            let key = groups.key(group);
+            serde_json::json!({"group": key, "file": bitmap_file_name(key), "members": groups.rows(group)})
+        })
         .collect();
     replace_directory(dir, |staging| {
-        groups.par_iter().try_for_each(|(key, members)| {
-            write_synced(&staging.join(bitmap_file_name(key)), |out| members.serialize_into(out))
+        (0..groups.len()).into_par_iter().try_for_each(|group| {
+            let loaded = groups.load(group)?;
+            let GroupRows::Members(members) = loaded.rows() else {
+                unreachable!("a directory of bitmaps is written from members")
+            };
+            write_synced(&staging.join(bitmap_file_name(groups.key(group))), |out| {
+                members.serialize_into(out)
+            })
         })?;
         let listing = serde_json::to_vec_pretty(&listed).map_err(std::io::Error::other)?;
         write_synced(&staging.join("groups.json"), |out| out.write_all(&listing))
@@ -623,18 +685,31 @@ mod tests {
         ] {
             for extension in ["csv", "jsonl", "parquet"] {
                 let path = dir.path().join(format!("out.{extension}"));
-                let groups = sets
+                let groups: Vec<(&str, GroupRows<'_>)> = sets
                     .iter()
                     .map(|(key, m)| (key.as_str(), GroupRows::Members(m)))
                     .collect();
-                write_rows(&path, false, groups, batching).unwrap();
+                write_rows(&path, false, &groups, batching).unwrap();
                 assert_eq!(read_back(&path), expected_members, "members, {extension}");
-                let groups = changes
+                let groups: Vec<(&str, GroupRows<'_>)> = changes
                     .iter()
                     .map(|c| (c.key.as_str(), GroupRows::Changes(c)))
                     .collect();
-                write_rows(&path, true, groups, batching).unwrap();
+                write_rows(&path, true, &groups, batching).unwrap();
                 assert_eq!(read_back(&path), expected_changes, "changes, {extension}");
+                // The same rows, kept in a spool that moved them to its
+                // file.
+                let (mut members, mut changed) = (GroupSpool::spilling(&path), GroupSpool::spilling(&path));
+                for (key, m) in &sets {
+                    members.push_members(key, m.clone()).unwrap();
+                }
+                for change in &changes {
+                    changed.push_change(change.clone()).unwrap();
+                }
+                write_rows(&path, false, &members, batching).unwrap();
+                assert_eq!(read_back(&path), expected_members, "spilled members, {extension}");
+                write_rows(&path, true, &changed, batching).unwrap();
+                assert_eq!(read_back(&path), expected_changes, "spilled changes, {extension}");
             }
         }
         let path = dir.path().join("none.parquet");

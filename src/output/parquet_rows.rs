@@ -26,46 +26,70 @@ use rayon::prelude::*;
 use std::io::Write;
 use std::sync::Arc;
 
-/// Writes the groups' rows, in order, as `group` (dictionary-encoded, a
-/// group's rows one run), `user_id` (unsigned, delta-encoded: ids ascend
-/// within a group) and, with `with_change`, `change` (dictionary-encoded,
-/// one bit a row), in row groups of `rows_per_group` and pages of
-/// `rows_per_page`. At 20% of users a
-/// membership takes about half a byte. Row groups are encoded side by side,
-/// a few per core, and written in order.
-pub(super) fn write<W: Write + Send>(
-    out: W,
+/// A file of memberships or changes being written: the groups' rows, in
+/// the order appended, as `group` (dictionary-encoded, a group's rows one
+/// run), `user_id` (unsigned, delta-encoded: ids ascend within a group)
+/// and, with changes, `change` (dictionary-encoded, one bit a row). At 20%
+/// of users a membership takes about half a byte.
+pub(super) struct RowsWriter<W: Write + Send> {
+    writer: SerializedFileWriter<W>,
+    columns: SchemaDescriptor,
     with_change: bool,
-    groups: &[(&str, GroupRows<'_>)],
-    rows_per_group: u64,
-    rows_per_page: u64,
-) -> Result<(), ParquetError> {
-    let change_column = if with_change {
-        "required binary change (STRING);"
-    } else {
-        ""
-    };
-    let schema = Arc::new(parse_message_type(&format!(
-        "message memberships {{ required binary group (STRING); required int32 user_id (INTEGER(32, false)); {change_column} }}"
-    ))?);
-    let columns = SchemaDescriptor::new(schema.clone());
-    let mut writer = SerializedFileWriter::new(out, schema, Arc::new(WriterProperties::new()))?;
-    let plans = row_group_plans(groups, rows_per_group);
-    for window in plans.chunks(4 * rayon::current_num_threads()) {
-        let encoded = window
-            .par_iter()
-            .map(|plan| RowGroupRows::gather(groups, plan, with_change).encode(&columns, rows_per_page as usize))
-            .collect::<Result<Vec<_>, ParquetError>>()?;
-        for chunks in encoded {
-            let mut row_group = writer.next_row_group()?;
-            for (bytes, close) in chunks {
-                row_group.append_column(&bytes, close)?;
-            }
-            row_group.close()?;
-        }
+}
+
+impl<W: Write + Send> RowsWriter<W> {
+    /// Starts the file, with a `change` column if `with_change`.
+    pub(super) fn new(out: W, with_change: bool) -> Result<RowsWriter<W>, ParquetError> {
+        let change_column = if with_change {
+            "required binary change (STRING);"
+        } else {
+            ""
+        };
+        let schema = Arc::new(parse_message_type(&format!(
+            "message memberships {{ required binary group (STRING); required int32 user_id (INTEGER(32, false)); {change_column} }}"
+        ))?);
+        let columns = SchemaDescriptor::new(schema.clone());
+        let writer = SerializedFileWriter::new(out, schema, Arc::new(WriterProperties::new()))?;
+        Ok(RowsWriter {
+            writer,
+            columns,
+            with_change,
+        })
     }
-    writer.close()?;
-    Ok(())
+
+    /// Appends the groups' rows in row groups of `rows_per_group` (the last
+    /// may have fewer) and pages of `rows_per_page`. Row groups are encoded
+    /// side by side, a few per core, and written in order.
+    pub(super) fn append(
+        &mut self,
+        groups: &[(&str, GroupRows<'_>)],
+        rows_per_group: u64,
+        rows_per_page: u64,
+    ) -> Result<(), ParquetError> {
+        let plans = row_group_plans(groups, rows_per_group);
+        for window in plans.chunks(4 * rayon::current_num_threads()) {
+            let encoded = window
+                .par_iter()
+                .map(|plan| {
+                    RowGroupRows::gather(groups, plan, self.with_change).encode(&self.columns, rows_per_page as usize)
+                })
+                .collect::<Result<Vec<_>, ParquetError>>()?;
+            for chunks in encoded {
+                let mut row_group = self.writer.next_row_group()?;
+                for (bytes, close) in chunks {
+                    row_group.append_column(&bytes, close)?;
+                }
+                row_group.close()?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes the footer.
+    pub(super) fn finish(self) -> Result<(), ParquetError> {
+        self.writer.close()?;
+        Ok(())
+    }
 }
 
 /// One row group's rows: per group (its index), how many of its rows to
@@ -404,7 +428,9 @@ mod tests {
             .map(|(key, ids)| (*key, GroupRows::Members(ids)))
             .collect();
         let mut file = Vec::new();
-        write(&mut file, false, &groups, 300, 100).unwrap();
+        let mut rows = RowsWriter::new(&mut file, false).unwrap();
+        rows.append(&groups, 300, 100).unwrap();
+        rows.finish().unwrap();
         let reader = SerializedFileReader::new(Bytes::from(file)).unwrap();
         assert_eq!(reader.num_row_groups(), 4);
         let mut read = Vec::new();
