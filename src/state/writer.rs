@@ -95,15 +95,28 @@ impl RunWriter<'_> {
             let mut digests = write.open_table(BLOB_DIGESTS).map_err(|e| state.error(e))?;
             let mut bases = write.open_table(BLOB_BASES).map_err(|e| state.error(e))?;
             let id = self.id;
-            // Placed in order here, written side by side below.
-            let mut to_write = Vec::new();
+            // The batch's new bitmaps go to the pack back to back, written
+            // by its thread while the next batch is evaluated.
+            let new_bitmaps: Vec<&[u8]> = diffed
+                .iter()
+                .filter_map(|d| match &d.stored {
+                    Stored::New { bytes, .. } => Some(bytes.as_slice()),
+                    _ => None,
+                })
+                .collect();
+            let mut new_places = match new_bitmaps.is_empty() {
+                true => Vec::new(),
+                false => open_pack(&mut self.pack, state, id)?
+                    .write_batch(&new_bitmaps)
+                    .map_err(|e| io_error(&state.dir, &e))?,
+            }
+            .into_iter();
             for (group, Diffed { stored, .. }) in groups.iter().zip(&diffed) {
                 let blob = match stored {
-                    Stored::New { bytes, digest, base } => {
+                    Stored::New { digest, base, .. } => {
                         let blob = self.next_blob;
                         self.next_blob += 1;
-                        let place = open_pack(&mut self.pack, state, id)?.place(bytes.len());
-                        to_write.push((place, bytes));
+                        let place = new_places.next().expect("a place for each new bitmap");
                         places.insert(blob, place).map_err(|e| state.error(e))?;
                         digests.insert(blob, digest).map_err(|e| state.error(e))?;
                         if let Some((base, chain)) = *base {
@@ -123,12 +136,6 @@ impl RunWriter<'_> {
                 state.add_ref(&mut refs, blob)?;
                 members.insert((id, group.key), blob).map_err(|e| state.error(e))?;
                 count_write();
-            }
-            if let Some(pack) = &self.pack {
-                to_write
-                    .par_iter()
-                    .try_for_each(|(place, bytes)| pack.write_at(*place, bytes))
-                    .map_err(|e| io_error(&state.dir, &e))?;
             }
         }
         let mut changes = Vec::with_capacity(groups.len());
@@ -531,7 +538,7 @@ impl State {
             .collect::<Result<_, _>>()?;
         let mut live: HashMap<u64, u64> = HashMap::new();
         for (_, (pack, _, length)) in &all {
-            *live.entry(*pack).or_default() += packs::pack_footprint(*length);
+            *live.entry(*pack).or_default() += *length;
         }
         let sparse: HashSet<u64> = packs::pack_sizes(&self.dir)
             .map_err(|e| io_error(&self.dir, &e))?
@@ -539,13 +546,23 @@ impl State {
             .filter(|&(pack, size)| pack != id && live.get(&pack).is_some_and(|&live| 2 * live < size))
             .map(|(pack, _)| pack)
             .collect();
-        for &(blob, place) in all.iter().filter(|(_, place)| sparse.contains(&place.0)) {
-            let bytes = packs::read_place(&self.dir, place)
-                .map_err(|e| self.corrupt(format_args!("bitmap {blob} in pack {}: {e}", place.0)))?;
+        let moving: Vec<(u64, Vec<u8>)> = all
+            .iter()
+            .filter(|(_, place)| sparse.contains(&place.0))
+            .map(|&(blob, place)| {
+                packs::read_place(&self.dir, place)
+                    .map(|bytes| (blob, bytes))
+                    .map_err(|e| self.corrupt(format_args!("bitmap {blob} in pack {}: {e}", place.0)))
+            })
+            .collect::<Result<_, _>>()?;
+        if !moving.is_empty() {
+            let bitmaps: Vec<&[u8]> = moving.iter().map(|(_, bytes)| bytes.as_slice()).collect();
             let moved = open_pack(pack, self, id)?
-                .append(&bytes)
+                .write_batch(&bitmaps)
                 .map_err(|e| io_error(&self.dir, &e))?;
-            places.insert(blob, moved).map_err(|e| self.error(e))?;
+            for ((blob, _), place) in moving.iter().zip(moved) {
+                places.insert(*blob, place).map_err(|e| self.error(e))?;
+            }
         }
         let mut named: HashSet<u64> = live.into_keys().filter(|pack| !sparse.contains(pack)).collect();
         if pack.is_some() {
