@@ -456,12 +456,12 @@ const VALUES_PER_LOWERCASE_TASK: usize = 1 << 14;
 
 /// How many items ahead a gather in a random order asks for the memory it
 /// will read; twice as far for the index it reads first.
-const READ_AHEAD: usize = 32;
+pub(crate) const READ_AHEAD: usize = 32;
 
 /// Asks the CPU to bring the cache line at `at` in, where it can be asked:
 /// a hint, which reads nothing and cannot fault.
 #[inline(always)]
-fn prefetch<T>(at: *const T) {
+pub(crate) fn prefetch<T>(at: *const T) {
     #[cfg(target_arch = "x86_64")]
     // SAFETY: a prefetch is a hint; it does not read the memory, and an
     // address outside the process's memory is ignored.

@@ -7,6 +7,7 @@ mod csv;
 mod parquet;
 
 pub use column::{Column, NULL_CODE, Strings, TextColumn};
+pub(crate) use column::{READ_AHEAD, prefetch};
 pub use csv::TextRows;
 
 use crate::schema::{ColumnType, TableSchema, ValueType};

@@ -3,7 +3,7 @@
 //! with only the columns the checked rules use.
 
 use crate::checked::CheckedRules;
-use crate::data::{Column, CsvOptions, DataError, NULL_CODE, OpenTable, Table, TextColumn};
+use crate::data::{Column, CsvOptions, DataError, NULL_CODE, OpenTable, READ_AHEAD, Table, TextColumn};
 use crate::eval::UsersByPair;
 pub use crate::import::MatchBy;
 use crate::import::{ImportReport, MembershipRows};
@@ -623,11 +623,19 @@ fn tie_enrollments(table: Table, user_id_column: usize, users: &RowIndex) -> Res
         let message = not_a_user_id(values[row]);
         return Err(DataError::column(&table.path, "user_id", message).at_row(table.row_label(row)));
     }
+    // Enrollments come by course, so each one's user is a read that misses
+    // the cache: asked for ahead, many misses are in flight at once.
     let user_rows: Vec<u32> = values
         .par_iter()
-        .map(|&value| match user_id_value(value) {
-            Some(id) => users.row(id).unwrap_or(NO_USER),
-            None => NO_USER,
+        .enumerate()
+        .map(|(n, &value)| {
+            if let Some(ahead) = values.get(n + READ_AHEAD).and_then(|&v| user_id_value(v)) {
+                users.prefetch(ahead);
+            }
+            match user_id_value(value) {
+                Some(id) => users.row(id).unwrap_or(NO_USER),
+                None => NO_USER,
+            }
         })
         .collect();
     let unknown_users = user_rows.par_iter().filter(|&&u| u == NO_USER).count();

@@ -48,6 +48,15 @@ impl RowIndex {
         }
     }
 
+    /// Asks for the memory [`RowIndex::row`] will read for `id`.
+    pub(super) fn prefetch(&self, id: u32) {
+        if let RowIndex::Map { dense, .. } = self
+            && let Some(slot) = dense.get(id as usize)
+        {
+            crate::data::prefetch(slot);
+        }
+    }
+
     /// The row of a user id, if a user has it.
     pub(super) fn row(&self, id: u32) -> Option<u32> {
         match self {
