@@ -197,8 +197,7 @@ fn write_rows(path: &Path, with_change: bool, source: &dyn GroupSource, batching
     let format = Format::for_path(path);
     let window_rows = match format {
         Format::Csv | Format::JsonLines => batching.text_window,
-        // A few row groups per core, encoded side by side.
-        Format::Parquet => batching.row_group * 4 * rayon::current_num_threads() as u64,
+        Format::Parquet => batching.row_group * parquet_rows::row_groups_at_once() as u64,
     };
     let windows = windows_of(&order, |group| source.rows(group), window_rows);
     let load = |window: &[usize]| -> std::io::Result<Vec<Loaded<'_>>> {

@@ -67,7 +67,7 @@ impl<W: Write + Send> RowsWriter<W> {
         rows_per_page: u64,
     ) -> Result<(), ParquetError> {
         let plans = row_group_plans(groups, rows_per_group);
-        for window in plans.chunks(4 * rayon::current_num_threads()) {
+        for window in plans.chunks(row_groups_at_once()) {
             let encoded = window
                 .par_iter()
                 .map(|plan| {
@@ -90,6 +90,11 @@ impl<W: Write + Send> RowsWriter<W> {
         self.writer.close()?;
         Ok(())
     }
+}
+
+/// Row groups encoded side by side: a few per core.
+pub(super) fn row_groups_at_once() -> usize {
+    4 * rayon::current_num_threads()
 }
 
 /// One row group's rows: per group (its index), how many of its rows to
